@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Cairn's build, tests and benchmarks need on a fresh Debian 12 machine with the .NET 10 SDK,
+# then restores NuGet packages. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The real protocol peers the tests drive: libnbd tools, fio's nbd engine, qemu-img, nbdkit (benchmark peer),
+# the kernel NBD client, and etcd for the cluster tests.
+PACKAGES=(libnbd-bin fio qemu-utils nbdkit nbd-client etcd-server)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v dotnet >/dev/null; then
+  echo "setup: the .NET 10 SDK is required (dotnet not found on PATH)" >&2
+  exit 1
+fi
+dotnet restore Cairn.slnx --nologo -v quiet
