@@ -1,56 +1,276 @@
+using Cairn.BlockStore.Format;
+using Cairn.BlockStore.Storage;
 using Cairn.Core;
 
 namespace Cairn.BlockStore;
 
-// API SKETCH ONLY (to be replaced by the block store implementation): the public surface other layers code against.
-
-/// <summary>A pool: one directory on a node's drive holding the replicas (stored volumes) placed there.</summary>
-public sealed class BlockPool : IDisposable
+/// <summary>
+/// A pool: one directory on a node's drive holding the replicas (stored volumes) placed there.
+/// All volumes share one sparse data file of 4 KiB blocks (redirect-on-write), one metadata journal and one checkpoint;
+/// see FORMAT.md for the layout and the crash-safety argument.
+/// </summary>
+/// <remarks>Every public member is thread-safe.</remarks>
+public sealed partial class BlockPool : IDisposable
 {
+    /// <summary>Largest volume: keeps the map's page directory small (64 TiB → 32 MiB of page pointers).</summary>
+    public const long MaxVolumeBytes = 64L << 40;
+    /// <summary>Largest pool: physical block numbers are 32-bit in the map.</summary>
+    public const long MaxCapacityBytes = ((long)ExtentMap.MaxPhysicalBlock + 1) * PoolFormat.BlockBytes;
+
+    private readonly IPoolMedium _medium;
+    private readonly PoolHeader _header;
+    private readonly PoolOptions _options;
+    private readonly IStorageFile _data;
+    private readonly BlockAllocator _allocator;
+    private readonly Lock _volumesLock = new();
+    private readonly Dictionary<string, ThinVolume> _volumes = new(StringComparer.Ordinal);
+    private uint _nextVolumeIndex;
+    private int _closed;
+    private long _checksumErrors;
+
+    private BlockPool(IPoolMedium medium, PoolHeader header, PoolOptions options, IStorageFile data, BlockAllocator allocator)
+    {
+        _medium = medium;
+        _header = header;
+        _options = options;
+        _data = data;
+        _allocator = allocator;
+    }
+
     /// <summary>Creates a new pool in an empty or missing directory. <paramref name="capacityBytes"/> null = the filesystem's free space.</summary>
-    public static BlockPool Create(string directory, string name, long? capacityBytes = null) => throw new NotImplementedException();
+    public static BlockPool Create(string directory, string name, long? capacityBytes = null)
+    {
+        System.IO.Directory.CreateDirectory(directory);
+        return Create(new FileMedium(directory), name, capacityBytes, PoolOptions.Default);
+    }
 
     /// <summary>Opens an existing pool, checking its format version and recovering after a crash.</summary>
-    public static BlockPool Open(string directory) => throw new NotImplementedException();
+    /// <exception cref="PoolFormatException">Not a pool, corrupt metadata, or a format newer than this build reads.</exception>
+    public static BlockPool Open(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException($"pool directory '{directory}' does not exist");
+        }
+        return Open(new FileMedium(directory), PoolOptions.Default);
+    }
 
-    public string Name => throw new NotImplementedException();
-    public string Directory => throw new NotImplementedException();
-    public long CapacityBytes => throw new NotImplementedException();
-    public long UsedBytes => throw new NotImplementedException();
+    public string Name => _header.Name;
+    public string Directory => _medium.Location;
+    public long CapacityBytes => _header.CapacityBytes;
+    /// <summary>Bytes of data blocks that volumes reference (metadata files are not counted).</summary>
+    public long UsedBytes => Math.Max(0, _allocator.UsedBlocks - Volatile.Read(ref _pendingFreeBlocks)) * PoolFormat.BlockBytes;
     public long FreeBytes => CapacityBytes - UsedBytes;
+    public DateTimeOffset CreatedAt => _header.CreatedAt;
+    /// <summary>Checksum failures seen on reads in any volume since the pool was opened.</summary>
+    public long ChecksumErrors => Interlocked.Read(ref _checksumErrors);
 
-    public IReadOnlyList<StoredVolumeInfo> ListVolumes() => throw new NotImplementedException();
+    /// <summary>A block failed checksum verification (the read also failed with <see cref="BlockError.Io"/>).</summary>
+    public event EventHandler<ChecksumErrorEventArgs>? ChecksumError;
+
+    internal bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    public IReadOnlyList<StoredVolumeInfo> ListVolumes()
+    {
+        var list = new List<StoredVolumeInfo>();
+        lock (_volumesLock)
+        {
+            foreach (var v in _volumes.Values)
+            {
+                list.Add(new StoredVolumeInfo(v.Id, v.SizeBytes, v.AllocatedBytes, v.CreatedAt));
+            }
+        }
+        list.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
+        return list;
+    }
 
     /// <summary>Creates a thin volume; costs no space until written. Throws <see cref="InvalidOperationException"/> when the id exists.</summary>
-    public StoredVolume CreateVolume(string volumeId, long sizeBytes) => throw new NotImplementedException();
+    /// <remarks>Durable when this returns.</remarks>
+    public StoredVolume CreateVolume(string volumeId, long sizeBytes)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(volumeId);
+        if (PoolFormat.StrictUtf8.GetByteCount(volumeId) > PoolHeader.MaxNameBytes)
+        {
+            throw new ArgumentException($"volume id is longer than {PoolHeader.MaxNameBytes} UTF-8 bytes", nameof(volumeId));
+        }
+        if (sizeBytes <= 0 || sizeBytes > MaxVolumeBytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(sizeBytes), sizeBytes, $"volume size must be between 1 byte and {MaxVolumeBytes} bytes");
+        }
+        ThrowIfUnusable();
+        ThinVolume volume;
+        lock (_volumesLock)
+        {
+            if (_volumes.ContainsKey(volumeId))
+            {
+                throw new InvalidOperationException($"volume '{volumeId}' already exists in pool '{Name}'");
+            }
+            var createdAt = _options.Clock();
+            volume = new ThinVolume(this, _nextVolumeIndex++, volumeId, sizeBytes, createdAt, new ExtentMap(VolumeImage.BlocksFor(sizeBytes)), 0);
+            lock (BatchLock)
+            {
+                _batch.AddCreate(volume.Index, volumeId, sizeBytes, createdAt);
+            }
+            _volumes.Add(volumeId, volume);
+        }
+        Flush();
+        return volume;
+    }
 
-    public bool TryGetVolume(string volumeId, out StoredVolume? volume) => throw new NotImplementedException();
+    public bool TryGetVolume(string volumeId, out StoredVolume? volume)
+    {
+        lock (_volumesLock)
+        {
+            bool found = _volumes.TryGetValue(volumeId, out var v);
+            volume = v;
+            return found;
+        }
+    }
 
     /// <summary>Deletes a volume and frees its space. Open IO on it fails with <see cref="BlockError.Shutdown"/>.</summary>
-    public void DeleteVolume(string volumeId) => throw new NotImplementedException();
+    /// <exception cref="KeyNotFoundException">No volume has that id.</exception>
+    /// <remarks>Durable when this returns.</remarks>
+    public void DeleteVolume(string volumeId)
+    {
+        ThrowIfUnusable();
+        ThinVolume? volume;
+        lock (_volumesLock)
+        {
+            if (!_volumes.Remove(volumeId, out volume))
+            {
+                throw new KeyNotFoundException($"volume '{volumeId}' does not exist in pool '{Name}'");
+            }
+        }
+        volume.MarkDeleted();
+        Flush();
+    }
 
-    public void Dispose() => throw new NotImplementedException();
-}
+    /// <summary>Makes everything written so far durable and closes the pool; IO on its volumes then fails with <see cref="BlockError.Shutdown"/>.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+        try
+        {
+            lock (_commitLock)
+            {
+                SyncPointLocked(Volatile.Read(ref _openSequence));
+                if (_journalEnd > 1 << 20)
+                {
+                    Checkpoint(); // a short journal makes the next open fast
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or BlockDeviceException)
+        {
+            // Nothing more to save; unflushed writes were never promised.
+        }
+        WaitForReaders();
+        _journal.Dispose();
+        _data.Dispose();
+    }
 
-public sealed record StoredVolumeInfo(string Id, long SizeBytes, long AllocatedBytes, DateTimeOffset CreatedAt);
+    internal static BlockPool Create(IPoolMedium medium, string name, long? capacityBytes, PoolOptions options)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (PoolFormat.StrictUtf8.GetByteCount(name) > PoolHeader.MaxNameBytes)
+        {
+            throw new ArgumentException($"pool name is longer than {PoolHeader.MaxNameBytes} UTF-8 bytes", nameof(name));
+        }
+        long capacity = capacityBytes ?? medium.AvailableBytes;
+        if (capacity < PoolFormat.BlockBytes || capacity > MaxCapacityBytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacity,
+                $"pool capacity must be between {PoolFormat.BlockBytes} bytes and {MaxCapacityBytes} bytes");
+        }
+        PrepareEmptyDirectory(medium);
+        var header = new PoolHeader(name, capacity - capacity % PoolFormat.BlockBytes, options.Clock(), options.NewPoolId());
+        using (var data = medium.Open(PoolFormat.DataFile, create: true))
+        {
+            data.Sync();
+        }
+        using (var journal = medium.Open(PoolFormat.JournalFile(0), create: true))
+        {
+            JournalFile.WriteHeader(journal, 0, header.PoolId);
+            journal.Sync();
+        }
+        // The header is written last and renamed into place: a pool without it is an unfinished creation.
+        using (var tmp = medium.Open(PoolFormat.HeaderTempFile, create: true))
+        {
+            tmp.WriteAt(0, header.Encode());
+            tmp.Sync();
+        }
+        medium.Rename(PoolFormat.HeaderTempFile, PoolFormat.HeaderFile);
+        medium.SyncDirectory();
+        return Open(medium, options);
+    }
 
-/// <summary>A thin, checksummed volume inside a pool.</summary>
-public abstract class StoredVolume : IBlockDevice
-{
-    public abstract string Id { get; }
-    public abstract long AllocatedBytes { get; }
-    /// <summary>Blocks that failed checksum verification on read since the pool was opened.</summary>
-    public abstract long ChecksumErrors { get; }
-    /// <summary>Grows the volume online; a smaller size throws <see cref="ArgumentOutOfRangeException"/>.</summary>
-    public abstract void Grow(long newSizeBytes);
+    private static void PrepareEmptyDirectory(IPoolMedium medium)
+    {
+        if (medium.Exists(PoolFormat.HeaderFile))
+        {
+            throw new InvalidOperationException($"'{medium.Location}' already holds a Cairn pool; open it instead");
+        }
+        var files = medium.ListFiles();
+        foreach (var f in files)
+        {
+            bool ours = f is PoolFormat.DataFile or PoolFormat.HeaderTempFile
+                || (f.StartsWith(PoolFormat.JournalPrefix, StringComparison.Ordinal) && f.EndsWith(PoolFormat.JournalSuffix, StringComparison.Ordinal));
+            if (!ours)
+            {
+                throw new InvalidOperationException($"cannot create a pool in '{medium.Location}': the directory is not empty ({f})");
+            }
+        }
+        foreach (var f in files)
+        {
+            medium.Delete(f); // leftovers of a creation that crashed before its header was in place
+        }
+    }
 
-    public abstract long SizeBytes { get; }
-    public abstract int PreferredBlockSizeBytes { get; }
-    public abstract bool IsReadOnly { get; }
-    public abstract ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default);
-    public abstract ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default);
-    public abstract ValueTask FlushAsync(CancellationToken cancellationToken = default);
-    public abstract ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default);
-    public abstract ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default);
-    public abstract ValueTask<int> GetAllocationAsync(long offset, long length, Memory<AllocationExtent> extents, CancellationToken cancellationToken = default);
+    internal static BlockPool Open(IPoolMedium medium, PoolOptions options)
+    {
+        var header = PoolHeader.Read(medium);
+        if (!medium.Exists(PoolFormat.DataFile))
+        {
+            throw new PoolFormatException($"pool '{medium.Location}' has no {PoolFormat.DataFile}; the pool is incomplete or damaged.");
+        }
+        IStorageFile data;
+        try
+        {
+            data = medium.Open(PoolFormat.DataFile, create: false, exclusive: true);
+        }
+        catch (IOException ex) when (ex is not FileNotFoundException)
+        {
+            throw new IOException($"pool '{medium.Location}' is in use by another process: {ex.Message}", ex);
+        }
+        try
+        {
+            return Recover(medium, header, options, data);
+        }
+        catch
+        {
+            data.Dispose();
+            throw;
+        }
+    }
+
+    internal void ReportChecksumError(ThinVolume volume, long block, uint physicalBlock)
+    {
+        Interlocked.Increment(ref _checksumErrors);
+        ChecksumError?.Invoke(this, new ChecksumErrorEventArgs(volume.Id, block * PoolFormat.BlockBytes, physicalBlock));
+    }
+
+    internal void ThrowIfUnusable()
+    {
+        if (IsClosed)
+        {
+            ThrowHelper.Throw(BlockError.Shutdown, $"pool '{Name}' is closed");
+        }
+        if (_fault is not null)
+        {
+            ThrowHelper.Throw(BlockError.Io, $"pool '{Name}' failed to sync metadata earlier ({_fault.Message}); reopen it to recover");
+        }
+    }
 }

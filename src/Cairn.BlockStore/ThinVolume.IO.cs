@@ -1,0 +1,323 @@
+using System.Runtime.CompilerServices;
+using Cairn.Core;
+
+namespace Cairn.BlockStore;
+
+internal sealed partial class ThinVolume
+{
+    [SkipLocalsInit]
+    private void Read(long offset, Span<byte> destination)
+    {
+        CheckRange(offset, destination.Length);
+        Span<ulong> entries = stackalloc ulong[MaxRunBlocks];
+        Span<byte> scratch = stackalloc byte[BlockBytes];
+        int epoch = _pool.EnterEpoch();
+        try
+        {
+            int done = 0;
+            while (done < destination.Length)
+            {
+                long pos = offset + done;
+                long lba = pos >> BlockShift;
+                int inBlock = (int)(pos & (BlockBytes - 1));
+                int n = Math.Min(BlockBytes - inBlock, destination.Length - done);
+                ulong entry = _map.Get(lba);
+                if (!ExtentMap.IsData(entry))
+                {
+                    destination.Slice(done, n).Clear();
+                }
+                else if (n == BlockBytes)
+                {
+                    n = ReadRun(lba, entry, destination[done..], entries);
+                }
+                else
+                {
+                    _pool.ReadData(ExtentMap.PhysicalOf(entry), scratch);
+                    VerifyBlock(scratch, entry, lba);
+                    scratch.Slice(inBlock, n).CopyTo(destination[done..]);
+                }
+                done += n;
+            }
+        }
+        finally
+        {
+            _pool.ExitEpoch(epoch);
+        }
+    }
+
+    /// <summary>Reads whole blocks that sit consecutively in the data file with one pread, then verifies each; returns bytes read.</summary>
+    private int ReadRun(long lba, ulong first, Span<byte> destination, Span<ulong> entries)
+    {
+        entries[0] = first;
+        uint physical = ExtentMap.PhysicalOf(first);
+        int run = 1;
+        int maxRun = Math.Min(MaxRunBlocks, destination.Length / BlockBytes);
+        while (run < maxRun)
+        {
+            ulong next = _map.Get(lba + run);
+            if (!ExtentMap.IsData(next) || ExtentMap.PhysicalOf(next) != physical + (uint)run)
+            {
+                break;
+            }
+            entries[run++] = next;
+        }
+        var target = destination[..(run * BlockBytes)];
+        _pool.ReadData(physical, target);
+        for (int i = 0; i < run; i++)
+        {
+            VerifyBlock(target.Slice(i * BlockBytes, BlockBytes), entries[i], lba + i);
+        }
+        return run * BlockBytes;
+    }
+
+    private void Write(long offset, ReadOnlySpan<byte> source)
+    {
+        CheckRange(offset, source.Length);
+        _pool.ThrowIfUnusable();
+        int done = 0;
+        while (done < source.Length)
+        {
+            long pos = offset + done;
+            int inBlock = (int)(pos & (BlockBytes - 1));
+            int n = Math.Min(BlockBytes - inBlock, source.Length - done);
+            if (n < BlockBytes)
+            {
+                ModifyBlock(pos >> BlockShift, inBlock, source.Slice(done, n), n);
+            }
+            else
+            {
+                int wholeBlocks = Math.Min(MaxRunBlocks, (source.Length - done) / BlockBytes);
+                n = WriteWholeBlocks(pos >> BlockShift, source.Slice(done, wholeBlocks * BlockBytes));
+            }
+            done += n;
+        }
+    }
+
+    /// <summary>Redirect-on-write of whole blocks: fresh blocks, data written, then the map points at them. Returns bytes written.</summary>
+    [SkipLocalsInit]
+    private int WriteWholeBlocks(long lba, ReadOnlySpan<byte> source)
+    {
+        bool overwrite = ExtentMap.IsData(_map.Get(lba));
+        int count = _pool.Allocate(source.Length / BlockBytes, overwrite, out uint physical);
+        var chunk = source[..(count * BlockBytes)];
+        try
+        {
+            _pool.WriteData(physical, chunk);
+        }
+        catch
+        {
+            _pool.ReleaseUnreferenced(physical, count);
+            throw;
+        }
+        Span<ulong> entries = stackalloc ulong[MaxRunBlocks];
+        for (int i = 0; i < count; i++)
+        {
+            entries[i] = ExtentMap.DataEntry(physical + (uint)i, Crc32C.Compute(chunk.Slice(i * BlockBytes, BlockBytes)));
+        }
+        lock (_lock)
+        {
+            if (_deleted || _pool.IsClosed)
+            {
+                _pool.ReleaseUnreferenced(physical, count);
+                ThrowIfDeleted();
+            }
+            Link(lba, entries[..count]);
+        }
+        _pool.AfterAppend();
+        return chunk.Length;
+    }
+
+    /// <summary>Points map entries at freshly written blocks and journals it. Caller holds the volume lock.</summary>
+    private void Link(long lba, ReadOnlySpan<ulong> entries)
+    {
+        int freed = 0;
+        lock (_pool.BatchLock)
+        {
+            var batch = _pool.OpenBatch;
+            for (int i = 0; i < entries.Length; i++)
+            {
+                ulong old = _map.Set(lba + i, entries[i]);
+                batch.AddMap(Index, lba + i, entries[i]);
+                if (ExtentMap.IsData(old))
+                {
+                    batch.Frees.Add(ExtentMap.PhysicalOf(old));
+                    freed++;
+                }
+            }
+        }
+        _pool.CountPendingFrees(freed);
+        _allocatedBlocks += entries.Length - freed;
+    }
+
+    /// <summary>
+    /// Read-modify-write of part of one block into a fresh block. Optimistic: if another writer changed the entry
+    /// meanwhile, the new block is dropped and the merge redone on top of the newer content.
+    /// <paramref name="part"/> empty means zero <paramref name="length"/> bytes.
+    /// </summary>
+    [SkipLocalsInit]
+    private void ModifyBlock(long lba, int inBlock, ReadOnlySpan<byte> part, int length)
+    {
+        Span<byte> block = stackalloc byte[BlockBytes];
+        Span<ulong> entry = stackalloc ulong[1];
+        while (true)
+        {
+            ulong before = _map.Get(lba);
+            if (part.IsEmpty && !ExtentMap.IsData(before))
+            {
+                return; // zeroing a block that already reads as zeros
+            }
+            _pool.Allocate(1, ExtentMap.IsData(before), out uint physical);
+            try
+            {
+                before = LoadBlock(lba, block);
+                if (part.IsEmpty)
+                {
+                    block.Slice(inBlock, length).Clear();
+                }
+                else
+                {
+                    part.CopyTo(block[inBlock..]);
+                }
+                _pool.WriteData(physical, block);
+            }
+            catch
+            {
+                _pool.ReleaseUnreferenced(physical, 1);
+                throw;
+            }
+            entry[0] = ExtentMap.DataEntry(physical, Crc32C.Compute(block));
+            lock (_lock)
+            {
+                if (_deleted || _pool.IsClosed || _map.Get(lba) != before)
+                {
+                    _pool.ReleaseUnreferenced(physical, 1);
+                    ThrowIfDeleted();
+                    continue; // lost a race with another writer of this block: merge again
+                }
+                Link(lba, entry);
+            }
+            _pool.AfterAppend();
+            return;
+        }
+    }
+
+    /// <summary>Current content of a block (zeros for holes), verified; returns the entry it came from.</summary>
+    private ulong LoadBlock(long lba, Span<byte> block)
+    {
+        int epoch = _pool.EnterEpoch();
+        try
+        {
+            ulong entry = _map.Get(lba);
+            if (ExtentMap.IsData(entry))
+            {
+                _pool.ReadData(ExtentMap.PhysicalOf(entry), block);
+                VerifyBlock(block, entry, lba);
+            }
+            else
+            {
+                block.Clear();
+            }
+            return entry;
+        }
+        finally
+        {
+            _pool.ExitEpoch(epoch);
+        }
+    }
+
+    /// <summary>
+    /// TRIM and WRITE_ZEROES: whole blocks become holes (or allocated-zero entries with NoHole) by a map change
+    /// alone; partial blocks at the edges are zeroed by read-modify-write, which is why FastOnly refuses them.
+    /// A block that ends exactly at the volume's end counts as whole (bytes past the end are always zero).
+    /// </summary>
+    private void Zero(long offset, long length, ZeroFlags zeroFlags)
+    {
+        CheckRange(offset, length);
+        _pool.ThrowIfUnusable();
+        long end = offset + length;
+        long size = SizeBytes;
+        long firstWhole = (offset + BlockBytes - 1) >> BlockShift;
+        long endWhole = end == size ? (end + BlockBytes - 1) >> BlockShift : end >> BlockShift;
+        bool hasWhole = endWhole > firstWhole;
+        long headEnd = hasWhole ? firstWhole << BlockShift : end;
+        long tailStart = hasWhole ? Math.Min(end, endWhole << BlockShift) : end;
+        if ((zeroFlags & ZeroFlags.FastOnly) != 0 && (headEnd > offset || end > tailStart))
+        {
+            ThrowHelper.Throw(BlockError.NotSupported,
+                $"fast zero of [{offset}, +{length}) in volume '{Id}' needs read-modify-write of partial {BlockBytes}-byte blocks");
+        }
+        ZeroBytes(offset, headEnd);
+        if (hasWhole)
+        {
+            bool keepAllocated = (zeroFlags & ZeroFlags.NoHole) != 0;
+            lock (_lock)
+            {
+                ThrowIfDeleted();
+                int freed;
+                lock (_pool.BatchLock)
+                {
+                    var batch = _pool.OpenBatch;
+                    batch.AddRange(keepAllocated ? Format.JournalRecord.Zero : Format.JournalRecord.Trim, Index, firstWhole, endWhole - firstWhole);
+                    freed = UnlinkRange(firstWhole, endWhole - firstWhole, keepAllocated ? ExtentMap.ZeroEntry : 0, batch);
+                }
+                _pool.CountPendingFrees(freed);
+            }
+            _pool.AfterAppend();
+        }
+        ZeroBytes(tailStart, end);
+    }
+
+    private void ZeroBytes(long from, long to)
+    {
+        while (from < to)
+        {
+            int inBlock = (int)(from & (BlockBytes - 1));
+            int n = (int)Math.Min(BlockBytes - inBlock, to - from);
+            ModifyBlock(from >> BlockShift, inBlock, [], n);
+            from += n;
+        }
+    }
+
+    private int DescribeAllocation(long offset, long length, Span<AllocationExtent> extents)
+    {
+        CheckRange(offset, length);
+        if (length == 0 || extents.IsEmpty)
+        {
+            return 0;
+        }
+        long end = offset + length;
+        int count = 0;
+        long runStart = offset;
+        var runState = StateAt(offset >> BlockShift);
+        long pos = offset;
+        while (pos < end)
+        {
+            long lba = pos >> BlockShift;
+            long next = _map.IsPageEmpty(lba)
+                ? ((lba | (ExtentMap.PageEntries - 1)) + 1) << BlockShift
+                : (lba + 1) << BlockShift;
+            next = Math.Min(next, end);
+            var state = StateAt(lba);
+            if (state != runState)
+            {
+                extents[count++] = new AllocationExtent(pos - runStart, runState);
+                if (count == extents.Length)
+                {
+                    return count;
+                }
+                runStart = pos;
+                runState = state;
+            }
+            pos = next;
+        }
+        extents[count++] = new AllocationExtent(end - runStart, runState);
+        return count;
+    }
+
+    private AllocationState StateAt(long lba) => ExtentMap.State(_map.Get(lba)) switch
+    {
+        AllocationStateOf.Data => AllocationState.Data,
+        AllocationStateOf.Zero => AllocationState.Zero,
+        _ => AllocationState.Hole,
+    };
+}
