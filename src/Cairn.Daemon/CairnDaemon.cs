@@ -1,6 +1,8 @@
 using Cairn.Api;
 using Cairn.ClusterStore;
+using System.Net;
 using Cairn.ControlPlane;
+using Cairn.Frontends.Nbd;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 
@@ -14,15 +16,22 @@ namespace Cairn.Daemon;
 public sealed class CairnDaemon : IAsyncDisposable
 {
     private readonly WebApplication _app;
+    private readonly NbdServer _nbd;
 
-    private CairnDaemon(WebApplication app, string apiAddress)
+    private CairnDaemon(WebApplication app, NbdServer nbd, string apiAddress)
     {
         _app = app;
+        _nbd = nbd;
         ApiAddress = apiAddress;
     }
 
     /// <summary>The bound API base address, e.g. http://127.0.0.1:9410 (the real port when started with port 0).</summary>
     public string ApiAddress { get; }
+
+    /// <summary>The bound NBD endpoint (the real port when started with port 0).</summary>
+    public IPEndPoint NbdEndpoint => _nbd.LocalEndpoint;
+
+    public int NbdConnections => _nbd.ActiveConnections;
 
     public VolumeService Volumes => _app.Services.GetRequiredService<VolumeService>();
 
@@ -32,24 +41,32 @@ public sealed class CairnDaemon : IAsyncDisposable
     public static async Task<CairnDaemon> StartAsync(DaemonOptions options, CancellationToken cancellationToken = default)
     {
         var app = Build(options);
+        NbdServer? nbd = null;
         try
         {
-            await app.Services.GetRequiredService<VolumeService>().StartAsync(cancellationToken);
+            var volumes = app.Services.GetRequiredService<VolumeService>();
+            await volumes.StartAsync(cancellationToken); // reconcile before anything is served
 
-            // TODO(nbd branch): start Cairn.Frontends.Nbd.NbdServer(VolumeService as IExportCatalog, new NbdServerOptions { Endpoint = options.NbdListen }, logger)
-            // here, then ExportAddresses.SetNbd(options.EffectiveAdvertiseHost(server.LocalEndpoint), server.LocalEndpoint.Port) and announce
-            // "cairnd: nbd listening on ADDR:PORT". Until that branch is merged no NBD listener exists, so none is announced and
-            // volumes report no export address.
+            var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Frontends.Nbd");
+            nbd = new NbdServer(volumes, new NbdServerOptions { Endpoint = options.NbdListen }, logger);
+            await nbd.StartAsync(cancellationToken);
+            var nbdBound = nbd.LocalEndpoint;
+            app.Services.GetRequiredService<ExportAddresses>().SetNbd(options.EffectiveAdvertiseHost(nbdBound), nbdBound.Port);
 
             await app.StartAsync(cancellationToken);
             string apiAddress = BoundAddress(app);
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");
+            options.Announce.WriteLine($"cairnd: nbd listening on {nbdBound}");
             options.Announce.WriteLine("cairnd: ready");
             options.Announce.Flush();
-            return new CairnDaemon(app, apiAddress);
+            return new CairnDaemon(app, nbd, apiAddress);
         }
         catch
         {
+            if (nbd is not null)
+            {
+                await nbd.DisposeAsync();
+            }
             await app.DisposeAsync();
             throw;
         }
@@ -61,6 +78,7 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.WebHost.UseUrls(options.ApiListen);
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning); // one line per request is noise at this request rate
         // stdout carries only the "cairnd: ..." lines scripts parse; logs go to stderr.
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
@@ -105,11 +123,15 @@ public sealed class CairnDaemon : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops the API, then flushes every volume and closes pools and the cluster store (singletons go in reverse order of creation).</summary>
+    /// <summary>
+    /// Stops NBD first (no more client IO), then the API, then flushes every volume and closes pools and the
+    /// cluster store (DI disposes singletons in reverse order of creation: service, pools, store).
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         try
         {
+            await _nbd.DisposeAsync();
             using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
             await _app.StopAsync(grace.Token);
         }

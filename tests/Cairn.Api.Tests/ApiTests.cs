@@ -39,7 +39,10 @@ public sealed class ApiTests : IAsyncLifetime
         var lines = _d.Announced.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.Matches(@"^cairnd: api listening on http://127\.0\.0\.1:\d+$", lines[0]);
         Assert.Equal($"cairnd: api listening on {_d.Daemon.ApiAddress}", lines[0]);
-        Assert.Equal("cairnd: ready", lines[^1]);
+        Assert.Matches(@"^cairnd: nbd listening on 127\.0\.0\.1:\d+$", lines[1]);
+        Assert.Equal($"cairnd: nbd listening on 127.0.0.1:{_d.Daemon.NbdEndpoint.Port}", lines[1]);
+        Assert.Equal("cairnd: ready", lines[2]);
+        Assert.Equal(3, lines.Length);
     }
 
     [Fact]
@@ -79,7 +82,7 @@ public sealed class ApiTests : IAsyncLifetime
         Assert.Equal(32, v.GetProperty("id").GetString()!.Length);
         Assert.Equal(JsonValueKind.Array, v.GetProperty("clients").ValueKind);
         Assert.True(v.GetProperty("available").GetBoolean());
-        Assert.True(v.TryGetProperty("export", out _));
+        Assert.Equal($"nbd://127.0.0.1:{_d.Daemon.NbdEndpoint.Port}/vol1", v.GetProperty("export").GetString());
         Assert.True(v.TryGetProperty("createdAt", out _));
     }
 
