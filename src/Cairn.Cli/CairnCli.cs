@@ -1,0 +1,165 @@
+using System.CommandLine;
+
+namespace Cairn.Cli;
+
+/// <summary>
+/// The cairn command line. <see cref="RunAsync"/> is the whole program with its streams and environment
+/// passed in, so tests run it in-process and read exactly what a user would see.
+/// Exit codes: 0 success, 1 the API refused or the command line was wrong, 2 the API could not be reached.
+/// </summary>
+public static class CairnCli
+{
+    public const string DefaultApi = "http://127.0.0.1:9410";
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, Func<string, string?>? environment = null, CancellationToken cancellationToken = default)
+    {
+        environment ??= Environment.GetEnvironmentVariable;
+        var root = BuildCommands(stdout, environment);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            await stderr.WriteLineAsync($"cairn: {ApiClient.OneLine(parsed.Errors[0].Message)} (see cairn --help)");
+            return CliException.Failed;
+        }
+        try
+        {
+            return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false }, cancellationToken);
+        }
+        catch (CliException e)
+        {
+            await stderr.WriteLineAsync($"cairn: {e.Message}");
+            return e.ExitCode;
+        }
+        catch (OperationCanceledException)
+        {
+            await stderr.WriteLineAsync("cairn: cancelled");
+            return CliException.Failed;
+        }
+        catch (Exception e)
+        {
+            // Still one line and a non-zero exit: scripts parse stderr, and a stack trace helps nobody there.
+            await stderr.WriteLineAsync($"cairn: unexpected error: {ApiClient.OneLine(e.Message)}");
+            return CliException.Failed;
+        }
+    }
+
+    private sealed record Globals(Option<string?> Api, Option<bool> Json, Option<int> TimeoutSeconds);
+
+    private static RootCommand BuildCommands(TextWriter stdout, Func<string, string?> environment)
+    {
+        var globals = new Globals(
+            new Option<string?>("--api") { Description = $"cairnd REST API URL. Default: $CAIRN_API, else {DefaultApi}.", HelpName = "URL", Recursive = true },
+            new Option<bool>("--json") { Description = "Print the API's JSON instead of tables.", Recursive = true },
+            new Option<int>("--timeout") { Description = "Seconds to wait for the API.", DefaultValueFactory = _ => 30, HelpName = "SECONDS", Recursive = true });
+        var root = new RootCommand("cairn: manage Cairn volumes and pools through the cairnd REST API.")
+        {
+            globals.Api, globals.Json, globals.TimeoutSeconds,
+            VolumeCommands(globals, stdout, environment),
+            PoolCommands(globals, stdout, environment),
+        };
+        return root;
+    }
+
+    private static Command VolumeCommands(Globals g, TextWriter stdout, Func<string, string?> env)
+    {
+        Argument<string> NameArgument() => new("NAME") { Description = "Volume name: 1-63 of a-z, 0-9, '-', '_', '.', starting with a letter or digit." };
+        Option<string> SizeOption(string what) => new("--size") { Description = what, Required = true, HelpName = "SIZE" };
+
+        var name = NameArgument();
+        var size = SizeOption("Size of the thin volume: bytes or a number with a unit, e.g. 512MiB, 10GiB, 1TiB.");
+        var create = new Command("create", "Create a thin volume (it uses no space until written).") { name, size };
+        Bind(create, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.CreateVolumeAsync(r.GetValue(name)!, r.GetValue(size)!, ct);
+            if (output.Json)
+            {
+                output.RawJson(reply.Json);
+                return;
+            }
+            output.Line($"Created volume '{reply.Value.Name}' ({reply.Value.Size}) in pool '{reply.Value.Pool}'.");
+            output.Volume(reply.Value);
+        });
+
+        var list = new Command("list", "List volumes with size, allocation, clients and export address.");
+        Bind(list, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.ListVolumesAsync(ct);
+            Print(output, reply, v => output.Volumes(v.Volumes));
+        });
+
+        var showName = NameArgument();
+        var show = new Command("show", "Show one volume: size, allocated bytes, export address, connected clients.") { showName };
+        Bind(show, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.GetVolumeAsync(r.GetValue(showName)!, ct);
+            Print(output, reply, output.Volume);
+        });
+
+        var growName = NameArgument();
+        var growSize = SizeOption("New size, larger than the current one (volumes never shrink), e.g. 20GiB.");
+        var grow = new Command("grow", "Grow a volume online; connected clients see the new size on reconnect.") { growName, growSize };
+        Bind(grow, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.GrowVolumeAsync(r.GetValue(growName)!, r.GetValue(growSize)!, ct);
+            Print(output, reply, v => output.Line($"Volume '{v.Name}' is now {v.Size}."));
+        });
+
+        var deleteName = NameArgument();
+        var force = new Option<bool>("--force") { Description = "Delete even while clients are connected, disconnecting them." };
+        var delete = new Command("delete", "Delete a volume and its data. Refused while clients are connected unless --force.") { deleteName, force };
+        Bind(delete, g, stdout, env, async (r, api, output, ct) =>
+        {
+            string volume = r.GetValue(deleteName)!;
+            await api.DeleteVolumeAsync(volume, r.GetValue(force), ct);
+            if (output.Json)
+            {
+                output.Line(System.Text.Json.JsonSerializer.Serialize(new DeletedDto(volume, true), CliJson.Default.DeletedDto));
+                return;
+            }
+            output.Line($"Deleted volume '{volume}'.");
+        });
+
+        return new Command("volume", "Create, list, show, grow and delete volumes.") { create, list, show, grow, delete };
+    }
+
+    private static Command PoolCommands(Globals g, TextWriter stdout, Func<string, string?> env)
+    {
+        var list = new Command("list", "List pools with capacity, used and free space.");
+        Bind(list, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.ListPoolsAsync(ct);
+            Print(output, reply, p => output.Pools(p.Pools));
+        });
+        return new Command("pool", "Inspect the storage pools of this node.") { list };
+    }
+
+    private static void Print<T>(Output output, ApiClient.Reply<T> reply, Action<T> human)
+    {
+        if (output.Json)
+        {
+            output.RawJson(reply.Json);
+        }
+        else
+        {
+            human(reply.Value);
+        }
+    }
+
+    private static void Bind(Command command, Globals g, TextWriter stdout, Func<string, string?> env,
+        Func<ParseResult, ApiClient, Output, CancellationToken, Task> run)
+    {
+        command.SetAction(async (result, ct) =>
+        {
+            string? fromEnv = env("CAIRN_API");
+            string api = result.GetValue(g.Api) ?? (string.IsNullOrWhiteSpace(fromEnv) ? DefaultApi : fromEnv);
+            int timeoutSeconds = result.GetValue(g.TimeoutSeconds);
+            if (timeoutSeconds <= 0)
+            {
+                throw new CliException(CliException.Failed, $"--timeout must be a positive number of seconds, not {timeoutSeconds}");
+            }
+            using var client = new ApiClient(api, TimeSpan.FromSeconds(timeoutSeconds));
+            await run(result, client, new Output(stdout, result.GetValue(g.Json)), ct);
+            return 0;
+        });
+    }
+}

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Cairn.Cli;
+
+// The CLI's own copies of the API's JSON shapes: it must not depend on the daemon's assemblies,
+// so it can ship alone and talk to any cairnd that speaks /api/v1.
+
+internal sealed record ClientDto(string Client, DateTimeOffset ConnectedAt);
+
+internal sealed record VolumeDto(
+    string Name,
+    string Id,
+    long SizeBytes,
+    string Size,
+    long AllocatedBytes,
+    string Allocated,
+    string Pool,
+    DateTimeOffset CreatedAt,
+    string? Export,
+    IReadOnlyList<ClientDto>? Clients,
+    bool Available);
+
+internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
+
+internal sealed record PoolDto(
+    string Name,
+    string Directory,
+    long CapacityBytes,
+    string Capacity,
+    long UsedBytes,
+    string Used,
+    long FreeBytes,
+    string Free,
+    int Volumes);
+
+internal sealed record PoolListDto(IReadOnlyList<PoolDto> Pools);
+
+internal sealed record ProblemDto(string? Title, string? Detail, int? Status, Dictionary<string, string[]>? Errors);
+
+internal sealed record CreateVolumeDto(string Name, string Size);
+
+internal sealed record GrowVolumeDto(string Size);
+
+internal sealed record DeletedDto(string Name, bool Deleted);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true)]
+[JsonSerializable(typeof(VolumeDto))]
+[JsonSerializable(typeof(VolumeListDto))]
+[JsonSerializable(typeof(PoolListDto))]
+[JsonSerializable(typeof(ProblemDto))]
+[JsonSerializable(typeof(CreateVolumeDto))]
+[JsonSerializable(typeof(GrowVolumeDto))]
+[JsonSerializable(typeof(DeletedDto))]
+internal sealed partial class CliJson : JsonSerializerContext;

@@ -1,0 +1,105 @@
+using System.Globalization;
+using System.Text.Json;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+
+namespace Cairn.Cli;
+
+/// <summary>Renders results: Spectre tables for people, the API's JSON (indented) with --json.</summary>
+internal sealed class Output(TextWriter writer, bool json)
+{
+    private readonly IAnsiConsole _console = CreateConsole(writer);
+
+    public bool Json { get; } = json;
+
+    private static IAnsiConsole CreateConsole(TextWriter writer)
+    {
+        bool terminal = ReferenceEquals(writer, Console.Out) && !Console.IsOutputRedirected;
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = terminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+            Out = new AnsiConsoleOutput(writer),
+        });
+        if (!terminal)
+        {
+            console.Profile.Width = 240; // pipes and files: never wrap a row
+        }
+        return console;
+    }
+
+    public void RawJson(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var jsonWriter = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            doc.WriteTo(jsonWriter);
+        }
+        writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
+    }
+
+    public void Line(string text) => writer.WriteLine(text);
+
+    public void Volumes(IReadOnlyList<VolumeDto> volumes)
+    {
+        if (volumes.Count == 0)
+        {
+            Line("No volumes. Create one with: cairn volume create NAME --size 10GiB");
+            return;
+        }
+        var table = NewTable("NAME", "SIZE", "ALLOCATED", "POOL", "CLIENTS", "EXPORT");
+        foreach (var v in volumes)
+        {
+            table.AddRow(Cells(v.Name, v.Size, v.Allocated, v.Pool, (v.Clients?.Count ?? 0).ToString(CultureInfo.InvariantCulture), ExportOf(v)));
+        }
+        _console.Write(table);
+    }
+
+    public void Volume(VolumeDto v)
+    {
+        var grid = new Grid().AddColumn(new GridColumn().NoWrap().PadRight(2)).AddColumn();
+        void Row(string key, string value) => grid.AddRow(new Text(key), new Text(value));
+        Row("Name", v.Name);
+        Row("ID", v.Id);
+        Row("Size", $"{v.Size} ({v.SizeBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
+        Row("Allocated", $"{v.Allocated} ({v.AllocatedBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
+        Row("Pool", v.Pool);
+        Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
+        Row("Export", ExportOf(v));
+        var clients = v.Clients ?? [];
+        Row("Clients", clients.Count == 0 ? "none" : string.Join(", ", clients.Select(c => c.Client)));
+        _console.Write(grid);
+    }
+
+    public void Pools(IReadOnlyList<PoolDto> pools)
+    {
+        if (pools.Count == 0)
+        {
+            Line("No pools. Start cairnd with --pool PATH[:SIZE].");
+            return;
+        }
+        var table = NewTable("NAME", "CAPACITY", "USED", "FREE", "VOLUMES", "DIRECTORY");
+        foreach (var p in pools)
+        {
+            table.AddRow(Cells(p.Name, p.Capacity, p.Used, p.Free, p.Volumes.ToString(CultureInfo.InvariantCulture), p.Directory));
+        }
+        _console.Write(table);
+    }
+
+    private static string ExportOf(VolumeDto v) => v.Available ? v.Export ?? "-" : "unavailable (pool not open)";
+
+    private static Table NewTable(params string[] headers)
+    {
+        var table = new Table().Border(TableBorder.Simple);
+        foreach (var h in headers)
+        {
+            table.AddColumn(new TableColumn(new Text(h)).NoWrap());
+        }
+        return table;
+    }
+
+    /// <summary>Plain text cells: names and paths must never be read as Spectre markup.</summary>
+    private static IRenderable[] Cells(params string[] values) => [.. values.Select(v => new Text(v))];
+}

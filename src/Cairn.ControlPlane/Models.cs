@@ -1,0 +1,29 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Cairn.ControlPlane;
+
+/// <summary>A volume's desired state, stored as JSON under <c>/cairn/volumes/NAME</c> in the cluster store.</summary>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt);
+
+public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
+
+/// <summary>What the control plane reports about a volume: desired state plus what is observed now.</summary>
+/// <param name="ExportAddress">Where clients attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
+/// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
+public sealed record VolumeInfo(
+    string Name,
+    string Id,
+    long SizeBytes,
+    long AllocatedBytes,
+    string Pool,
+    DateTimeOffset CreatedAt,
+    string? ExportAddress,
+    IReadOnlyList<ClientInfo> Clients,
+    bool Available);
+
+public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(VolumeSpec))]
+internal sealed partial class ControlPlaneJson : JsonSerializerContext;

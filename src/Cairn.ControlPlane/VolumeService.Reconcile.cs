@@ -1,0 +1,87 @@
+using System.Text.Json;
+using Cairn.BlockStore;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.ControlPlane;
+
+// Startup: load every spec and make storage match it. Create and delete write the spec first and
+// storage second, so after a crash storage can only lag the specs; this heals exactly that.
+public sealed partial class VolumeService
+{
+    /// <summary>Loads the specs and reconciles the pools with them. Call once before serving.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        var range = await _store.RangeAsync(VolumesPrefix, cancellationToken);
+        var specs = new List<(VolumeSpec Spec, long ModRevision)>();
+        foreach (var kv in range.Items)
+        {
+            try
+            {
+                var spec = JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec)
+                    ?? throw new JsonException("null spec");
+                specs.Add((spec, kv.ModRevision));
+            }
+            catch (JsonException e)
+            {
+                _logger.LogError(e, "ignoring unreadable volume spec at {Key}", kv.Key);
+            }
+        }
+        DeleteOrphans(specs.Select(s => s.Spec.Id).ToHashSet(StringComparer.Ordinal), storeIsNew: range.Revision == 0);
+        foreach (var (spec, modRevision) in specs)
+        {
+            var state = new VolumeState(spec, modRevision, EnsureStored(spec));
+            lock (_lock)
+            {
+                _volumes[spec.Name] = state;
+            }
+        }
+        _logger.LogInformation("control plane ready: {Volumes} volumes in {Pools} pools", specs.Count, _pools.Pools.Count);
+    }
+
+    private void DeleteOrphans(HashSet<string> specIds, bool storeIsNew)
+    {
+        foreach (var pool in _pools.Pools)
+        {
+            foreach (var stored in pool.ListVolumes().Where(v => !specIds.Contains(v.Id)))
+            {
+                if (storeIsNew)
+                {
+                    // A never-written cluster store beside populated pools means a lost or wrong data dir, not a crash mid-delete: keep the data.
+                    _logger.LogWarning("pool {Pool} holds volume data {Id} but the cluster store is empty; keeping it (check --data-dir)", pool.Name, stored.Id);
+                    continue;
+                }
+                _logger.LogWarning("reconcile: pool {Pool} holds volume data {Id} with no volume spec (a delete was interrupted); deleting it", pool.Name, stored.Id);
+                try
+                {
+                    pool.DeleteVolume(stored.Id);
+                }
+                catch (Exception e)
+                {
+                    _logger.LogError(e, "reconcile: could not delete orphaned volume data {Id} in pool {Pool}", stored.Id, pool.Name);
+                }
+            }
+        }
+    }
+
+    private StoredVolume? EnsureStored(VolumeSpec spec)
+    {
+        var pool = _pools.Find(spec.Pool);
+        if (pool is null)
+        {
+            _logger.LogError("volume {Volume} lives in pool {Pool}, which is not configured on this node; it stays unavailable", spec.Name, spec.Pool);
+            return null;
+        }
+        if (!pool.TryGetVolume(spec.Id, out var volume))
+        {
+            _logger.LogWarning("reconcile: volume {Volume} has a spec but no data {Id} in pool {Pool} (a create was interrupted); creating it", spec.Name, spec.Id, spec.Pool);
+            return pool.CreateVolume(spec.Id, spec.SizeBytes);
+        }
+        if (volume.SizeBytes < spec.SizeBytes)
+        {
+            _logger.LogWarning("reconcile: volume {Volume} is {StoredBytes} bytes but its spec says {SpecBytes} (a grow was interrupted); growing it",
+                spec.Name, volume.SizeBytes, spec.SizeBytes);
+            volume.Grow(spec.SizeBytes);
+        }
+        return volume;
+    }
+}

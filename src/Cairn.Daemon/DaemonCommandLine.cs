@@ -1,0 +1,101 @@
+using System.CommandLine;
+using System.Net;
+using Cairn.ControlPlane;
+using Cairn.Core;
+
+namespace Cairn.Daemon;
+
+/// <summary>cairnd's command line: parses flags into <see cref="DaemonOptions"/>, runs until SIGTERM or Ctrl-C.</summary>
+public static class DaemonCommandLine
+{
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var dataDir = new Option<string>("--data-dir") { Description = "Directory for the cluster store and default pool.", DefaultValueFactory = _ => "./cairn-data", HelpName = "DIR" };
+        var pools = new Option<string[]>("--pool")
+        {
+            Description = "A pool directory, optionally with a capacity for a new pool (e.g. /srv/pools/fast:100GiB). Repeatable. Default: DATA/pools/default.",
+            HelpName = "PATH[:SIZE]",
+        };
+        var nbdListen = new Option<string>("--nbd-listen") { Description = "Address and port the NBD server listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:10809", HelpName = "ADDR:PORT" };
+        var apiListen = new Option<string>("--api-listen") { Description = "URL the REST API listens on (port 0 = any free port).", DefaultValueFactory = _ => "http://127.0.0.1:9410", HelpName = "URL" };
+        var advertise = new Option<string?>("--advertise-host") { Description = "Host name or address put in export addresses. Default: the NBD listen address.", HelpName = "HOST" };
+        var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
+        {
+            dataDir, pools, nbdListen, apiListen, advertise,
+        };
+
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            await stderr.WriteLineAsync($"cairnd: {parsed.Errors[0].Message} (see cairnd --help)");
+            return 1;
+        }
+        root.SetAction(async (result, cancellationToken) =>
+        {
+            DaemonOptions options;
+            try
+            {
+                options = new DaemonOptions
+                {
+                    DataDirectory = result.GetValue(dataDir)!,
+                    Pools = [.. (result.GetValue(pools) ?? []).Select(ParsePool)],
+                    NbdListen = ParseEndpoint(result.GetValue(nbdListen)!),
+                    ApiListen = ParseApiUrl(result.GetValue(apiListen)!),
+                    AdvertiseHost = result.GetValue(advertise),
+                    Announce = stdout,
+                };
+            }
+            catch (FormatException e)
+            {
+                await stderr.WriteLineAsync($"cairnd: {e.Message}");
+                return 1;
+            }
+            return await ServeAsync(options, stderr, cancellationToken);
+        });
+        return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr });
+    }
+
+    private static async Task<int> ServeAsync(DaemonOptions options, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        CairnDaemon daemon;
+        try
+        {
+            daemon = await CairnDaemon.StartAsync(options, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            await stderr.WriteLineAsync($"cairnd: could not start: {e.Message}");
+            return 1;
+        }
+        await using (daemon)
+        {
+            await daemon.WaitForShutdownAsync(cancellationToken);
+        }
+        return 0;
+    }
+
+    /// <summary>"PATH" or "PATH:SIZE"; the size is what follows the last colon, if it reads as a size.</summary>
+    internal static PoolConfig ParsePool(string text)
+    {
+        int colon = text.LastIndexOf(':');
+        if (colon <= 0)
+        {
+            return new PoolConfig(text);
+        }
+        string path = text[..colon];
+        string size = text[(colon + 1)..];
+        return ByteSize.TryParse(size, out long bytes, out string error)
+            ? new PoolConfig(path, bytes)
+            : throw new FormatException($"--pool '{text}': {error}");
+    }
+
+    internal static IPEndPoint ParseEndpoint(string text) =>
+        IPEndPoint.TryParse(text, out var endpoint) && text.Contains(':', StringComparison.Ordinal)
+            ? endpoint
+            : throw new FormatException($"--nbd-listen '{text}' is not ADDR:PORT, e.g. 127.0.0.1:10809 or [::]:10809");
+
+    internal static string ParseApiUrl(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp
+            ? text
+            : throw new FormatException($"--api-listen '{text}' is not an http:// URL, e.g. http://127.0.0.1:9410");
+}

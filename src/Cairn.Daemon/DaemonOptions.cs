@@ -1,0 +1,36 @@
+using System.Net;
+using Cairn.ControlPlane;
+
+namespace Cairn.Daemon;
+
+/// <summary>Everything cairnd needs to start; the command line fills it, tests build it directly.</summary>
+public sealed record DaemonOptions
+{
+    public string DataDirectory { get; init; } = "./cairn-data";
+
+    /// <summary>Empty = one pool at DATA/pools/default.</summary>
+    public IReadOnlyList<PoolConfig> Pools { get; init; } = [];
+
+    public IPEndPoint NbdListen { get; init; } = new(IPAddress.Loopback, 10809);
+
+    public string ApiListen { get; init; } = "http://127.0.0.1:9410";
+
+    /// <summary>Host put in export addresses; null = the NBD listen address (or this machine's name when listening on any address).</summary>
+    public string? AdvertiseHost { get; init; }
+
+    /// <summary>Where the machine-readable "cairnd: ..." lines go (stdout for the real daemon).</summary>
+    public TextWriter Announce { get; init; } = Console.Out;
+
+    public LogLevel MinimumLogLevel { get; init; } = LogLevel.Information;
+
+    /// <summary>Opens the pools; tests swap in memory pools. Default: <see cref="PoolManager.OpenOrCreate(IEnumerable{PoolConfig}, ILogger?)"/>.</summary>
+    public Func<IReadOnlyList<PoolConfig>, ILogger, PoolManager>? OpenPools { get; init; }
+
+    public string ClusterStoreDirectory => Path.Combine(DataDirectory, "cluster-store");
+
+    public IReadOnlyList<PoolConfig> EffectivePools =>
+        Pools.Count > 0 ? Pools : [new PoolConfig(Path.Combine(DataDirectory, "pools", "default"))];
+
+    public string EffectiveAdvertiseHost(IPEndPoint nbdBound) =>
+        AdvertiseHost ?? (nbdBound.Address.Equals(IPAddress.Any) || nbdBound.Address.Equals(IPAddress.IPv6Any) ? Dns.GetHostName() : nbdBound.Address.ToString());
+}
