@@ -34,7 +34,7 @@ public sealed class CliEndToEndTests
         var pools = (await cairn.CliAsync("pool", "list", "--json")).EnsureSuccess();
         using (var doc = JsonDocument.Parse(pools.Stdout))
         {
-            var pool = doc.RootElement.EnumerateArray().Single();
+            var pool = doc.RootElement.GetProperty("pools").EnumerateArray().Single();
             Assert.True(pool.GetProperty("capacityBytes").GetInt64() > 0);
         }
 
