@@ -30,9 +30,12 @@ for _ in $(seq 300); do grep -q "cairnd: ready" "$WORK/cairnd.log" && break; sle
 truncate -s "$SIZE" "$WORK/nbdkit.img"
 nbdkit --foreground --exit-with-parent -p $NBDKIT_PORT file "$WORK/nbdkit.img" &
 PIDS+=($!)
-sleep 1
 
 declare -A URI=([cairn]="nbd://127.0.0.1:$CAIRN_NBD/bench" [nbdkit]="nbd://127.0.0.1:$NBDKIT_PORT/")
+for t in cairn nbdkit; do  # wait until each server answers a real NBD client
+  for _ in $(seq 300); do nbdinfo "${URI[$t]}" >/dev/null 2>&1 && break; sleep 0.1; done
+  nbdinfo "${URI[$t]}" >/dev/null || { echo "bench: $t does not answer at ${URI[$t]}" >&2; exit 1; }
+done
 
 # Fill both targets first so reads hit real data, not holes.
 for t in cairn nbdkit; do
@@ -41,7 +44,8 @@ done
 
 run() { # target rw bs iodepth -> json file
   fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=$2 --bs=$3 --iodepth=$4 --size="$SIZE" \
-      --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$WORK/$1-$2-$3-$4.json"
+      --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$WORK/$1-$2-$3-$4.json" \
+    || { echo "bench: fio failed against $1 ($2 $3 QD$4):" >&2; cat "$WORK/$1-$2-$3-$4.json" >&2; exit 1; }
 }
 
 ROWS=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "randwrite 4k 1" "read 1M 8" "write 1M 8")
@@ -54,7 +58,8 @@ import json, sys
 work, rows = sys.argv[1], sys.argv[2:]
 def load(t, row):
     rw, bs, qd = row.split()
-    j = json.load(open(f"{work}/{t}-{rw}-{bs}-{qd}.json"))["jobs"][0]
+    text = open(f"{work}/{t}-{rw}-{bs}-{qd}.json").read()
+    j = json.loads(text[text.index("{"):])["jobs"][0]  # fio may print notices before its JSON
     d = j["read"] if "read" in rw else j["write"]
     return d, int(qd), bs
 print(f"{'workload':<24}{'metric':<14}{'cairn':>14}{'nbdkit':>14}{'ratio':>8}")

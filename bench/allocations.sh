@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Per-IO cost and allocations (BenchmarkDotNet [MemoryDiagnoser]) of the block store and of the NBD request path.
+# The "Allocated" column is bytes per IO; the goal is 0 on the steady-state read and write paths.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dotnet run -c Release --project bench/Cairn.Benchmarks -- --filter '*' --job short "$@"
