@@ -79,6 +79,7 @@ internal static class CheckpointFile
             throw image.Corrupt("checkpoint shorter than its header");
         }
         PoolFormat.CheckHeader(header, Magic, "checkpoint", location);
+        VerifyBody(file, image); // before applying anything: a damaged checkpoint is refused, never half-loaded
         if (new Guid(header[32..48]) != poolId)
         {
             throw image.Corrupt("checkpoint belongs to another pool");
@@ -115,6 +116,33 @@ internal static class CheckpointFile
             }
         }
         reader.VerifyTrailer();
+    }
+
+    private static void VerifyBody(IStorageFile file, PoolImage image)
+    {
+        long bodyEnd = file.Length - 8;
+        if (bodyEnd < HeaderBytes)
+        {
+            throw image.Corrupt("checkpoint is truncated");
+        }
+        var buffer = new byte[1 << 20];
+        uint crc = ~0u;
+        for (long offset = HeaderBytes; offset < bodyEnd;)
+        {
+            int n = file.ReadAt(offset, buffer.AsSpan(0, (int)Math.Min(buffer.Length, bodyEnd - offset)));
+            if (n == 0)
+            {
+                throw image.Corrupt("checkpoint is truncated");
+            }
+            crc = Crc32C.Append(crc, buffer.AsSpan(0, n));
+            offset += n;
+        }
+        Span<byte> trailer = stackalloc byte[8];
+        if (file.ReadAt(bodyEnd, trailer) != 8 || BinaryPrimitives.ReadUInt32LittleEndian(trailer[4..]) != TrailerMagic
+            || BinaryPrimitives.ReadUInt32LittleEndian(trailer) != ~crc)
+        {
+            throw image.Corrupt("checkpoint checksum mismatch");
+        }
     }
 
     private sealed class ChecksummedWriter(IStorageFile file, long offset)

@@ -1,0 +1,84 @@
+using Cairn.BlockStore.Storage;
+using Cairn.Core;
+using static Cairn.BlockStore.Tests.TestPools;
+
+namespace Cairn.BlockStore.Tests;
+
+public sealed class ChecksumTests
+{
+    [Fact]
+    public async Task A_corrupted_block_on_disk_fails_its_read_with_io_and_is_counted()
+    {
+        using var dir = new TempDir();
+        var blocks = new byte[4][];
+        using (var pool = BlockPool.Create(dir.Path, "p", 16L << 20))
+        {
+            var v = pool.CreateVolume("v", 1L << 20);
+            for (int i = 0; i < 4; i++)
+            {
+                blocks[i] = Pattern(Block, 100 + i);
+                await v.WriteAsync(i * Block, blocks[i]);
+            }
+        }
+        // Flip one byte in the middle of block 1's copy in the data file.
+        string dataPath = Path.Combine(dir.Path, "data.cairn");
+        var file = File.ReadAllBytes(dataPath);
+        int at = IndexOf(file, blocks[1]);
+        Assert.True(at >= 0, "block 1's content should be in the data file");
+        using (var fs = new FileStream(dataPath, FileMode.Open, FileAccess.Write))
+        {
+            fs.Position = at + 1000;
+            fs.WriteByte((byte)(file[at + 1000] ^ 0x40));
+        }
+
+        using var reopened = BlockPool.Open(dir.Path);
+        var events = new List<ChecksumErrorEventArgs>();
+        reopened.ChecksumError += (_, e) => events.Add(e);
+        var r = reopened.Volume("v");
+        var ex = await ThrowsBlockError(BlockError.Io, () => r.ReadAsync(Block, new byte[Block]).AsTask());
+        Assert.Contains("checksum", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(1, r.ChecksumErrors);
+        Assert.Equal(1, reopened.ChecksumErrors);
+        Assert.Equal(Block, Assert.Single(events).OffsetBytes);
+
+        // a partial read of the bad block and a read spanning it fail too; the other blocks are fine
+        await ThrowsBlockError(BlockError.Io, () => r.ReadAsync(Block + 10, new byte[10]).AsTask());
+        await ThrowsBlockError(BlockError.Io, () => r.ReadAsync(0, new byte[4 * Block]).AsTask());
+        Assert.Equal(3, r.ChecksumErrors);
+        Assert.Equal(blocks[0], await r.ReadAsync(0, Block));
+        Assert.Equal(blocks[2], await r.ReadAsync(2 * Block, Block));
+        Assert.Equal(blocks[3], await r.ReadAsync(3 * Block, Block));
+
+        // a partial write cannot merge with bad data: it fails rather than spreading it under a fresh checksum
+        await ThrowsBlockError(BlockError.Io, () => r.WriteAsync(Block + 5, new byte[5]).AsTask());
+        // a whole-block overwrite replaces the bad copy
+        await r.WriteAsync(Block, blocks[1]);
+        Assert.Equal(blocks[1], await r.ReadAsync(Block, Block));
+    }
+
+    [Fact]
+    public async Task Media_errors_surface_as_io_errors()
+    {
+        var medium = new SimulatedMedium();
+        using var pool = Sim(medium, 1L << 20);
+        var v = pool.CreateVolume("v", 1L << 20);
+        await v.WriteAsync(0, Pattern(2 * Block, 1));
+        medium.InjectFault("data.cairn", 0, 1, reads: true, writes: true);
+        await ThrowsBlockError(BlockError.Io, () => v.ReadAsync(0, new byte[Block]).AsTask());
+        Assert.Equal(Pattern(2 * Block, 1).AsSpan(Block).ToArray(), await v.ReadAsync(Block, Block));
+        medium.ClearFaults();
+        Assert.Equal(0, v.ChecksumErrors);
+    }
+
+    private static int IndexOf(byte[] haystack, byte[] needle)
+    {
+        for (int i = 0; i + needle.Length <= haystack.Length; i += Block)
+        {
+            if (haystack.AsSpan(i, needle.Length).SequenceEqual(needle))
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+}
