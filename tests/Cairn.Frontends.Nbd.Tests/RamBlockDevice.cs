@@ -46,7 +46,7 @@ public sealed class RamBlockDevice : IBlockDevice
     {
         if (Check("read", offset, destination.Length) is { } failed)
         {
-            return failed;
+            return ValueTask.FromException(failed);
         }
         if (Asynchronous)
         {
@@ -60,7 +60,7 @@ public sealed class RamBlockDevice : IBlockDevice
     {
         if (Check("write", offset, source.Length) is { } failed)
         {
-            return failed;
+            return ValueTask.FromException(failed);
         }
         if (Asynchronous)
         {
@@ -74,7 +74,7 @@ public sealed class RamBlockDevice : IBlockDevice
     {
         if (Check("flush", 0, 0) is { } failed)
         {
-            return failed;
+            return ValueTask.FromException(failed);
         }
         return Asynchronous ? FlushLaterAsync() : Done(Interlocked.Increment(ref _flushes));
     }
@@ -83,7 +83,7 @@ public sealed class RamBlockDevice : IBlockDevice
     {
         if (Check("trim", offset, length) is { } failed)
         {
-            return failed;
+            return ValueTask.FromException(failed);
         }
         return Asynchronous ? ZeroLaterAsync(offset, length, AllocationState.Hole) : Done(DoZero(offset, length, AllocationState.Hole));
     }
@@ -96,7 +96,7 @@ public sealed class RamBlockDevice : IBlockDevice
         }
         if (Check("zero", offset, length) is { } failed)
         {
-            return failed;
+            return ValueTask.FromException(failed);
         }
         var state = (zeroFlags & ZeroFlags.NoHole) != 0 ? AllocationState.Zero : AllocationState.Hole;
         return Asynchronous ? ZeroLaterAsync(offset, length, state) : Done(DoZero(offset, length, state));
@@ -154,19 +154,19 @@ public sealed class RamBlockDevice : IBlockDevice
         }
     }
 
-    private ValueTask? Check(string operation, long offset, long length)
+    private BlockDeviceException? Check(string operation, long offset, long length)
     {
         if (offset < 0 || length < 0 || offset + length > SizeBytes)
         {
-            return ValueTask.FromException(new BlockDeviceException(BlockError.InvalidArgument, "range outside the device"));
+            return new BlockDeviceException(BlockError.InvalidArgument, "range outside the device");
         }
         if (IsReadOnly && operation is "write" or "trim" or "zero")
         {
-            return ValueTask.FromException(new BlockDeviceException(BlockError.ReadOnly, "read-only device"));
+            return new BlockDeviceException(BlockError.ReadOnly, "read-only device");
         }
         if (Fault?.Invoke(operation, offset) is { } error)
         {
-            return ValueTask.FromException(new BlockDeviceException(error, $"injected {error} on {operation}"));
+            return new BlockDeviceException(error, $"injected {error} on {operation}");
         }
         return null;
     }
