@@ -13,6 +13,8 @@ public sealed class RamBlockDevice : IBlockDevice
     private readonly AllocationState[] _pages;
     private int _flushes;
     private int _fuaWrites;
+    private int _inFlight;
+    private int _maxInFlight;
 
     public RamBlockDevice(long sizeBytes, bool readOnly = false)
     {
@@ -33,6 +35,9 @@ public sealed class RamBlockDevice : IBlockDevice
 
     /// <summary>Returns an error to throw for an operation ("read", "write", ...) at an offset, or null to succeed.</summary>
     public Func<string, long, BlockError?>? Fault { get; set; }
+
+    /// <summary>The most asynchronous operations that were ever pending at once.</summary>
+    public int MaxConcurrentSeen => Volatile.Read(ref _maxInFlight);
 
     public int Flushes => Volatile.Read(ref _flushes);
     public int FuaWrites => Volatile.Read(ref _fuaWrites);
@@ -172,7 +177,22 @@ public sealed class RamBlockDevice : IBlockDevice
     }
 
     // Separate methods, not lambdas: a lambda capturing parameters allocates its closure on every call, even synchronous ones.
-    private static Task Jitter() => Task.Delay(Random.Shared.Next(0, 2));
+    private async Task Jitter()
+    {
+        int now = Interlocked.Increment(ref _inFlight);
+        int seen;
+        while (now > (seen = Volatile.Read(ref _maxInFlight)) && Interlocked.CompareExchange(ref _maxInFlight, now, seen) != seen)
+        {
+        }
+        try
+        {
+            await Task.Delay(Random.Shared.Next(0, 2));
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
 
     private async ValueTask ReadLaterAsync(long offset, Memory<byte> destination)
     {
