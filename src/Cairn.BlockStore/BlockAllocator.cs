@@ -5,7 +5,7 @@ namespace Cairn.BlockStore;
 /// <summary>
 /// Pool-wide free-space bitmap over the data file's physical blocks. Not persisted: on open it is rebuilt
 /// from the extent maps. New space cannot dip into a small reserve kept for copy-on-write overwrites,
-/// so a full pool can still overwrite blocks it already holds.
+/// so a full pool can still overwrite blocks it already holds. Allocation is next-fit from the lowest freed block.
 /// </summary>
 internal sealed class BlockAllocator
 {
@@ -90,6 +90,9 @@ internal sealed class BlockAllocator
                 word &= ~mask;
             }
             _usedBlocks -= count;
+            // Lowest-first: reuse space the filesystem already backs (writing into never-touched parts of
+            // the sparse file costs a filesystem allocation per write) and keep the data file compact.
+            _cursor = Math.Min(_cursor, first);
         }
     }
 

@@ -58,6 +58,17 @@ public sealed partial class BlockPool
         SyncPoint(Volatile.Read(ref _openSequence));
     }
 
+    /// <summary>Syncs and writes a checkpoint now (tests, tools; later: before a scrub or snapshot export).</summary>
+    internal void CheckpointNow()
+    {
+        ThrowIfUnusable();
+        lock (_commitLock)
+        {
+            SyncPointLocked(Volatile.Read(ref _openSequence));
+            Checkpoint();
+        }
+    }
+
     private void SyncPoint(long targetSequence)
     {
         lock (_commitLock)

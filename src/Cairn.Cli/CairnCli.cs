@@ -18,7 +18,9 @@ public static class CairnCli
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            await stderr.WriteLineAsync($"cairn: {ApiClient.OneLine(parsed.Errors[0].Message)} (see cairn --help)");
+            // A typo ("Unrecognized command or argument 'x'") says more than the "Required command" it also causes.
+            var error = parsed.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parsed.Errors[0];
+            await stderr.WriteLineAsync($"cairn: {ApiClient.OneLine(error.Message)} (see cairn --help)");
             return CliException.Failed;
         }
         try

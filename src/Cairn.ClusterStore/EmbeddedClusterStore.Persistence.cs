@@ -7,7 +7,8 @@ namespace Cairn.ClusterStore;
 //    a torn tail fails its CRC and is cut off on open, losing only the uncommitted transaction;
 //  - a snapshot is written to a temp file, fsynced, then renamed over the old one, so the old or the
 //    new snapshot is always whole; log records at or below the snapshot's revision are skipped on replay,
-//    so a crash between renaming the snapshot and resetting the log is harmless.
+//    so a crash between renaming the snapshot and resetting the log is harmless; the directory is fsynced
+//    after each rename so the two renames cannot reach the disk in the opposite order.
 public sealed partial class EmbeddedClusterStore
 {
     private const string LogFileName = "store.log";
@@ -138,6 +139,7 @@ public sealed partial class EmbeddedClusterStore
             file.Flush(flushToDisk: true);
         }
         File.Move(temp, SnapshotPath, overwrite: true);
+        DirectorySync.Flush(Directory); // the snapshot must be durable before the log it replaces is emptied
         ResetLogLocked();
         _logger.LogInformation("cluster store compacted: snapshot at revision {Revision} with {Keys} keys", _revision, _items.Count);
     }
@@ -161,6 +163,7 @@ public sealed partial class EmbeddedClusterStore
             file.Flush(flushToDisk: true);
         }
         File.Move(temp, LogPath, overwrite: true);
+        DirectorySync.Flush(Directory);
         _log = new FileStream(LogPath, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
         _log.Position = _log.Length;
         _logBroken = false;

@@ -29,7 +29,17 @@ public sealed partial class VolumeService
         DeleteOrphans(specs.Select(s => s.Spec.Id).ToHashSet(StringComparer.Ordinal), storeIsNew: range.Revision == 0);
         foreach (var (spec, modRevision) in specs)
         {
-            var state = new VolumeState(spec, modRevision, EnsureStored(spec));
+            StoredVolume? stored = null;
+            try
+            {
+                stored = EnsureStored(spec);
+            }
+            catch (Exception e)
+            {
+                // One volume that cannot be healed must not keep the node and every other volume down.
+                _logger.LogError(e, "reconcile: volume {Volume} could not be brought in line with its spec; it stays unavailable", spec.Name);
+            }
+            var state = new VolumeState(spec, modRevision, stored);
             lock (_lock)
             {
                 _volumes[spec.Name] = state;

@@ -147,9 +147,19 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             {
                 throw ChangedConcurrently(name);
             }
+            try
+            {
+                volume.Grow(newSizeBytes);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Put the old spec back so desired and stored state agree again; if that fails, startup reconcile retries the grow.
+                var undo = await _store.CommitAsync(Transaction.If(Compare.ModRevisionIs(KeyOf(name), result.Revision)).Then(TxnOp.Put(KeyOf(name), Serialize(state.Spec))), CancellationToken.None);
+                state.ModRevision = undo.Succeeded ? undo.Revision : result.Revision;
+                throw new CairnException(CairnErrorCode.Unavailable, $"pool '{state.Spec.Pool}' could not grow volume '{name}': {e.Message}", inner: e);
+            }
             state.Spec = spec;
             state.ModRevision = result.Revision;
-            volume.Grow(newSizeBytes);
             _logger.LogInformation("grew volume {Volume} from {OldBytes} to {NewBytes} bytes", name, current, newSizeBytes);
             return Describe(state);
         }
@@ -279,6 +289,11 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         if (sizeBytes <= 0)
         {
             throw new CairnException(CairnErrorCode.InvalidArgument, $"size must be positive, not {sizeBytes}", "size");
+        }
+        if (sizeBytes > BlockPool.MaxVolumeBytes)
+        {
+            throw new CairnException(CairnErrorCode.InvalidArgument,
+                $"size {ByteSize.Format(sizeBytes)} is larger than the largest volume a pool can hold, {ByteSize.Format(BlockPool.MaxVolumeBytes)}", "size");
         }
         if (sizeBytes % SizeGranularityBytes != 0)
         {

@@ -8,7 +8,8 @@ namespace Cairn.Daemon;
 /// <summary>cairnd's command line: parses flags into <see cref="DaemonOptions"/>, runs until SIGTERM or Ctrl-C.</summary>
 public static class DaemonCommandLine
 {
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>Runs cairnd until SIGTERM, Ctrl-C or <paramref name="cancellationToken"/>; returns the exit code.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
     {
         var dataDir = new Option<string>("--data-dir") { Description = "Directory for the cluster store and default pool.", DefaultValueFactory = _ => "./cairn-data", HelpName = "DIR" };
         var pools = new Option<string[]>("--pool")
@@ -52,7 +53,7 @@ public static class DaemonCommandLine
             }
             return await ServeAsync(options, stderr, cancellationToken);
         });
-        return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr });
+        return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr }, cancellationToken);
     }
 
     private static async Task<int> ServeAsync(DaemonOptions options, TextWriter stderr, CancellationToken cancellationToken)

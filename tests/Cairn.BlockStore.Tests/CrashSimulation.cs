@@ -40,12 +40,30 @@ internal static class CrashSimulation
                 // the pool is abandoned mid-operation, like a process killed by a power cut
             }
             medium.Crash(rng);
-            pool = BlockPool.Open(medium, options);
+            pool = Recover(medium, options, rng);
             Verify(pool, model, ref otherExists, $"round {round}");
         }
         pool.Dispose();
         using var final = BlockPool.Open(medium, options);
         Verify(final, model, ref otherExists, "clean reopen");
+    }
+
+    /// <summary>Opens after a crash; sometimes crashes again in the middle of recovery first (truncating a torn journal tail, starting a journal).</summary>
+    private static BlockPool Recover(SimulatedMedium medium, PoolOptions options, Random rng)
+    {
+        while (rng.Next(3) == 0)
+        {
+            medium.ScheduleCrash(rng.Next(0, 4));
+            try
+            {
+                BlockPool.Open(medium, options); // abandoned if it completes: the crash may still hit later mutations
+            }
+            catch (SimulatedCrashException)
+            {
+            }
+            medium.Crash(rng);
+        }
+        return BlockPool.Open(medium, options);
     }
 
     private static void RunOps(BlockPool pool, Model model, Random rng, ref bool? otherExists)

@@ -241,3 +241,54 @@ public sealed class VolumeServiceTests : IAsyncLifetime
         Assert.Contains("two pools are named 'a'", e.Message, StringComparison.Ordinal);
     }
 }
+
+public sealed class VolumeServiceLimitTests
+{
+    [Fact]
+    public async Task A_size_beyond_the_largest_volume_is_refused_before_anything_is_written()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "cairn-cp-" + Guid.NewGuid().ToString("N"));
+        await using var store = EmbeddedClusterStore.Open(dir);
+        var pool = new MemoryVolumePool("p");
+        await using var service = new VolumeService(store, new PoolManager([pool]));
+        await service.StartAsync();
+        var e = await Assert.ThrowsAsync<CairnException>(() => service.CreateAsync("huge", Cairn.BlockStore.BlockPool.MaxVolumeBytes + 512));
+        Assert.Equal((CairnErrorCode.InvalidArgument, "size"), (e.Code, e.Field));
+        Assert.Contains("largest volume", e.Message, StringComparison.Ordinal);
+        Assert.Equal(0, store.Revision);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task A_volume_reconcile_cannot_heal_stays_unavailable_and_the_rest_start()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "cairn-cp-" + Guid.NewGuid().ToString("N"));
+        await using var store = EmbeddedClusterStore.Open(dir);
+        // A spec whose data is missing, in a pool that refuses to create it.
+        await store.PutAsync(VolumeService.VolumesPrefix + "broken",
+            System.Text.Encoding.UTF8.GetBytes("{\"name\":\"broken\",\"id\":\"exists-already\",\"sizeBytes\":4096,\"pool\":\"p\",\"createdAt\":\"2026-01-01T00:00:00Z\"}"));
+        var pool = new FailingCreatePool("p");
+        await using var service = new VolumeService(store, new PoolManager([pool]));
+        await service.StartAsync();
+        Assert.False(service.Get("broken").Available);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private sealed class FailingCreatePool(string name) : IVolumePool
+    {
+        public string Name { get; } = name;
+        public string Directory => "/nowhere";
+        public long CapacityBytes => 1 << 30;
+        public long UsedBytes => 0;
+        public long FreeBytes => CapacityBytes;
+        public IReadOnlyList<Cairn.BlockStore.StoredVolumeInfo> ListVolumes() => [];
+        public Cairn.BlockStore.StoredVolume CreateVolume(string volumeId, long sizeBytes) => throw new IOException("disk on fire");
+        public bool TryGetVolume(string volumeId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Cairn.BlockStore.StoredVolume? volume)
+        {
+            volume = null;
+            return false;
+        }
+        public void DeleteVolume(string volumeId) { }
+        public void Dispose() { }
+    }
+}

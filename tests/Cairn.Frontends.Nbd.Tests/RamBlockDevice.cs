@@ -13,6 +13,8 @@ public sealed class RamBlockDevice : IBlockDevice
     private readonly AllocationState[] _pages;
     private int _flushes;
     private int _fuaWrites;
+    private int _inFlight;
+    private int _maxInFlight;
 
     public RamBlockDevice(long sizeBytes, bool readOnly = false)
     {
@@ -34,35 +36,62 @@ public sealed class RamBlockDevice : IBlockDevice
     /// <summary>Returns an error to throw for an operation ("read", "write", ...) at an offset, or null to succeed.</summary>
     public Func<string, long, BlockError?>? Fault { get; set; }
 
+    /// <summary>The most asynchronous operations that were ever pending at once.</summary>
+    public int MaxConcurrentSeen => Volatile.Read(ref _maxInFlight);
+
     public int Flushes => Volatile.Read(ref _flushes);
     public int FuaWrites => Volatile.Read(ref _fuaWrites);
     public Span<byte> Data => _data;
 
     public AllocationState PageState(long offset) => _pages[offset / PageBytes];
 
-    public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) =>
-        Run("read", offset, destination.Length, () => _data.AsSpan((int)offset, destination.Length).CopyTo(destination.Span));
-
-    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        Run("write", offset, source.Length, () =>
+    // Each operation checks, then runs inline (no closure, so the server's allocation profile is not polluted)
+    // or, when Asynchronous, later through a closure, as a replicated volume would complete.
+    public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        if (Check("read", offset, destination.Length) is { } failed)
         {
-            source.Span.CopyTo(_data.AsSpan((int)offset));
-            MarkPages(offset, source.Length, AllocationState.Data, wholePagesOnly: false);
-            if ((flags & WriteFlags.ForceUnitAccess) != 0)
-            {
-                Interlocked.Increment(ref _fuaWrites);
-            }
-        });
-
-    public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
-        Run("flush", 0, 0, () => Interlocked.Increment(ref _flushes));
-
-    public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        Run("trim", offset, length, () =>
+            return ValueTask.FromException(failed);
+        }
+        if (Asynchronous)
         {
-            _data.AsSpan((int)offset, (int)length).Clear();
-            MarkPages(offset, length, AllocationState.Hole, wholePagesOnly: true);
-        });
+            return ReadLaterAsync(offset, destination);
+        }
+        DoRead(offset, destination.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+    {
+        if (Check("write", offset, source.Length) is { } failed)
+        {
+            return ValueTask.FromException(failed);
+        }
+        if (Asynchronous)
+        {
+            return WriteLaterAsync(offset, source, flags);
+        }
+        DoWrite(offset, source.Span, flags);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        if (Check("flush", 0, 0) is { } failed)
+        {
+            return ValueTask.FromException(failed);
+        }
+        return Asynchronous ? FlushLaterAsync() : Done(Interlocked.Increment(ref _flushes));
+    }
+
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+    {
+        if (Check("trim", offset, length) is { } failed)
+        {
+            return ValueTask.FromException(failed);
+        }
+        return Asynchronous ? ZeroLaterAsync(offset, length, AllocationState.Hole) : Done(DoZero(offset, length, AllocationState.Hole));
+    }
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
@@ -70,13 +99,34 @@ public sealed class RamBlockDevice : IBlockDevice
         {
             return ValueTask.FromException(new BlockDeviceException(BlockError.NotSupported, "fast zero not supported"));
         }
-        return Run("zero", offset, length, () =>
+        if (Check("zero", offset, length) is { } failed)
         {
-            _data.AsSpan((int)offset, (int)length).Clear();
-            var state = (zeroFlags & ZeroFlags.NoHole) != 0 ? AllocationState.Zero : AllocationState.Hole;
-            MarkPages(offset, length, state, wholePagesOnly: true);
-        });
+            return ValueTask.FromException(failed);
+        }
+        var state = (zeroFlags & ZeroFlags.NoHole) != 0 ? AllocationState.Zero : AllocationState.Hole;
+        return Asynchronous ? ZeroLaterAsync(offset, length, state) : Done(DoZero(offset, length, state));
     }
+
+    private void DoRead(long offset, Span<byte> destination) => _data.AsSpan((int)offset, destination.Length).CopyTo(destination);
+
+    private void DoWrite(long offset, ReadOnlySpan<byte> source, WriteFlags flags)
+    {
+        source.CopyTo(_data.AsSpan((int)offset));
+        MarkPages(offset, source.Length, AllocationState.Data, wholePagesOnly: false);
+        if ((flags & WriteFlags.ForceUnitAccess) != 0)
+        {
+            Interlocked.Increment(ref _fuaWrites);
+        }
+    }
+
+    private int DoZero(long offset, long length, AllocationState state)
+    {
+        _data.AsSpan((int)offset, (int)length).Clear();
+        MarkPages(offset, length, state, wholePagesOnly: true);
+        return 0;
+    }
+
+    private static ValueTask Done(int ignored) => ValueTask.CompletedTask;
 
     public ValueTask<int> GetAllocationAsync(long offset, long length, Memory<AllocationExtent> extents, CancellationToken cancellationToken = default)
     {
@@ -109,31 +159,62 @@ public sealed class RamBlockDevice : IBlockDevice
         }
     }
 
-    private ValueTask Run(string operation, long offset, long length, Action action)
+    private BlockDeviceException? Check(string operation, long offset, long length)
     {
         if (offset < 0 || length < 0 || offset + length > SizeBytes)
         {
-            return ValueTask.FromException(new BlockDeviceException(BlockError.InvalidArgument, "range outside the device"));
+            return new BlockDeviceException(BlockError.InvalidArgument, "range outside the device");
         }
         if (IsReadOnly && operation is "write" or "trim" or "zero")
         {
-            return ValueTask.FromException(new BlockDeviceException(BlockError.ReadOnly, "read-only device"));
+            return new BlockDeviceException(BlockError.ReadOnly, "read-only device");
         }
         if (Fault?.Invoke(operation, offset) is { } error)
         {
-            return ValueTask.FromException(new BlockDeviceException(error, $"injected {error} on {operation}"));
+            return new BlockDeviceException(error, $"injected {error} on {operation}");
         }
-        if (!Asynchronous)
-        {
-            action();
-            return ValueTask.CompletedTask;
-        }
-        return RunLaterAsync(action);
+        return null;
     }
 
-    private static async ValueTask RunLaterAsync(Action action)
+    // Separate methods, not lambdas: a lambda capturing parameters allocates its closure on every call, even synchronous ones.
+    private async Task Jitter()
     {
-        await Task.Delay(Random.Shared.Next(0, 2));
-        action();
+        int now = Interlocked.Increment(ref _inFlight);
+        int seen;
+        while (now > (seen = Volatile.Read(ref _maxInFlight)) && Interlocked.CompareExchange(ref _maxInFlight, now, seen) != seen)
+        {
+        }
+        try
+        {
+            await Task.Delay(Random.Shared.Next(0, 2));
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    private async ValueTask ReadLaterAsync(long offset, Memory<byte> destination)
+    {
+        await Jitter();
+        DoRead(offset, destination.Span);
+    }
+
+    private async ValueTask WriteLaterAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags)
+    {
+        await Jitter();
+        DoWrite(offset, source.Span, flags);
+    }
+
+    private async ValueTask FlushLaterAsync()
+    {
+        await Jitter();
+        Interlocked.Increment(ref _flushes);
+    }
+
+    private async ValueTask ZeroLaterAsync(long offset, long length, AllocationState state)
+    {
+        await Jitter();
+        DoZero(offset, length, state);
     }
 }

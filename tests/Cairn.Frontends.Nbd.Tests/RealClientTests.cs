@@ -124,6 +124,31 @@ public sealed partial class RealClientTests : IDisposable
         Assert.All(h.Disk.Data.Slice(32 << 20, 8 << 20).ToArray(), b => Assert.Equal(0, b));
     }
 
+    [Fact]
+    public async Task Qemu_io_and_qemu_img_map_see_writes_zeroes_and_discards()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var io = await ExternalTool.RunAsync("qemu-io", "qemu-utils", ToolTimeout, "-f", "raw",
+            "-c", "write -P 0xab 0 64k", "-c", "read -P 0xab 0 64k", "-c", "write -z 64k 64k",
+            "-c", "write -P 0xcd 128k 64k", "-c", "discard 128k 64k", "-c", "read -P 0 128k 64k", "-c", "flush", Uri(h));
+        Assert.True(io.ExitCode == 0, io.Describe("qemu-io"));
+        Assert.DoesNotContain("fail", io.StandardOutput + io.StandardError, StringComparison.OrdinalIgnoreCase);
+        Assert.True(h.Disk.Flushes >= 1);
+
+        var map = await ExternalTool.RunAsync("qemu-img", "qemu-utils", ToolTimeout, "map", "--output=json", Uri(h));
+        Assert.True(map.ExitCode == 0, map.Describe("qemu-img map"));
+        var extents = System.Text.Json.JsonDocument.Parse(map.StandardOutput).RootElement.EnumerateArray()
+            .Select(e => (Start: e.GetProperty("start").GetInt64(), Length: e.GetProperty("length").GetInt64(),
+                Zero: e.GetProperty("zero").GetBoolean(), Data: e.GetProperty("data").GetBoolean()))
+            .ToArray();
+        Assert.Equal(new[]
+        {
+            (0L, 65536L, false, true),                                  // written data
+            (65536L, 65536L, true, true),                               // zeroes that stay allocated
+            (131072L, ServerHarness.DiskBytes - 131072, true, false),   // discarded, then never written
+        }, extents);
+    }
+
     [GeneratedRegex(@"\s+")]
     private static partial Regex Whitespace();
 }

@@ -371,4 +371,60 @@ public sealed class TransmissionTests
         Assert.Equal(0, n);
         Assert.Equal(0u, await c.CommandAsync(CmdFlush, 0, 0));
     }
+
+    [Fact]
+    public async Task Asynchronous_device_runs_requests_concurrently_within_the_in_flight_bound()
+    {
+        await using var h = await ServerHarness.StartAsync(configure: o => o.MaxInFlightPerConnection = 4);
+        h.Disk.Asynchronous = true;
+        var (c, _, _) = await OpenAsync(h.Port, "disk");
+        await using var _c = c;
+        var batch = new MemoryStream();
+        for (int i = 0; i < 100; i++)
+        {
+            batch.Write(Request(FlagFua, CmdWrite, (ulong)i, (ulong)i * 4096, 4096, Pattern(4096, i)));
+        }
+        await c.SendAsync(batch.ToArray());
+        for (int i = 0; i < 100; i++)
+        {
+            Assert.Equal(0u, (await c.ReadReplyAsync()).Error);
+        }
+        Assert.Equal(100, h.Disk.FuaWrites);
+        // Concurrency happened, and never beyond the background slots plus the one request awaited in place.
+        Assert.InRange(h.Disk.MaxConcurrentSeen, 2, 4 + 1);
+        for (int i = 0; i < 100; i += 17)
+        {
+            Assert.Equal(Pattern(4096, i), await c.ReadAsync((ulong)i * 4096, 4096));
+        }
+    }
+
+    [Fact]
+    public async Task Switching_between_synchronous_and_asynchronous_completion_keeps_data_and_replies_intact()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        var (c, _, _) = await OpenAsync(h.Port, "disk", structured: true, meta: true);
+        await using var _c = c;
+        for (int phase = 0; phase < 4; phase++)
+        {
+            h.Disk.Asynchronous = phase % 2 == 0;
+            int count = phase % 2 == 0 ? 50 : 1100; // more than the streak that returns a connection to inline mode
+            var batch = new MemoryStream();
+            for (int i = 0; i < count; i++)
+            {
+                batch.Write(Request(0, CmdWrite, (ulong)i, (ulong)(i % 500) * 4096, 4096, Pattern(4096, phase * 10_000 + i)));
+            }
+            batch.Write(Request(0, CmdFlush, 99_999, 0, 0));
+            await c.SendAsync(batch.ToArray());
+            for (int i = 0; i <= count; i++)
+            {
+                Assert.Equal(0u, (await c.ReadReplyAsync()).Error);
+            }
+            int last = count - 1;
+            await c.SendRequestAsync(0, CmdRead, 5, (ulong)(last % 500) * 4096, 4096);
+            var reply = await c.ReadReplyAsync();
+            Assert.Equal(Pattern(4096, phase * 10_000 + last), reply.Payload[8..]);
+            await c.SendRequestAsync(0, CmdBlockStatus, 6, 0, 4096);
+            Assert.Equal((ushort)5, (await c.ReadReplyAsync()).ChunkType);
+        }
+    }
 }

@@ -41,8 +41,6 @@ internal sealed class JournalBatch
 
     public int PayloadBytes => _length - HeaderBytes;
 
-    public bool IsEmpty => RecordCount == 0 && Frees.Count == 0;
-
     public void Reset()
     {
         _length = HeaderBytes;

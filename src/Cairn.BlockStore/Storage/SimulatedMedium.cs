@@ -110,6 +110,19 @@ internal sealed class SimulatedMedium : IPoolMedium
         }
     }
 
+    /// <summary>Adds a file whose content is already durable (loading a golden pool).</summary>
+    public void AddFile(string name, ReadOnlySpan<byte> content)
+    {
+        lock (_lock)
+        {
+            var file = new SimFile();
+            file.WriteRaw(0, content, durableToo: true);
+            file.Sync();
+            _names[name] = file;
+            _durableNames[name] = file;
+        }
+    }
+
     /// <summary>A copy of a file's current bytes (for golden tests and corruption tests).</summary>
     public byte[] ReadAllBytes(string name)
     {
