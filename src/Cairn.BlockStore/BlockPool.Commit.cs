@@ -33,8 +33,11 @@ public sealed partial class BlockPool
     private List<uint> _graceFrees = [];
     private long _pendingFreeBlocks;
 
-    // Two-phase read epochs: readers count themselves under the current parity; counters on separate cache lines.
-    private readonly long[] _readers = new long[16];
+    // Two-phase read epochs: readers count themselves under the current parity, in a counter striped by processor
+    // (one 64-byte cache line each) so concurrent readers on different cores do not fight over one line.
+    private const int EpochStripes = 16;
+    private const int EpochStride = 8;
+    private readonly long[] _readers = new long[2 * EpochStripes * EpochStride];
     private int _parity;
 
     /// <summary>The open batch; only touch it while holding <see cref="BatchLock"/>.</summary>
@@ -235,14 +238,26 @@ public sealed partial class BlockPool
         }
     }
 
+    /// <summary>Enters a read epoch; returns the counter slot to pass to <see cref="ExitEpoch"/>.</summary>
     internal int EnterEpoch()
     {
         int parity = Volatile.Read(ref _parity);
-        Interlocked.Increment(ref _readers[parity * 8]);
-        return parity;
+        int slot = ((parity * EpochStripes) + (Thread.GetCurrentProcessorId() & (EpochStripes - 1))) * EpochStride;
+        Interlocked.Increment(ref _readers[slot]);
+        return slot;
     }
 
-    internal void ExitEpoch(int parity) => Interlocked.Decrement(ref _readers[parity * 8]);
+    internal void ExitEpoch(int slot) => Interlocked.Decrement(ref _readers[slot]);
+
+    private long ReadersUnder(int parity)
+    {
+        long total = 0;
+        for (int stripe = 0; stripe < EpochStripes; stripe++)
+        {
+            total += Volatile.Read(ref _readers[((parity * EpochStripes) + stripe) * EpochStride]);
+        }
+        return total;
+    }
 
     /// <summary>
     /// Grace periods: blocks in <see cref="_graceFrees"/> were unlinked before the last parity flip, so only readers
@@ -253,7 +268,7 @@ public sealed partial class BlockPool
         for (int step = 0; step < 2; step++)
         {
             int previous = 1 - _parity;
-            if (Volatile.Read(ref _readers[previous * 8]) != 0)
+            if (ReadersUnder(previous) != 0)
             {
                 return;
             }
@@ -349,7 +364,7 @@ public sealed partial class BlockPool
     private void WaitForReaders()
     {
         var spin = new SpinWait();
-        for (int i = 0; i < 10_000 && (Volatile.Read(ref _readers[0]) | Volatile.Read(ref _readers[8])) != 0; i++)
+        for (int i = 0; i < 10_000 && ReadersUnder(0) + ReadersUnder(1) != 0; i++)
         {
             spin.SpinOnce();
         }

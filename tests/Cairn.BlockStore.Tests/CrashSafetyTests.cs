@@ -2,13 +2,15 @@ namespace Cairn.BlockStore.Tests;
 
 public sealed class CrashSafetyTests
 {
-    private const int Seeds = 400;
+    /// <summary>400 in the normal run (about a second idle); set CAIRN_CRASH_SEEDS=10000 (and CAIRN_CRASH_FIRST_SEED) for a soak.</summary>
+    private static readonly int Seeds = int.TryParse(Environment.GetEnvironmentVariable("CAIRN_CRASH_SEEDS"), out int n) ? n : 400;
+    private static readonly int FirstSeed = int.TryParse(Environment.GetEnvironmentVariable("CAIRN_CRASH_FIRST_SEED"), out int f) ? f : 0;
 
     [Fact]
     public void Random_crashes_never_lose_durable_writes_or_return_garbage()
     {
         var failures = new List<string>();
-        for (int seed = 0; seed < Seeds; seed++)
+        for (int seed = FirstSeed; seed < FirstSeed + Seeds; seed++)
         {
             try
             {

@@ -289,3 +289,25 @@ public sealed class NoSpaceTests
         Assert.Equal(Pattern(Block, 25), await v.ReadAsync(4 * Block, Block));
     }
 }
+
+public sealed class TailBlockTests
+{
+    [Fact]
+    public async Task The_partial_last_block_trims_as_a_whole_block_and_never_leaks_bytes_past_the_end()
+    {
+        var medium = new SimulatedMedium();
+        using var pool = TestPools.Sim(medium, 1L << 20);
+        var v = pool.CreateVolume("v", 3 * TestPools.Block + 100);
+        await v.WriteAsync(3 * TestPools.Block, TestPools.Pattern(100, 1));
+        Assert.Equal(TestPools.Block, v.AllocatedBytes);
+        // [3 blocks, end) covers the whole tail block as far as the volume goes: a map change, allowed as a fast zero
+        await v.WriteZeroesAsync(3 * TestPools.Block, 100, ZeroFlags.FastOnly);
+        Assert.Equal(0, v.AllocatedBytes);
+        await v.WriteAsync(3 * TestPools.Block + 50, TestPools.Pattern(50, 2));
+        v.Grow(4 * TestPools.Block);
+        var tail = await v.ReadAsync(3 * TestPools.Block, TestPools.Block);
+        Assert.All(tail[..50], b => Assert.Equal(0, b));
+        Assert.Equal(TestPools.Pattern(50, 2), tail[50..100]);
+        Assert.All(tail[100..], b => Assert.Equal(0, b)); // bytes past the old end read as zeros after growing
+    }
+}
