@@ -13,6 +13,8 @@ public class StoreIoBenchmarks
     private BlockPool _pool = null!;
     private StoredVolume _volume = null!;
     private readonly byte[] _buffer = new byte[BlockBytes];
+    private readonly byte[] _large = new byte[1 << 20];
+    private long _nextLarge;
     private long _next;
 
     [GlobalSetup]
@@ -48,4 +50,16 @@ public class StoreIoBenchmarks
 
     [Benchmark]
     public ValueTask Read4K() => _volume.ReadAsync(NextOffset(), _buffer);
+
+    private long NextLargeOffset()
+    {
+        _nextLarge = (_nextLarge + _large.Length) % VolumeBytes;
+        return _nextLarge;
+    }
+
+    [Benchmark]
+    public ValueTask Write1M() => _volume.WriteAsync(NextLargeOffset(), _large);
+
+    [Benchmark]
+    public ValueTask Read1M() => _volume.ReadAsync(NextLargeOffset(), _large);
 }
