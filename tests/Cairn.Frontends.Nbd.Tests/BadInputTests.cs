@@ -38,10 +38,12 @@ public sealed class BadInputTests
         public ValueTask DisposeAsync() => _client.DisposeAsync();
     }
 
-    [Fact]
-    public async Task Bad_request_magic_closes_only_that_connection()
+    [Theory]
+    [InlineData(NbdTransportKind.Epoll)]
+    [InlineData(NbdTransportKind.Sockets)]
+    internal async Task Bad_request_magic_closes_only_that_connection(NbdTransportKind transport)
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await ServerHarness.StartAsync(configure: o => o.Transport = transport);
         await using var bystander = await Bystander.StartAsync(h);
         var (c, _, _) = await OpenAsync(h.Port, "disk");
         await using var _c = c;
@@ -118,10 +120,12 @@ public sealed class BadInputTests
         await bystander.AssertStillWorksAsync(h);
     }
 
-    [Fact]
-    public async Task Disconnect_mid_write_payload_leaves_the_data_untouched()
+    [Theory]
+    [InlineData(NbdTransportKind.Epoll)]
+    [InlineData(NbdTransportKind.Sockets)]
+    internal async Task Disconnect_mid_write_payload_leaves_the_data_untouched(NbdTransportKind transport)
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await ServerHarness.StartAsync(configure: o => o.Transport = transport);
         await using var bystander = await Bystander.StartAsync(h);
         var (c, _, _) = await OpenAsync(h.Port, "disk");
         var payload = Enumerable.Repeat((byte)0xEE, 65536).ToArray();
