@@ -155,11 +155,11 @@ internal sealed partial class NbdConnection
         if (!pending.IsCompleted)
         {
             BeginBackground();
-            _ = CompleteReadInBackgroundAsync(pending, request, buffer, headerBytes);
+            _ = CompleteReadInBackgroundAsync(pending, request, buffer);
             return;
         }
         NoteSynchronousCompletion();
-        int replyBytes = FinishRead(pending, request, buffer, headerBytes);
+        int replyBytes = WriteReadReply(Consume(pending, request), request, buffer);
         try
         {
             if (replyBytes <= _send.Length - _sendPos)
@@ -191,28 +191,27 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Consumes a completed read and writes its reply header (or error) at the start of <paramref name="buffer"/>.</summary>
-    private int FinishRead(ValueTask completed, in NbdRequest request, byte[] buffer, int headerBytes)
-    {
-        uint errno = Consume(completed, request);
-        return errno == NbdErrno.None
+    /// <summary>Writes the reply for a finished read (header before the data already in place, or an error) at the start of <paramref name="buffer"/>.</summary>
+    private int WriteReadReply(uint errno, in NbdRequest request, byte[] buffer) =>
+        errno == NbdErrno.None
             ? NbdReplyWriter.ReadHeader(buffer, _structured, request.Cookie, request.Offset, (int)request.Length) + (int)request.Length
             : NbdReplyWriter.Error(buffer, _structured, request.Cookie, errno);
-    }
 
-    private async Task CompleteReadInBackgroundAsync(ValueTask pending, NbdRequest request, byte[] buffer, int headerBytes)
+    private async Task CompleteReadInBackgroundAsync(ValueTask pending, NbdRequest request, byte[] buffer)
     {
         try
         {
+            // A ValueTask may be consumed only once: the await is its one consumption.
+            uint errno = NbdErrno.None;
             try
             {
                 await pending;
             }
-            catch
+            catch (Exception e)
             {
-                // FinishRead observes the failure again through the completed ValueTask.
+                errno = Fail(request, e);
             }
-            int replyBytes = FinishRead(pending, request, buffer, headerBytes);
+            int replyBytes = WriteReadReply(errno, request, buffer);
             await SendLockedAsync(buffer.AsMemory(0, replyBytes));
         }
         catch (Exception e)
@@ -313,15 +312,15 @@ internal sealed partial class NbdConnection
         byte[] reply = ArrayPool<byte>.Shared.Rent(NbdProtocol.SimpleReplyBytes);
         try
         {
+            uint errno = NbdErrno.None;
             try
             {
                 await pending;
             }
-            catch
+            catch (Exception e)
             {
-                // Consume observes the failure again through the completed ValueTask.
+                errno = Fail(request, e);
             }
-            uint errno = Consume(pending, request);
             if (owned is not null)
             {
                 ArrayPool<byte>.Shared.Return(owned);

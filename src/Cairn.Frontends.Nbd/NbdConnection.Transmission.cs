@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Net.Sockets;
 using Cairn.Core;
 using Microsoft.Extensions.Logging;
 
@@ -79,7 +78,7 @@ internal sealed partial class NbdConnection
 
             await FlushSendAsync();
             CompactReceiveBuffer();
-            int n = await _socket.ReceiveAsync(_recv.AsMemory(_recvEnd), SocketFlags.None);
+            int n = await _transport.ReceiveAsync(_recv.AsMemory(_recvEnd));
             if (n == 0)
             {
                 if (_recvEnd != _recvStart)

@@ -17,6 +17,7 @@ internal sealed partial class NbdConnection : IDisposable
 
     private readonly NbdServer _server;
     private readonly Socket _socket;
+    private readonly INbdTransport _transport;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     /// <summary>Slots for requests completing in the background; only the receive loop takes them.</summary>
@@ -27,10 +28,11 @@ internal sealed partial class NbdConnection : IDisposable
     private int _aborted;
     private ExportSession? _session;
 
-    public NbdConnection(NbdServer server, Socket socket)
+    public NbdConnection(NbdServer server, Socket socket, INbdTransport transport)
     {
         _server = server;
         _socket = socket;
+        _transport = transport;
         _logger = server.Logger;
         _maxInFlight = server.Options.MaxInFlightPerConnection;
         _slots = new SemaphoreSlim(_maxInFlight, _maxInFlight);
@@ -95,18 +97,7 @@ internal sealed partial class NbdConnection : IDisposable
         }
     }
 
-    private void CloseSocket()
-    {
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception)
-        {
-            // Already closed or never connected fully.
-        }
-        _socket.Dispose();
-    }
+    private void CloseSocket() => _transport.Close();
 
     /// <summary>Waits until every background request has replied (or failed to), by taking all slots back.</summary>
     private async Task DrainBackgroundAsync()
@@ -123,7 +114,7 @@ internal sealed partial class NbdConnection : IDisposable
         int done = 0;
         while (done < buffer.Length)
         {
-            int n = await _socket.ReceiveAsync(buffer[done..], SocketFlags.None);
+            int n = await _transport.ReceiveAsync(buffer[done..]);
             if (n == 0)
             {
                 return false;
@@ -137,7 +128,7 @@ internal sealed partial class NbdConnection : IDisposable
     {
         while (!data.IsEmpty)
         {
-            int n = await _socket.SendAsync(data, SocketFlags.None);
+            int n = await _transport.SendAsync(data);
             data = data[n..];
         }
     }

@@ -19,6 +19,8 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly ConcurrentDictionary<NbdConnection, Task> _connections = new();
     private readonly CancellationTokenSource _stopping = new();
     private Socket? _listener;
+    private EpollLoop[] _loops = [];
+    private int _nextLoop;
     private Task? _acceptLoop;
     private int _disposed;
 
@@ -69,9 +71,17 @@ public sealed class NbdServer : IAsyncDisposable
             throw new InvalidOperationException($"NBD server cannot listen on {_options.Endpoint}: {e.Message}. Pick a free port or stop whatever holds it.", e);
         }
         _listener = listener;
+        if (_options.Transport == NbdTransportKind.Epoll && EpollInterop.IsSupported)
+        {
+            _loops = new EpollLoop[Math.Max(1, Environment.ProcessorCount)];
+            for (int i = 0; i < _loops.Length; i++)
+            {
+                _loops[i] = new EpollLoop(i, e => _logger.LogError(e, "NBD IO thread error"));
+            }
+        }
         _acceptLoop = AcceptLoopAsync(listener);
         _logger.LogInformation("NBD server listening on {Endpoint}", listener.LocalEndPoint);
-        if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
+        if (_loops.Length == 0 && Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
         {
             // Measured on 2 cores with fio QD32: without it every receive hops from the epoll thread to the
             // thread pool, costing about 3x the CPU per IO. It is process-wide, so only the host can set it.
@@ -116,7 +126,20 @@ public sealed class NbdServer : IAsyncDisposable
 
     private void StartConnection(Socket client)
     {
-        var connection = new NbdConnection(this, client);
+        INbdTransport transport;
+        try
+        {
+            transport = _loops.Length > 0
+                ? new EpollTransport(client, _loops[(int)((uint)Interlocked.Increment(ref _nextLoop) % (uint)_loops.Length)])
+                : new SocketTransport(client);
+        }
+        catch (IOException e)
+        {
+            _logger.LogWarning("NBD connection from {Remote} refused: {Error}", client.RemoteEndPoint, e.Message);
+            client.Dispose();
+            return;
+        }
+        var connection = new NbdConnection(this, client, transport);
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _connections[connection] = gate.Task;
         _ = RunConnectionAsync(connection, gate);
@@ -158,6 +181,10 @@ public sealed class NbdServer : IAsyncDisposable
             connection.Abort("server shutting down");
         }
         await Task.WhenAll(_connections.Values);
+        foreach (var loop in _loops)
+        {
+            loop.Dispose();
+        }
         _stopping.Dispose();
     }
 }

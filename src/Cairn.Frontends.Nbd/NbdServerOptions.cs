@@ -16,4 +16,14 @@ public sealed class NbdServerOptions
 
     /// <summary>Largest READ or WRITE payload; advertised as the maximum block size. Larger reads get EINVAL, larger writes close the connection.</summary>
     public int MaxRequestBytes { get; set; } = 32 * 1024 * 1024;
+
+    /// <summary>Which socket layer serves connections; internal so tests can cover both.</summary>
+    internal NbdTransportKind Transport { get; set; } = NbdTransportKind.Epoll;
+}
+
+/// <summary>Epoll: our own IO threads on Linux x86-64 (falls back to Sockets elsewhere). Sockets: .NET's async sockets.</summary>
+internal enum NbdTransportKind
+{
+    Epoll,
+    Sockets,
 }

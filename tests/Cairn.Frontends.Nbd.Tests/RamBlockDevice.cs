@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Cairn.Core;
 
 namespace Cairn.Frontends.Nbd.Tests;
@@ -176,6 +177,7 @@ public sealed class RamBlockDevice : IBlockDevice
         return null;
     }
 
+    // Pooled builders, like a tuned engine would use: a ValueTask consumed twice then misbehaves, so tests catch it.
     // Separate methods, not lambdas: a lambda capturing parameters allocates its closure on every call, even synchronous ones.
     private async Task Jitter()
     {
@@ -194,24 +196,28 @@ public sealed class RamBlockDevice : IBlockDevice
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadLaterAsync(long offset, Memory<byte> destination)
     {
         await Jitter();
         DoRead(offset, destination.Span);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteLaterAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags)
     {
         await Jitter();
         DoWrite(offset, source.Span, flags);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FlushLaterAsync()
     {
         await Jitter();
         Interlocked.Increment(ref _flushes);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ZeroLaterAsync(long offset, long length, AllocationState state)
     {
         await Jitter();

@@ -88,10 +88,12 @@ public sealed partial class RealClientTests : IDisposable
         return content;
     }
 
-    [Fact]
-    public async Task Fio_random_read_write_with_crc32c_verify_over_four_connections()
+    [Theory]
+    [InlineData(NbdTransportKind.Epoll)]
+    [InlineData(NbdTransportKind.Sockets)]
+    internal async Task Fio_random_read_write_with_crc32c_verify_over_four_connections(NbdTransportKind transport)
     {
-        await using var h = await ServerHarness.StartAsync(diskBytes: 256L << 20);
+        await using var h = await ServerHarness.StartAsync(diskBytes: 256L << 20, configure: o => o.Transport = transport);
         var r = await ExternalTool.RunAsync("fio", "fio", ToolTimeout,
             "--name=verify", "--ioengine=nbd", $"--uri={Uri(h)}", "--rw=randrw", "--verify=crc32c", "--verify_fatal=1",
             "--numjobs=4", "--iodepth=32", "--bs=4k", "--size=64M", "--offset_increment=64M", "--group_reporting");

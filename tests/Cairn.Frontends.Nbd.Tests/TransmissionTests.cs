@@ -224,13 +224,19 @@ public sealed class TransmissionTests
     }
 
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(true, false)]
-    [InlineData(false, true)]
-    [InlineData(true, true)]
-    public async Task Pipelined_requests_all_get_their_own_replies(bool asynchronousDevice, bool structured)
+    [InlineData(false, false, NbdTransportKind.Epoll)]
+    [InlineData(true, false, NbdTransportKind.Epoll)]
+    [InlineData(false, true, NbdTransportKind.Epoll)]
+    [InlineData(true, true, NbdTransportKind.Epoll)]
+    [InlineData(false, false, NbdTransportKind.Sockets)]
+    [InlineData(true, true, NbdTransportKind.Sockets)]
+    internal async Task Pipelined_requests_all_get_their_own_replies(bool asynchronousDevice, bool structured, NbdTransportKind transport)
     {
-        await using var h = await ServerHarness.StartAsync(configure: o => o.MaxInFlightPerConnection = 8);
+        await using var h = await ServerHarness.StartAsync(configure: o =>
+        {
+            o.MaxInFlightPerConnection = 8;
+            o.Transport = transport;
+        });
         h.Disk.Asynchronous = asynchronousDevice;
         var (c, _, _) = await OpenAsync(h.Port, "disk", structured);
         await using var _c = c;
@@ -280,11 +286,13 @@ public sealed class TransmissionTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Large_writes_and_reads_beyond_the_connection_buffers_work(bool asynchronousDevice)
+    [InlineData(false, NbdTransportKind.Epoll)]
+    [InlineData(true, NbdTransportKind.Epoll)]
+    [InlineData(false, NbdTransportKind.Sockets)]
+    [InlineData(true, NbdTransportKind.Sockets)]
+    internal async Task Large_writes_and_reads_beyond_the_connection_buffers_work(bool asynchronousDevice, NbdTransportKind transport)
     {
-        await using var h = await ServerHarness.StartAsync();
+        await using var h = await ServerHarness.StartAsync(configure: o => o.Transport = transport);
         h.Disk.Asynchronous = asynchronousDevice;
         var (c, _, _) = await OpenAsync(h.Port, "disk");
         await using var _c = c;
@@ -426,5 +434,30 @@ public sealed class TransmissionTests
             await c.SendRequestAsync(0, CmdBlockStatus, 6, 0, 4096);
             Assert.Equal((ushort)5, (await c.ReadReplyAsync()).ChunkType);
         }
+    }
+
+    [Theory]
+    [InlineData(NbdTransportKind.Epoll)]
+    [InlineData(NbdTransportKind.Sockets)]
+    internal async Task Many_concurrent_connections_each_keep_their_own_data(NbdTransportKind transport)
+    {
+        await using var h = await ServerHarness.StartAsync(configure: o => o.Transport = transport);
+        var clients = await Task.WhenAll(Enumerable.Range(0, 40).Select(_ => OpenAsync(h.Port, "disk")));
+        Assert.Equal(40, h.Server.ActiveConnections);
+        await Task.WhenAll(clients.Select(async (client, i) =>
+        {
+            var c = client.Client;
+            for (int round = 0; round < 20; round++)
+            {
+                var block = Pattern(4096, i * 1000 + round);
+                Assert.Equal(0u, await c.CommandAsync(CmdWrite, (ulong)i * 65536, 4096, payload: block));
+                Assert.Equal(block, await c.ReadAsync((ulong)i * 65536, 4096));
+            }
+        }));
+        foreach (var (c, _, _) in clients)
+        {
+            await c.DisposeAsync();
+        }
+        await h.Catalog.WaitForNoSessionsAsync();
     }
 }
