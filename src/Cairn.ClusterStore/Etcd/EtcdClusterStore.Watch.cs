@@ -14,6 +14,10 @@ namespace Cairn.ClusterStore;
 public sealed partial class EtcdClusterStore
 {
     private readonly ConcurrentDictionary<HttpResponseMessage, byte> _liveStreams = new();
+    private long _watchResumptions;
+
+    /// <summary>How many times a watch has been reopened after losing its stream (for tests and diagnostics).</summary>
+    internal long WatchResumptions => Interlocked.Read(ref _watchResumptions);
 
     public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromRevision, CancellationToken cancellationToken = default)
     {
@@ -44,6 +48,7 @@ public sealed partial class EtcdClusterStore
         var backoff = TimeSpan.FromMilliseconds(100);
         DateTimeOffset? brokenSince = null;
         string? lastFailure = null;
+        int attempts = 0;
         while (true)
         {
             token.ThrowIfCancellationRequested();
@@ -63,6 +68,10 @@ public sealed partial class EtcdClusterStore
                 continue;
             }
             var stream = opened.Stream;
+            if (attempts++ > 0)
+            {
+                Interlocked.Increment(ref _watchResumptions);
+            }
             try
             {
                 if (next == 0)

@@ -15,7 +15,9 @@ namespace Cairn.ClusterStore;
 /// </summary>
 /// <remarks>
 /// Differences from the embedded store that callers may notice: <see cref="Revision"/> is the newest revision this
-/// client has seen; lease TTLs are whole seconds and etcd may raise a short TTL to its minimum; etcd rejects a
+/// client has seen; a watch from revision 0 starts after that revision, or, on a client that has seen none yet, at
+/// etcd's revision when the watch is created (the first <c>MoveNextAsync</c>) — range first and watch from its revision + 1
+/// to be exact; lease TTLs are whole seconds and etcd may raise a short TTL to its minimum; etcd rejects a
 /// transaction that writes the same key twice (an <see cref="InvalidOperationException"/>).
 /// </remarks>
 public sealed partial class EtcdClusterStore : IClusterStore
