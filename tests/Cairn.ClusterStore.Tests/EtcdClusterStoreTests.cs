@@ -54,6 +54,24 @@ public sealed class EtcdClusterStoreTests
     }
 
     [Fact]
+    public async Task A_watch_whose_resume_point_was_compacted_while_it_was_cut_off_says_so()
+    {
+        await using var etcd = await EtcdServer.StartAsync();
+        await using var store = new EtcdClusterStore([etcd.ClientUrl]);
+        long first = await store.PutAsync("/c/a", Bytes.Of("1"));
+        using var cts = new CancellationTokenSource(Deadline);
+        await using var e = store.WatchAsync("/c/", first, cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await e.MoveNextAsync());
+        store.AbortWatchStreams(); // cut off; it reconnects at its next MoveNextAsync
+        await store.PutAsync("/c/b", Bytes.Of("2"));
+        long last = await store.PutAsync("/c/c", Bytes.Of("3"));
+        await store.CompactAsync(last); // the writes it missed are gone from etcd's history
+        var error = await Assert.ThrowsAsync<RevisionCompactedException>(async () => await e.MoveNextAsync());
+        Assert.Equal(last, error.OldestAvailableRevision);
+        Assert.Contains($"revision {first + 1} has been compacted", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Calls_fail_fast_while_etcd_is_down_and_work_again_when_it_returns()
     {
         await using var etcd = await EtcdServer.StartAsync();

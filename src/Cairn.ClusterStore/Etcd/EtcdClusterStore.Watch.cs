@@ -172,6 +172,12 @@ public sealed partial class EtcdClusterStore
                 Observe(created.Header);
                 return (stream, null);
             }
+            if (created is { Canceled: true, CompactRevision: > 0 })
+            {
+                // Refused outright because the start revision is compacted: let the caller read the refusal and say so.
+                stream.Unread(created);
+                return (stream, null);
+            }
             await stream.DisposeAsync();
             _transport.Demote(endpoint);
             return (null, $"{endpoint}: the watch was not confirmed");
@@ -210,8 +216,17 @@ public sealed partial class EtcdClusterStore
 
         public long CreatedRevision { get; set; }
 
+        private WatchResponse? _unread;
+
+        public void Unread(WatchResponse response) => _unread = response;
+
         public async Task<WatchResponse?> ReadAsync(CancellationToken token)
         {
+            if (_unread is { } pending)
+            {
+                _unread = null;
+                return pending;
+            }
             try
             {
                 if (_reader is null)
