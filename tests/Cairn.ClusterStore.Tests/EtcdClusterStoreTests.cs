@@ -193,6 +193,19 @@ public sealed class EtcdClusterStoreTests
         Assert.False(cts.IsCancellationRequested);
     }
 
+    [Fact]
+    public async Task Disposing_the_store_ends_a_watch_that_is_still_trying_to_reconnect()
+    {
+        await using var store = new EtcdClusterStore([new Uri($"http://127.0.0.1:{EtcdServer.FreePort()}")],
+            new EtcdClusterStoreOptions { WatchReconnectTimeout = TimeSpan.FromMinutes(5) });
+        using var cts = new CancellationTokenSource(Deadline);
+        var watching = Collect(store.WatchAsync("/", 1, cts.Token));
+        await Task.Delay(300);
+        await store.DisposeAsync();
+        Assert.Empty(await watching);
+        Assert.False(cts.IsCancellationRequested);
+    }
+
     [Theory]
     [InlineData("etcd://h1:2379", "http://h1:2379/")]
     [InlineData("etcd://h1:2379,h2:2380", "http://h1:2379/ http://h2:2380/")]

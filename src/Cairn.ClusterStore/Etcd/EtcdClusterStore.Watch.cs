@@ -51,6 +51,10 @@ public sealed partial class EtcdClusterStore
         int attempts = 0;
         while (true)
         {
+            if (StoppedByDispose(cancellationToken))
+            {
+                yield break;
+            }
             token.ThrowIfCancellationRequested();
             var opened = await TryOpenWatchAsync(key, rangeEnd, next, token);
             if (opened.Stream is null)
@@ -63,7 +67,13 @@ public sealed partial class EtcdClusterStore
                         $"watch on '{prefix}' could not reconnect for {_options.WatchReconnectTimeout.TotalSeconds:0.#} s, resuming at revision {next}: {lastFailure}",
                         [.. Endpoints.Select(e => e.ToString())]);
                 }
-                await Task.Delay(backoff, token);
+                try
+                {
+                    await Task.Delay(backoff, token);
+                }
+                catch (OperationCanceledException) when (StoppedByDispose(cancellationToken))
+                {
+                }
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
                 continue;
             }
@@ -85,7 +95,7 @@ public sealed partial class EtcdClusterStore
                     var response = await stream.ReadAsync(token);
                     if (response is null)
                     {
-                        if (_disposed.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                        if (StoppedByDispose(cancellationToken))
                         {
                             yield break; // the store was disposed: end quietly, as the embedded store's watches do
                         }
@@ -135,6 +145,9 @@ public sealed partial class EtcdClusterStore
         }
     }
 
+    /// <summary>The store was disposed under a watch its caller has not canceled: the watch ends quietly.</summary>
+    private bool StoppedByDispose(CancellationToken callerToken) => _disposed.IsCancellationRequested && !callerToken.IsCancellationRequested;
+
     private async Task<(WatchStream? Stream, string? Failure)> TryOpenWatchAsync(byte[] key, byte[] rangeEnd, long start, CancellationToken token)
     {
         var request = new WatchRequest
@@ -158,6 +171,10 @@ public sealed partial class EtcdClusterStore
         catch (ClusterStoreUnavailableException e)
         {
             return (null, e.Message);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException && _disposed.IsCancellationRequested)
+        {
+            return (null, "the store was disposed");
         }
         var stream = new WatchStream(this, response, endpoint);
         try
