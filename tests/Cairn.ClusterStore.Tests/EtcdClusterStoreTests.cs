@@ -72,6 +72,54 @@ public sealed class EtcdClusterStoreTests
     }
 
     [Fact]
+    public async Task In_a_three_member_cluster_calls_and_watches_fail_over_when_a_member_dies()
+    {
+        var members = await EtcdServer.StartClusterAsync(3);
+        try
+        {
+            // The watcher prefers a follower, so killing it breaks the watch without costing the cluster its leader.
+            var leaderFlags = await Task.WhenAll(members.Select(m => m.IsLeaderAsync()));
+            var victim = members[Array.IndexOf(leaderFlags, false)];
+            var order = members.OrderBy(m => m == victim ? 0 : 1).ToList();
+            await using var watcherStore = new EtcdClusterStore([.. order.Select(m => m.ClientUrl)], Impatient);
+            await using var writer = new EtcdClusterStore([.. members.Where(m => m != victim).Select(m => m.ClientUrl)], Impatient);
+
+            long r1 = await writer.PutAsync("/f/a", Bytes.Of("1"));
+            using var cts = new CancellationTokenSource(Deadline);
+            await using var e = watcherStore.WatchAsync("/f/", r1, cts.Token).GetAsyncEnumerator(cts.Token);
+            Assert.True(await e.MoveNextAsync());
+            var seen = new List<long> { e.Current.Revision };
+            var next = e.MoveNextAsync().AsTask(); // parked on the victim's stream
+
+            await victim.StopAsync();
+            var expected = new List<long> { r1 };
+            for (int i = 0; i < 5; i++)
+            {
+                expected.Add(await writer.PutAsync($"/f/{i}", Bytes.Of("x")));
+            }
+            Assert.True(await next);
+            seen.Add(e.Current.Revision);
+            while (seen.Count < expected.Count)
+            {
+                Assert.True(await e.MoveNextAsync());
+                seen.Add(e.Current.Revision);
+            }
+            Assert.Equal(expected, seen);
+            Assert.True(watcherStore.WatchResumptions >= 1);
+            // Plain calls skip the dead member too.
+            Assert.Equal("x", (await watcherStore.GetAsync("/f/4"))!.Text());
+            Assert.True(await watcherStore.PutAsync("/f/after", Bytes.Of("y")) > expected[^1]);
+        }
+        finally
+        {
+            foreach (var member in members)
+            {
+                await member.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task Calls_fail_fast_while_etcd_is_down_and_work_again_when_it_returns()
     {
         await using var etcd = await EtcdServer.StartAsync();

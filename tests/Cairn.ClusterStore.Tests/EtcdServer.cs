@@ -17,10 +17,68 @@ public sealed class EtcdServer : IAsyncDisposable
     private readonly Queue<string> _logTail = new();
     private Process? _process;
 
+    private string _name = "t";
+    private string? _initialCluster;
+    private string? _clusterToken;
+
     private EtcdServer(int clientPort, int peerPort)
     {
         ClientPort = clientPort;
         PeerPort = peerPort;
+    }
+
+    /// <summary>Starts an <paramref name="size"/>-member cluster on loopback and waits until every member serves reads.</summary>
+    public static async Task<IReadOnlyList<EtcdServer>> StartClusterAsync(int size)
+    {
+        CheckInstalled();
+        var ports = new HashSet<int>();
+        while (ports.Count < size * 2)
+        {
+            ports.Add(FreePort());
+        }
+        var list = ports.ToList();
+        var members = Enumerable.Range(0, size).Select(i => new EtcdServer(list[2 * i], list[2 * i + 1]) { _name = $"m{i}" }).ToList();
+        string cluster = string.Join(',', members.Select(m => $"{m._name}=http://127.0.0.1:{m.PeerPort}"));
+        try
+        {
+            foreach (var member in members)
+            {
+                member._initialCluster = cluster;
+                member._clusterToken = $"cairn-test-{members[0].PeerPort}";
+                member.Launch(); // all at once: none can elect a leader alone
+            }
+            foreach (var member in members)
+            {
+                await member.WaitUntilServingAsync();
+            }
+        }
+        catch
+        {
+            foreach (var member in members)
+            {
+                await member.DisposeAsync();
+            }
+            throw;
+        }
+        return members;
+    }
+
+    /// <summary>Whether this member is its cluster's raft leader right now.</summary>
+    public async Task<bool> IsLeaderAsync()
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        using var response = await http.PostAsync(new Uri(ClientUrl, "/v3/maintenance/status"), new StringContent("{}"));
+        using var json = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var root = json.RootElement;
+        return root.GetProperty("leader").GetString() == root.GetProperty("header").GetProperty("member_id").GetString();
+    }
+
+    private static void CheckInstalled()
+    {
+        if (!File.Exists(Binary))
+        {
+            throw new InvalidOperationException($"{Binary} is missing: install the Debian package etcd-server (scripts/setup.sh does)");
+        }
     }
 
     public int ClientPort { get; }
@@ -33,10 +91,7 @@ public sealed class EtcdServer : IAsyncDisposable
 
     public static async Task<EtcdServer> StartAsync()
     {
-        if (!File.Exists(Binary))
-        {
-            throw new InvalidOperationException($"{Binary} is missing: install the Debian package etcd-server (scripts/setup.sh does)");
-        }
+        CheckInstalled();
         int clientPort = FreePort();
         int peerPort;
         while ((peerPort = FreePort()) == clientPort)
@@ -62,6 +117,12 @@ public sealed class EtcdServer : IAsyncDisposable
         {
             return;
         }
+        Launch();
+        await WaitUntilServingAsync();
+    }
+
+    private void Launch()
+    {
         string peer = $"http://127.0.0.1:{PeerPort}";
         string client = $"http://127.0.0.1:{ClientPort}";
         var info = new ProcessStartInfo(Binary)
@@ -72,9 +133,9 @@ public sealed class EtcdServer : IAsyncDisposable
         };
         foreach (string arg in new[]
                  {
-                     "--name", "t", "--data-dir", Path.Combine(_dir.Path, "data"),
+                     "--name", _name, "--data-dir", Path.Combine(_dir.Path, "data"),
                      "--listen-client-urls", client, "--advertise-client-urls", client,
-                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", $"t={peer}",
+                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", _initialCluster ?? $"{_name}={peer}", "--initial-cluster-token", _clusterToken ?? $"cairn-test-{PeerPort}",
                      // A lone member: short election timeout makes startup quick and lowers etcd's minimum lease TTL to 1 s.
                      "--heartbeat-interval", "50", "--election-timeout", "500",
                  })
@@ -87,7 +148,11 @@ public sealed class EtcdServer : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         _process = process;
+    }
 
+    private async Task WaitUntilServingAsync()
+    {
+        var process = _process ?? throw new InvalidOperationException("etcd is not running");
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = Stopwatch.StartNew();
         while (true)
