@@ -61,6 +61,16 @@ public sealed partial class EmbeddedClusterStore
         }
     }
 
+    /// <summary>Forgets the watch history before <paramref name="revision"/>, as etcd's compaction does; lets tests reach the compacted path.</summary>
+    internal void CompactHistory(long revision)
+    {
+        lock (_lock)
+        {
+            _history.RemoveAll(e => e.Revision < revision);
+            _historyStartRevision = Math.Max(_historyStartRevision, Math.Min(revision, _revision + 1));
+        }
+    }
+
     private void ThrowIfCompactedLocked(long from)
     {
         if (from < _historyStartRevision)

@@ -8,7 +8,10 @@ namespace Cairn.ClusterStore;
 /// </summary>
 public interface IClusterStore : IAsyncDisposable
 {
-    /// <summary>The revision of the last committed write (0 for an empty, never-written store).</summary>
+    /// <summary>
+    /// The revision of the last committed write (0 for an empty, never-written store). For a remote store
+    /// (etcd) this is the newest revision this client has observed in any response, which may lag writes by others.
+    /// </summary>
     long Revision { get; }
 
     ValueTask<KeyValue?> GetAsync(string key, CancellationToken cancellationToken = default);
@@ -27,9 +30,12 @@ public interface IClusterStore : IAsyncDisposable
 
     /// <summary>
     /// Streams changes to keys under <paramref name="prefix"/> with revision &gt;= <paramref name="fromRevision"/>
-    /// (0 = only changes after the call). Read with <see cref="RangeAsync"/>, then watch from
+    /// (0 = only changes after the call; for a remote store, after the newest revision this client has observed). Read with <see cref="RangeAsync"/>, then watch from
     /// <see cref="RangeResult.Revision"/> + 1 to see every later change exactly once.
-    /// Throws <see cref="RevisionCompactedException"/> when the history no longer holds <paramref name="fromRevision"/>.
+    /// Throws <see cref="RevisionCompactedException"/> when the history no longer holds <paramref name="fromRevision"/>
+    /// (at the call or at the first <c>MoveNextAsync</c>, or later if a resumed watch finds its next revision compacted).
+    /// A remote store reconnects a broken watch by itself and resumes after the last delivered revision, so no event
+    /// is lost or repeated; it throws <see cref="ClusterStoreUnavailableException"/> only when it stays unreachable.
     /// </summary>
     IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromRevision, CancellationToken cancellationToken = default);
 
@@ -73,3 +79,16 @@ public sealed class RevisionCompactedException(long requested, long oldestAvaila
 
 public sealed class LeaseNotFoundException(long leaseId)
     : Exception($"lease {leaseId} does not exist or has expired");
+
+/// <summary>
+/// No store endpoint answered in time. Thrown by remote stores (etcd) instead of hanging; names every endpoint tried and
+/// why it failed. When <see cref="OutcomeUnknown"/> is set, a write reached a server but its answer was lost: it may or
+/// may not have been applied, so read back (or compare on mod revision) before retrying.
+/// </summary>
+public sealed class ClusterStoreUnavailableException(string message, IReadOnlyList<string> endpoints, bool outcomeUnknown = false, Exception? inner = null)
+    : Exception(message, inner)
+{
+    public IReadOnlyList<string> Endpoints { get; } = endpoints;
+
+    public bool OutcomeUnknown { get; } = outcomeUnknown;
+}
