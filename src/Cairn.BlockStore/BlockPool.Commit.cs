@@ -36,10 +36,10 @@ public sealed partial class BlockPool
     // Background commit (PoolOptions.CommitInterval): a thread that runs sync points so frees become reusable without flushes.
     private Thread? _committer;
     private readonly object _commitSignal = new(); // Monitor wait/pulse, so not a System.Threading.Lock
+    /// <summary>1 from when a writer asks for a commit until a sync point takes the open batch.</summary>
     private int _commitRequested;
+    /// <summary>A writer that brings the open batch's frees to this many blocks wakes the committer.</summary>
     private long _commitFreeBlocks = long.MaxValue;
-    /// <summary>A writer that brings the pending frees to this many blocks wakes the committer.</summary>
-    private long _commitFreeTrigger = long.MaxValue;
 
     // Two-phase read epochs: readers count themselves under the current parity, in a counter striped by processor
     // (one 64-byte cache line each) so concurrent readers on different cores do not fight over one line.
@@ -68,12 +68,13 @@ public sealed partial class BlockPool
 
     internal void CountPendingFrees(int blocks)
     {
-        long pending = Interlocked.Add(ref _pendingFreeBlocks, blocks);
-        if (pending >= Volatile.Read(ref _commitFreeTrigger) && Interlocked.Exchange(ref _commitRequested, 1) == 0)
+        Interlocked.Add(ref _pendingFreeBlocks, blocks);
+        // A racy look at the open batch is enough: at worst one extra or one later commit.
+        if (blocks > 0 && Volatile.Read(ref _batch).FreeCount >= _commitFreeBlocks && Interlocked.Exchange(ref _commitRequested, 1) == 0)
         {
             lock (_commitSignal)
             {
-                Monitor.Pulse(_commitSignal); // once per commit: the committer clears the request when it has run
+                Monitor.Pulse(_commitSignal); // once per batch: the sync point that takes the batch clears the request
             }
         }
     }
@@ -87,7 +88,6 @@ public sealed partial class BlockPool
         }
         long bytes = Math.Min(_options.CommitPendingFreeBytes, CapacityBytes / 8);
         _commitFreeBlocks = Math.Max(1, bytes / PoolFormat.BlockBytes);
-        _commitFreeTrigger = _commitFreeBlocks;
         _committer = new Thread(() => CommitLoop(interval)) { IsBackground = true, Name = "cairn-commit" };
         _committer.Start();
     }
@@ -133,10 +133,9 @@ public sealed partial class BlockPool
             }
             catch (Exception ex) when (ex is BlockDeviceException or IOException)
             {
-                // No room for the journal: the next round retries. A failed sync faults the pool (see Fault) and ends the loop.
+                // No room for the journal: the next interval retries. A failed sync faults the pool (see Fault) and ends the loop.
+                Volatile.Write(ref _commitRequested, 0);
             }
-            Volatile.Write(ref _commitFreeTrigger, Volatile.Read(ref _pendingFreeBlocks) + _commitFreeBlocks);
-            Volatile.Write(ref _commitRequested, 0);
         }
     }
 
@@ -214,12 +213,15 @@ public sealed partial class BlockPool
         lock (BatchLock)
         {
             batch = _batch;
-            _batch = _spareBatch;
+            Volatile.Write(ref _batch, _spareBatch);
             sequence = _openSequence++;
+            Volatile.Write(ref _commitRequested, 0); // the frees that asked for a commit are in this sync point
         }
         WriteBatch(batch);
         _durableSequence = sequence;
-        if (Volatile.Read(ref _pendingFreeBlocks) > 0)
+        // Look at the batch itself, not only at the counter: a writer counts its frees just after it leaves the
+        // batch lock, so a batch can hold frees the counter does not show yet (they would leak until reopen).
+        if (batch.FreeCount > 0 || Volatile.Read(ref _pendingFreeBlocks) > 0)
         {
             lock (_freeLock)
             {

@@ -45,6 +45,8 @@ internal sealed class JournalBatch
 
     public int RecordCount { get; private set; }
 
+    public int FreeCount => Frees.Count + Discards.Count;
+
     public int PayloadBytes => _length - HeaderBytes;
 
     public void Reset()
