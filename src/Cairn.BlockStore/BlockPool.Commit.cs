@@ -145,6 +145,12 @@ public sealed partial class BlockPool
         lock (BatchLock)
         {
             hasRecords = _batch.RecordCount > 0;
+            if (!hasRecords)
+            {
+                // A writer that looked at a batch just taken by a sync point may have asked again: nothing to take,
+                // so drop the request rather than loop on it.
+                Volatile.Write(ref _commitRequested, 0);
+            }
         }
         if (hasRecords)
         {
