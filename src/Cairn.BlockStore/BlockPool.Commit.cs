@@ -29,9 +29,17 @@ public sealed partial class BlockPool
 
     // Reclamation: frees wait in the open batch, then (durable) in _durableFrees, then one grace period in _graceFrees.
     private readonly Lock _freeLock = new();
-    private List<uint> _durableFrees = [];
-    private List<uint> _graceFrees = [];
+    private FreeLists _durableFrees = new();
+    private FreeLists _graceFrees = new();
     private long _pendingFreeBlocks;
+
+    // Background commit (PoolOptions.CommitInterval): a thread that runs sync points so frees become reusable without flushes.
+    private Thread? _committer;
+    private readonly object _commitSignal = new(); // Monitor wait/pulse, so not a System.Threading.Lock
+    /// <summary>1 from when a writer asks for a commit until a sync point takes the open batch.</summary>
+    private int _commitRequested;
+    /// <summary>A writer that brings the open batch's frees to this many blocks wakes the committer.</summary>
+    private long _commitFreeBlocks = long.MaxValue;
 
     // Two-phase read epochs: readers count themselves under the current parity, in a counter striped by processor
     // (one 64-byte cache line each) so concurrent readers on different cores do not fight over one line.
@@ -43,7 +51,119 @@ public sealed partial class BlockPool
     /// <summary>The open batch; only touch it while holding <see cref="BatchLock"/>.</summary>
     internal JournalBatch OpenBatch => _batch;
 
-    internal void CountPendingFrees(int blocks) => Interlocked.Add(ref _pendingFreeBlocks, blocks);
+    /// <summary>Blocks unlinked but not yet back in the allocator (waiting for a sync point or for readers).</summary>
+    internal long PendingFreeBlocks => Volatile.Read(ref _pendingFreeBlocks);
+
+    /// <summary>Records written since the last sync point (tests: has the committer run?).</summary>
+    internal int OpenBatchRecords
+    {
+        get
+        {
+            lock (BatchLock)
+            {
+                return _batch.RecordCount;
+            }
+        }
+    }
+
+    internal void CountPendingFrees(int blocks)
+    {
+        Interlocked.Add(ref _pendingFreeBlocks, blocks);
+        // A racy look at the open batch is enough: at worst one extra or one later commit.
+        if (blocks > 0 && Volatile.Read(ref _batch).FreeCount >= _commitFreeBlocks && Interlocked.Exchange(ref _commitRequested, 1) == 0)
+        {
+            lock (_commitSignal)
+            {
+                Monitor.Pulse(_commitSignal); // once per batch: the sync point that takes the batch clears the request
+            }
+        }
+    }
+
+    /// <summary>Starts the background committer unless <see cref="PoolOptions.CommitInterval"/> disables it.</summary>
+    private void StartCommitter()
+    {
+        if (_options.CommitInterval is not { } interval || interval <= TimeSpan.Zero)
+        {
+            return;
+        }
+        long bytes = Math.Min(_options.CommitPendingFreeBytes, CapacityBytes / 8);
+        _commitFreeBlocks = Math.Max(1, bytes / PoolFormat.BlockBytes);
+        _committer = new Thread(() => CommitLoop(interval)) { IsBackground = true, Name = "cairn-commit" };
+        _committer.Start();
+    }
+
+    /// <summary>Stops the committer (part of Dispose, before the final sync). Waits for a commit in progress.</summary>
+    private void StopCommitter()
+    {
+        if (_committer is null)
+        {
+            return;
+        }
+        lock (_commitSignal)
+        {
+            Monitor.Pulse(_commitSignal); // the pool is already closed: the loop sees it and returns
+        }
+        _committer.Join();
+        _committer = null;
+    }
+
+    /// <summary>
+    /// Runs on the committer thread, never on a writer's: writers only contend for the batch lock while the open batch is
+    /// swapped and for the free lock while blocks are handed back; the fdatasyncs run under the commit lock alone, which
+    /// writers take only when their batch is over <see cref="PoolOptions.MaxBatchBytes"/> or the pool is out of space.
+    /// </summary>
+    private void CommitLoop(TimeSpan interval)
+    {
+        while (true)
+        {
+            lock (_commitSignal)
+            {
+                if (Volatile.Read(ref _commitRequested) == 0 && !IsClosed)
+                {
+                    Monitor.Wait(_commitSignal, interval);
+                }
+            }
+            if (IsClosed || _fault is not null)
+            {
+                return; // Dispose does the final sync; after a fault the pool refuses writes until reopened
+            }
+            try
+            {
+                BackgroundCommit();
+            }
+            catch (Exception ex) when (ex is BlockDeviceException or IOException)
+            {
+                // No room for the journal: the next interval retries. A failed sync faults the pool (see Fault) and ends the loop.
+                Volatile.Write(ref _commitRequested, 0);
+            }
+        }
+    }
+
+    private void BackgroundCommit()
+    {
+        bool hasRecords;
+        lock (BatchLock)
+        {
+            hasRecords = _batch.RecordCount > 0;
+            if (!hasRecords)
+            {
+                // A writer that looked at a batch just taken by a sync point may have asked again: nothing to take,
+                // so drop the request rather than loop on it.
+                Volatile.Write(ref _commitRequested, 0);
+            }
+        }
+        if (hasRecords)
+        {
+            SyncPoint(Volatile.Read(ref _openSequence)); // also hands durable frees to the grace period
+        }
+        else if (Volatile.Read(ref _pendingFreeBlocks) > 0)
+        {
+            lock (_freeLock)
+            {
+                AdvanceGrace(); // frees already durable but held back by readers earlier
+            }
+        }
+    }
 
     /// <summary>Called after appending records: bounds the memory held by un-synced records.</summary>
     internal void AfterAppend()
@@ -99,16 +219,20 @@ public sealed partial class BlockPool
         lock (BatchLock)
         {
             batch = _batch;
-            _batch = _spareBatch;
+            Volatile.Write(ref _batch, _spareBatch);
             sequence = _openSequence++;
+            Volatile.Write(ref _commitRequested, 0); // the frees that asked for a commit are in this sync point
         }
         WriteBatch(batch);
         _durableSequence = sequence;
-        if (Volatile.Read(ref _pendingFreeBlocks) > 0)
+        // Look at the batch itself, not only at the counter: a writer counts its frees just after it leaves the
+        // batch lock, so a batch can hold frees the counter does not show yet (they would leak until reopen).
+        if (batch.FreeCount > 0 || Volatile.Read(ref _pendingFreeBlocks) > 0)
         {
             lock (_freeLock)
             {
-                _durableFrees.AddRange(batch.Frees);
+                _durableFrees.Reuse.AddRange(batch.Frees);
+                _durableFrees.Discard.AddRange(batch.Discards);
                 AdvanceGrace();
             }
         }
@@ -286,8 +410,31 @@ public sealed partial class BlockPool
         }
     }
 
+    /// <summary>Frees of one stage: blocks unlinked by overwrites (kept) and blocks the user gave back (punched).</summary>
+    private sealed class FreeLists
+    {
+        public readonly List<uint> Reuse = [];
+        public readonly List<uint> Discard = [];
+
+        public int Count => Reuse.Count + Discard.Count;
+
+        public void Clear()
+        {
+            Reuse.Clear();
+            Discard.Clear();
+        }
+    }
+
+    private void Release(FreeLists frees)
+    {
+        // Overwrite frees keep their filesystem space: the allocator reuses them lowest-first while their pages are
+        // still in the page cache; punching would drop those pages and make every reuse a fresh page and a fresh extent.
+        Release(frees.Reuse, punch: false);
+        Release(frees.Discard, punch: true);
+    }
+
     /// <summary>Returns blocks to the allocator, punching long runs out of the data file first (never after: the block could be reused).</summary>
-    private void Release(List<uint> blocks)
+    private void Release(List<uint> blocks, bool punch)
     {
         blocks.Sort();
         int i = 0;
@@ -298,7 +445,7 @@ public sealed partial class BlockPool
             {
                 run++;
             }
-            if (run >= _options.PunchHoleMinBlocks)
+            if (punch && run >= _options.PunchHoleMinBlocks)
             {
                 try
                 {

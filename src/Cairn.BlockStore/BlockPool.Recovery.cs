@@ -40,6 +40,7 @@ public sealed partial class BlockPool
                 long allocated = MarkUsedBlocks(allocator, v, image);
                 pool._volumes.Add(v.Id, new ThinVolume(pool, v.Index, v.Id, v.SizeBytes, v.CreatedAt, v.Map, allocated));
             }
+            pool.StartCommitter();
             return pool;
         }
         catch

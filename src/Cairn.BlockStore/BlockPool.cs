@@ -152,6 +152,7 @@ public sealed partial class BlockPool : IDisposable
         {
             return;
         }
+        StopCommitter();
         try
         {
             lock (_commitLock)

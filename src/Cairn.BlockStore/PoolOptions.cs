@@ -11,8 +11,24 @@ internal sealed class PoolOptions
     /// <summary>Un-synced records are bounded: a writer that grows the open batch past this forces a sync point.</summary>
     public int MaxBatchBytes { get; init; } = 64 << 20;
 
-    /// <summary>Freed runs at least this long are punched out of the data file so the filesystem gets the space back.</summary>
+    /// <summary>
+    /// Runs of at least this many blocks that the user gave back (TRIM, WRITE_ZEROES without NoHole, volume delete) are
+    /// punched out of the data file so the filesystem gets the space back. Blocks freed by overwrites are never punched.
+    /// </summary>
     public int PunchHoleMinBlocks { get; init; } = 16;
+
+    /// <summary>
+    /// Background commit: when there is un-synced work, a sync point runs on a background thread at least this often
+    /// (like a filesystem's commit interval). It makes overwrite-freed blocks reusable without client flushes and bounds
+    /// how much acknowledged but unflushed data a crash can lose. Null disables it (deterministic tests).
+    /// </summary>
+    public TimeSpan? CommitInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// The background commit also runs as soon as this many bytes of freed blocks wait for a sync point (capped at 1/8 of
+    /// the pool's capacity), so a flush-free overwrite stream reuses recently written, still cached blocks.
+    /// </summary>
+    public long CommitPendingFreeBytes { get; init; } = 256L << 20;
 
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;
 

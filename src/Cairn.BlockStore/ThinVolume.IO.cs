@@ -258,7 +258,8 @@ internal sealed partial class ThinVolume
                 {
                     var batch = _pool.OpenBatch;
                     batch.AddRange(keepAllocated ? Format.JournalRecord.Zero : Format.JournalRecord.Trim, Index, firstWhole, endWhole - firstWhole);
-                    freed = UnlinkRange(firstWhole, endWhole - firstWhole, keepAllocated ? ExtentMap.ZeroEntry : 0, batch);
+                    // NoHole asks for the space to stay allocated, so only a plain TRIM/WRITE_ZEROES punches.
+                    freed = UnlinkRange(firstWhole, endWhole - firstWhole, keepAllocated ? ExtentMap.ZeroEntry : 0, batch, punch: !keepAllocated);
                 }
                 _pool.CountPendingFrees(freed);
             }

@@ -178,14 +178,17 @@ internal sealed partial class ThinVolume : StoredVolume
             {
                 var batch = _pool.OpenBatch;
                 batch.AddDelete(Index);
-                int freed = UnlinkRange(0, _map.BlockCount, 0, batch);
+                int freed = UnlinkRange(0, _map.BlockCount, 0, batch, punch: true);
                 _pool.CountPendingFrees(freed);
             }
         }
     }
 
-    /// <summary>Sets entries of a range to hole or zero; returns how many data blocks were unlinked. Caller holds both locks.</summary>
-    private int UnlinkRange(long block, long count, ulong entry, Format.JournalBatch batch)
+    /// <summary>
+    /// Sets entries of a range to hole or zero; returns how many data blocks were unlinked. Caller holds both locks.
+    /// <paramref name="punch"/>: the user gave the space back, so the freed blocks are punched out of the data file.
+    /// </summary>
+    private int UnlinkRange(long block, long count, ulong entry, Format.JournalBatch batch, bool punch)
     {
         int freed = 0;
         for (long b = block; b < block + count; b++)
@@ -198,7 +201,7 @@ internal sealed partial class ThinVolume : StoredVolume
             ulong old = _map.Set(b, entry);
             if (ExtentMap.IsData(old))
             {
-                batch.Frees.Add(ExtentMap.PhysicalOf(old));
+                (punch ? batch.Discards : batch.Frees).Add(ExtentMap.PhysicalOf(old));
                 freed++;
             }
         }

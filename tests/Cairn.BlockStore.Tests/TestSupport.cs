@@ -31,8 +31,10 @@ internal static class TestPools
     public static readonly DateTimeOffset FixedTime = new(2026, 1, 2, 3, 4, 5, TimeSpan.Zero);
     public static readonly Guid FixedPoolId = new("0badc0de-cafe-4a11-b0c5-000000000001");
 
+    /// <summary>Options for reproducible runs: fixed clock and pool id, and no background commit thread (sync points happen only where the test causes them).</summary>
     public static PoolOptions Deterministic(long checkpointJournalBytes = 64L << 20, int maxBatchBytes = 64 << 20, int punchHoleMinBlocks = 16) => new()
     {
+        CommitInterval = null,
         Clock = () => FixedTime,
         NewPoolId = () => FixedPoolId,
         CheckpointJournalBytes = checkpointJournalBytes,

@@ -34,10 +34,18 @@ internal sealed class JournalBatch
     private byte[] _buffer = new byte[64 * 1024];
     private int _length = HeaderBytes;
 
-    /// <summary>Physical blocks this batch's records stop referencing; free once the batch is durable and readers drained.</summary>
+    /// <summary>
+    /// Physical blocks this batch's records stop referencing because they were overwritten; free once the batch is durable
+    /// and readers drained, and kept in the data file (reused while their pages are still cached).
+    /// </summary>
     public List<uint> Frees { get; } = [];
 
+    /// <summary>Like <see cref="Frees"/>, but space the user gave back (TRIM, WRITE_ZEROES without NoHole, delete): punched when freed.</summary>
+    public List<uint> Discards { get; } = [];
+
     public int RecordCount { get; private set; }
+
+    public int FreeCount => Frees.Count + Discards.Count;
 
     public int PayloadBytes => _length - HeaderBytes;
 
@@ -46,6 +54,7 @@ internal sealed class JournalBatch
         _length = HeaderBytes;
         RecordCount = 0;
         Frees.Clear();
+        Discards.Clear();
     }
 
     public void AddMap(uint volume, long block, ulong entry)
@@ -99,6 +108,7 @@ internal sealed class JournalBatch
         later._buffer.AsSpan(HeaderBytes, later.PayloadBytes).CopyTo(Reserve(later.PayloadBytes));
         RecordCount += later.RecordCount - 1;
         Frees.AddRange(later.Frees);
+        Discards.AddRange(later.Discards);
     }
 
     /// <summary>Fills in the header for <paramref name="sequence"/> and returns the bytes to append to the journal.</summary>

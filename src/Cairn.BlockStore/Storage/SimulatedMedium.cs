@@ -50,6 +50,9 @@ internal sealed class SimulatedMedium : IPoolMedium
     /// <summary>Counts medium operations that change state (writes, syncs, renames...).</summary>
     public long MutationCount { get; private set; }
 
+    /// <summary>Bytes passed to PunchHole on any file, so tests can see which frees gave space back to the filesystem.</summary>
+    public long PunchedBytes { get; private set; }
+
     /// <summary>After <paramref name="operations"/> more mutating operations, the next one throws <see cref="SimulatedCrashException"/> (after applying itself as an unsynced, tearable change).</summary>
     public void ScheduleCrash(long operations)
     {
@@ -342,6 +345,7 @@ internal sealed class SimulatedMedium : IPoolMedium
             lock (medium._lock)
             {
                 medium.ThrowIfCrashed();
+                medium.PunchedBytes += lengthBytes;
                 file.Zero(offset, lengthBytes);
                 medium.Mutate();
             }
