@@ -42,31 +42,36 @@ for t in cairn nbdkit; do
   fio --name=fill --ioengine=nbd --uri="${URI[$t]}" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
 done
 
-run() { # target rw bs iodepth -> json file
+run() { # target rw bs iodepth [tag] -> json file
+  local out="$WORK/$1-$2-$3-$4${5:-}.json"
   fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=$2 --bs=$3 --iodepth=$4 --size="$SIZE" \
-      --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$WORK/$1-$2-$3-$4.json" \
-    || { echo "bench: fio failed against $1 ($2 $3 QD$4):" >&2; cat "$WORK/$1-$2-$3-$4.json" >&2; exit 1; }
+      --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$out" \
+    || { echo "bench: fio failed against $1 ($2 $3 QD$4):" >&2; cat "$out" >&2; exit 1; }
 }
 
+# Sequential rows run first, on the freshly filled layout; then the random rows. A copy-on-write store scatters
+# randomly overwritten blocks, so one extra row reads sequentially again after the random writes and shows that cost.
 ROWS=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "randwrite 4k 1" "read 1M 8" "write 1M 8")
-for row in "${ROWS[@]}"; do
+for row in "read 1M 8" "write 1M 8" "randread 4k 32" "randwrite 4k 32" "randread 4k 1" "randwrite 4k 1"; do
   for t in cairn nbdkit; do run $t $row; done
 done
+for t in cairn nbdkit; do run $t read 1M 8 -fragmented; done
+ROWS+=("read 1M 8 -fragmented")
 
 python3 - "$WORK" "${ROWS[@]}" <<'PY'
 import json, sys
 work, rows = sys.argv[1], sys.argv[2:]
 def load(t, row):
-    rw, bs, qd = row.split()
-    text = open(f"{work}/{t}-{rw}-{bs}-{qd}.json").read()
+    rw, bs, qd, *tag = row.split()
+    text = open(f"{work}/{t}-{rw}-{bs}-{qd}{''.join(tag)}.json").read()
     j = json.loads(text[text.index("{"):])["jobs"][0]  # fio may print notices before its JSON
     d = j["read"] if "read" in rw else j["write"]
     return d, int(qd), bs
 print(f"{'workload':<24}{'metric':<14}{'cairn':>14}{'nbdkit':>14}{'ratio':>8}")
 for row in rows:
-    rw, bs, qd = row.split()
+    rw, bs, qd, *tag = row.split()
     c, qd, bs = load("cairn", row); n, _, _ = load("nbdkit", row)
-    name = f"{bs} {rw} QD{qd}"
+    name = f"{bs} {rw} QD{qd}" + (" after rand" if tag else "")
     if bs == "1M":
         a, b = c["bw_bytes"] / 1e9, n["bw_bytes"] / 1e9
         print(f"{name:<24}{'GB/s':<14}{a:>14.2f}{b:>14.2f}{a / b:>8.2f}")
