@@ -25,6 +25,52 @@ public static class Crc32C
         return AppendTable(state, data);
     }
 
+    /// <summary>
+    /// CRC32C of each consecutive <paramref name="blockBytes"/>-sized block of <paramref name="data"/> into <paramref name="crcs"/>.
+    /// The CRC instruction has a latency of several cycles but issues every cycle, so four blocks hashed in interleaved
+    /// streams run about three times faster than one after another; block checksums never need combining.
+    /// </summary>
+    public static void ComputeBlocks(ReadOnlySpan<byte> data, int blockBytes, Span<uint> crcs)
+    {
+        int blocks = data.Length / blockBytes;
+        if (blocks * blockBytes != data.Length || crcs.Length < blocks)
+        {
+            throw new ArgumentException("data must be whole blocks and crcs must have room for each");
+        }
+        int i = 0;
+        if (Sse42.X64.IsSupported && blockBytes % 8 == 0)
+        {
+            for (; i + 4 <= blocks; i += 4)
+            {
+                ComputeFourSse42(data.Slice(i * blockBytes, 4 * blockBytes), blockBytes, crcs.Slice(i, 4));
+            }
+        }
+        for (; i < blocks; i++)
+        {
+            crcs[i] = Compute(data.Slice(i * blockBytes, blockBytes));
+        }
+    }
+
+    private static void ComputeFourSse42(ReadOnlySpan<byte> data, int blockBytes, Span<uint> crcs)
+    {
+        var w0 = MemoryMarshal.Cast<byte, ulong>(data[..blockBytes]);
+        var w1 = MemoryMarshal.Cast<byte, ulong>(data.Slice(blockBytes, blockBytes));
+        var w2 = MemoryMarshal.Cast<byte, ulong>(data.Slice(2 * blockBytes, blockBytes));
+        var w3 = MemoryMarshal.Cast<byte, ulong>(data.Slice(3 * blockBytes, blockBytes));
+        ulong c0 = uint.MaxValue, c1 = uint.MaxValue, c2 = uint.MaxValue, c3 = uint.MaxValue;
+        for (int k = 0; k < w0.Length; k++)
+        {
+            c0 = Sse42.X64.Crc32(c0, w0[k]);
+            c1 = Sse42.X64.Crc32(c1, w1[k]);
+            c2 = Sse42.X64.Crc32(c2, w2[k]);
+            c3 = Sse42.X64.Crc32(c3, w3[k]);
+        }
+        crcs[0] = ~(uint)c0;
+        crcs[1] = ~(uint)c1;
+        crcs[2] = ~(uint)c2;
+        crcs[3] = ~(uint)c3;
+    }
+
     private static uint AppendSse42(uint state, ReadOnlySpan<byte> data)
     {
         ulong crc = state;

@@ -42,6 +42,23 @@ public class Crc32CTests
         Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
     }
 
+    [Theory]
+    [InlineData(4096, 1)]
+    [InlineData(4096, 4)]
+    [InlineData(4096, 11)]
+    [InlineData(512, 9)]
+    public void Block_checksums_match_one_block_at_a_time(int blockBytes, int blocks)
+    {
+        var data = new byte[blockBytes * blocks];
+        new Random(blocks).NextBytes(data);
+        var crcs = new uint[blocks];
+        Crc32C.ComputeBlocks(data, blockBytes, crcs);
+        for (int i = 0; i < blocks; i++)
+        {
+            Assert.Equal(~Crc32C.AppendTable(~0u, data.AsSpan(i * blockBytes, blockBytes)), crcs[i]);
+        }
+    }
+
     [Fact]
     public void Hardware_and_table_paths_agree()
     {
