@@ -158,6 +158,7 @@ public sealed class ScsiTests
         Assert.True(_disk.Data.Slice(16 * Block, 16 * Block).IndexOfAnyExcept((byte)0) < 0);
 
         Assert.Equal(SenseData.InvalidFieldInCdb, (await Run(Cdb10(0x41, 0, 0), dataOut: pattern)).Result.Sense); // WSNZ
+        Assert.Equal(SenseData.InvalidFieldInCdb, (await Run(Cdb10(0x41, 0, 1), dataOut: new byte[2 * Block])).Result.Sense); // one block of data, exactly
     }
 
     [Fact]

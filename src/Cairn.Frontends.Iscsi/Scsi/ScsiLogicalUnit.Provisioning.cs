@@ -80,9 +80,9 @@ internal sealed partial class ScsiLogicalUnit
         {
             return failed;
         }
-        if (!noDataOut && dataOut.Length < BlockBytes)
+        if (!noDataOut && dataOut.Length != BlockBytes)
         {
-            return ScsiResult.Check(SenseData.InvalidFieldInCdb);
+            return ScsiResult.Check(SenseData.InvalidFieldInCdb); // the data-out buffer is exactly one block
         }
         long offset = (long)range.Lba * BlockBytes;
         long length = (long)range.Blocks * BlockBytes;

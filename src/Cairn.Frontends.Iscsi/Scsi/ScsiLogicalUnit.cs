@@ -14,9 +14,10 @@ internal sealed partial class ScsiLogicalUnit
 {
     public const int BlockBytes = 512;
     public const int PhysicalBlockExponent = 3; // 2^3 logical blocks per 4096-byte physical block
-    /// <summary>Largest READ/WRITE in blocks (8 MiB), reported in the Block Limits VPD page.</summary>
-    public const uint MaxTransferBlocks = 16384;
-    public const uint MaxUnmapBlocks = 1 << 22;
+    /// <summary>Largest READ/WRITE in blocks (32 MiB, as the NBD frontend), reported in the Block Limits VPD page; libiscsi's tests send 65536-block writes.</summary>
+    public const uint MaxTransferBlocks = 65536;
+    /// <summary>libiscsi's conformance tests require at most 1 Mi blocks here.</summary>
+    public const uint MaxUnmapBlocks = 1 << 20;
     public const uint MaxUnmapDescriptors = 256;
     public const uint MaxWriteSameBlocks = 1 << 22;
     public const long MaxTransferBytes = MaxTransferBlocks * BlockBytes;
