@@ -55,8 +55,7 @@ internal sealed partial class IscsiConnection
                 await ScsiCommandAsync();
                 return true;
             case Opcode.DataOut when !discovery:
-                await DataOutAsync();
-                return true;
+                return await DataOutAsync();
             case Opcode.TaskManagementRequest when !discovery:
                 return await TaskManagementAsync();
             case Opcode.SnackRequest:

@@ -27,6 +27,8 @@ internal sealed partial class IscsiConnection
         public bool R2TOutstanding { get; set; }
         public uint TargetTransferTag { get; set; } = Bhs.ReservedTag;
         public uint NextR2TSn { get; set; }
+        /// <summary>DataSN the next Data-Out must carry: it restarts at 0 for every R2T and for the unsolicited burst.</summary>
+        public uint NextDataSn { get; set; }
     }
 
     private readonly Dictionary<uint, PendingWrite> _pendingWrites = [];
@@ -107,28 +109,41 @@ internal sealed partial class IscsiConnection
         int length = Math.Min(Parameters.MaxBurstLength, write.ExpectedBytes - write.ReceivedBytes);
         write.TargetTransferTag = ttt;
         write.R2TOutstanding = true;
+        write.NextDataSn = 0;
         new ReadyToTransfer(write.Lun, write.InitiatorTaskTag, ttt, write.NextR2TSn++, (uint)write.ReceivedBytes, (uint)length).WriteTo(_send);
         return SendAsync([], StatSn.Current);
     }
 
-    private async ValueTask DataOutAsync()
+    /// <summary>
+    /// Takes one Data-Out. False when it breaks the data sequence rules (offset out of order, wrong TTT or DataSN):
+    /// at ErrorRecoveryLevel 0 the data can no longer be trusted and the connection is closed, failing the command.
+    /// </summary>
+    private async ValueTask<bool> DataOutAsync()
     {
         var data = DataOut.Parse(Header);
         if (!_pendingWrites.TryGetValue(data.InitiatorTaskTag, out var write))
         {
             // Data for a task that was aborted (or never asked for data): drop it, as RFC 7143 §11.7 allows.
             _logger.LogDebug("iSCSI {Client}: Data-Out for unknown task 0x{Itt:x8} ignored", ClientDescription, data.InitiatorTaskTag);
-            return;
+            return true;
         }
         bool solicited = data.TargetTransferTag != Bhs.ReservedTag;
-        if ((long)data.BufferOffset + Data.Length > write.ExpectedBytes
-            || (solicited ? !write.R2TOutstanding || data.TargetTransferTag != write.TargetTransferTag : !write.UnsolicitedOpen))
+        string? error =
+            data.BufferOffset != (uint)write.ReceivedBytes ? $"offset {data.BufferOffset} where {write.ReceivedBytes} was due (DataPDUInOrder=Yes)"
+            : write.ReceivedBytes + Data.Length > write.ExpectedBytes ? $"{Data.Length} bytes past the expected {write.ExpectedBytes}"
+            : solicited && (!write.R2TOutstanding || data.TargetTransferTag != write.TargetTransferTag) ? $"TTT 0x{data.TargetTransferTag:x8} that no R2T gave"
+            : !solicited && !write.UnsolicitedOpen ? "unsolicited data that was not allowed"
+            : data.DataSn != write.NextDataSn ? $"DataSN {data.DataSn} where {write.NextDataSn} was due"
+            : null;
+        if (error is not null)
         {
-            await RejectAsync(RejectReason.ProtocolError);
-            return;
+            _logger.LogWarning("iSCSI {Client}: Data-Out for task 0x{Itt:x8} has {Error}; closing the connection (ErrorRecoveryLevel 0)",
+                ClientDescription, data.InitiatorTaskTag, error);
+            return false;
         }
         Data.Span.CopyTo(write.Buffer.AsSpan((int)data.BufferOffset));
         write.ReceivedBytes += Data.Length;
+        write.NextDataSn++;
         if (data.Final)
         {
             if (solicited)
@@ -141,6 +156,7 @@ internal sealed partial class IscsiConnection
             }
         }
         await ContinueWriteAsync(write);
+        return true;
     }
 
     private async ValueTask ExecuteAsync(ulong lun, uint itt, ReadOnlyMemory<byte> cdb, bool read, uint expectedBytes, ReadOnlyMemory<byte> dataOut)

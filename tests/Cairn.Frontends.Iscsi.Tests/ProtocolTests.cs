@@ -183,6 +183,23 @@ public sealed class ProtocolTests
         Assert.True(data.AsSpan().SequenceEqual(h.Disk.Data.Slice(8 * 512, 8192)));
     }
 
+    [Theory]
+    [InlineData(1u, 0u)] // DataSN must start at 0 for every R2T
+    [InlineData(0u, 512u)] // offsets must come in order (DataPDUInOrder=Yes)
+    public async Task A_data_out_out_of_sequence_drops_the_connection_without_writing(uint dataSn, uint offset)
+    {
+        await using var h = await ServerHarness.StartAsync();
+        h.Disk.Data[..1024].Fill(0x11);
+        await using var c = await IscsiTestClient.ConnectAsync(h.Port);
+        await c.LoginNormalAsync(Disk, "|InitialR2T=Yes|ImmediateData=No");
+        await c.SendAsync(IscsiTestClient.ScsiCommand(60, c.CmdSn++, 1024, false, true, Write10(0, 2)));
+        var r2t = await c.ReceiveAsync();
+        await c.SendAsync(IscsiTestClient.DataOut(60, r2t.U32(20), dataSn, offset, false), new byte[512].AsMemory());
+        Assert.True(await c.ClosedByTargetAsync());
+        Assert.True(h.Disk.Data[..1024].IndexOfAnyExcept((byte)0x11) < 0);
+        await h.Catalog.WaitForNoSessionsAsync();
+    }
+
     [Fact]
     public async Task Check_condition_carries_sense_data_and_scsi_errors_keep_the_session()
     {
