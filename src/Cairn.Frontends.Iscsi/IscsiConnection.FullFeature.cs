@@ -198,7 +198,8 @@ internal sealed partial class IscsiConnection
 
     /// <summary>
     /// Commands run to completion before the next PDU is read, so the only tasks an abort can find are writes waiting
-    /// for data; everything else has already answered, and "Function Complete" is the truthful reply.
+    /// for data. ABORT TASK for a task that already answered gets "Task does not exist"; for one whose CmdSN we have
+    /// not seen yet (RefCmdSN still in the window) "Function complete", as RFC 7143 §11.6.1 says.
     /// </summary>
     private async ValueTask<bool> TaskManagementAsync()
     {
@@ -211,7 +212,8 @@ internal sealed partial class IscsiConnection
         switch (request.Function)
         {
             case TaskManagementFunction.AbortTask:
-                ReleasePendingWrite(request.ReferencedTaskTag);
+                bool notYetReceived = !Bhs.SerialLess(request.RefCmdSn, _expCmdSn) && Bhs.SerialLess(request.RefCmdSn, _expCmdSn + CmdSnWindow);
+                response = ReleasePendingWrite(request.ReferencedTaskTag) || notYetReceived ? response : TaskManagementResponseCode.TaskDoesNotExist;
                 break;
             case TaskManagementFunction.AbortTaskSet or TaskManagementFunction.ClearTaskSet or TaskManagementFunction.LogicalUnitReset:
                 response = request.Lun == 0 ? response : TaskManagementResponseCode.LunDoesNotExist;

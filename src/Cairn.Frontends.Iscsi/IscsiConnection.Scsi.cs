@@ -224,12 +224,15 @@ internal sealed partial class IscsiConnection
         return SendAsync(sense[..(2 + senseBytes)], StatSn.Advance);
     }
 
-    private void ReleasePendingWrite(uint itt)
+    /// <summary>Drops a write waiting for data; false when no such write was waiting.</summary>
+    private bool ReleasePendingWrite(uint itt)
     {
-        if (_pendingWrites.Remove(itt, out var write))
+        if (!_pendingWrites.Remove(itt, out var write))
         {
-            ArrayPool<byte>.Shared.Return(write.Buffer);
+            return false;
         }
+        ArrayPool<byte>.Shared.Return(write.Buffer);
+        return true;
     }
 
     private void ReleasePendingWrites()

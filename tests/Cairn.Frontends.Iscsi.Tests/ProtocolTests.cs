@@ -266,13 +266,7 @@ public sealed class ProtocolTests
         var r2t = await c.ReceiveAsync();
         Assert.Equal(Opcode.ReadyToTransfer, r2t.Opcode);
 
-        var abort = new byte[Bhs.Length];
-        abort[0] = Bhs.ImmediateBit | (byte)Opcode.TaskManagementRequest;
-        abort[1] = 0x80 | (byte)TaskManagementFunction.AbortTask;
-        Bhs.Put(abort, 16, 41u);
-        Bhs.Put(abort, 20, 40u);
-        Bhs.Put(abort, 24, c.CmdSn);
-        await c.SendAsync(abort);
+        await c.SendAsync(AbortTask(41, referencedItt: 40, c.CmdSn, refCmdSn: c.CmdSn - 1));
         var tmf = await c.ReceiveAsync();
         Assert.Equal(Opcode.TaskManagementResponse, tmf.Opcode);
         Assert.Equal(41u, tmf.Itt);
@@ -281,6 +275,34 @@ public sealed class ProtocolTests
         await c.SendAsync(IscsiTestClient.DataOut(40, r2t.U32(20), 0, 0, true), new byte[512].AsMemory()); // late data: ignored
         await c.SendAsync(IscsiTestClient.NopOut(42, c.CmdSn));
         Assert.Equal(42u, (await c.ReceiveAsync()).Itt);
+    }
+
+    [Fact]
+    public async Task Abort_task_for_a_command_that_already_answered_reports_task_does_not_exist()
+    {
+        await using var h = await ServerHarness.StartAsync();
+        await using var c = await IscsiTestClient.ConnectAsync(h.Port);
+        await c.LoginNormalAsync(Disk);
+        await c.SendAsync(IscsiTestClient.ScsiCommand(70, c.CmdSn++, 0, false, false, [0x00, 0, 0, 0, 0, 0]));
+        Assert.Equal(Opcode.ScsiResponse, (await c.ReceiveAsync()).Opcode);
+        await c.SendAsync(AbortTask(71, referencedItt: 70, c.CmdSn, refCmdSn: c.CmdSn - 1));
+        var tmf = await c.ReceiveAsync();
+        Assert.Equal((byte)TaskManagementResponseCode.TaskDoesNotExist, tmf.Bhs[2]);
+        // A command not received yet (RefCmdSN not below ExpCmdSN) counts as aborted.
+        await c.SendAsync(AbortTask(72, referencedItt: 99, c.CmdSn, refCmdSn: c.CmdSn));
+        Assert.Equal((byte)TaskManagementResponseCode.FunctionComplete, (await c.ReceiveAsync()).Bhs[2]);
+    }
+
+    private static byte[] AbortTask(uint itt, uint referencedItt, uint cmdSn, uint refCmdSn)
+    {
+        var abort = new byte[Bhs.Length];
+        abort[0] = Bhs.ImmediateBit | (byte)Opcode.TaskManagementRequest;
+        abort[1] = 0x80 | (byte)TaskManagementFunction.AbortTask;
+        Bhs.Put(abort, 16, itt);
+        Bhs.Put(abort, 20, referencedItt);
+        Bhs.Put(abort, 24, cmdSn);
+        Bhs.Put(abort, 32, refCmdSn);
+        return abort;
     }
 
     [Fact]

@@ -25,10 +25,11 @@ internal enum TaskManagementResponseCode : byte
     FunctionRejected = 255,
 }
 
-internal readonly record struct TaskManagementRequest(TaskManagementFunction Function, ulong Lun, uint InitiatorTaskTag, uint ReferencedTaskTag, uint CmdSn)
+internal readonly record struct TaskManagementRequest(
+    TaskManagementFunction Function, ulong Lun, uint InitiatorTaskTag, uint ReferencedTaskTag, uint CmdSn, uint RefCmdSn)
 {
     public static TaskManagementRequest Parse(ReadOnlySpan<byte> bhs) =>
-        new((TaskManagementFunction)(bhs[1] & 0x7f), Bhs.Lun(bhs), Bhs.InitiatorTaskTag(bhs), Bhs.U32(bhs, 20), Bhs.U32(bhs, 24));
+        new((TaskManagementFunction)(bhs[1] & 0x7f), Bhs.Lun(bhs), Bhs.InitiatorTaskTag(bhs), Bhs.U32(bhs, 20), Bhs.U32(bhs, 24), Bhs.U32(bhs, 32));
 }
 
 internal readonly record struct TaskManagementResponse(TaskManagementResponseCode Response, uint InitiatorTaskTag)
