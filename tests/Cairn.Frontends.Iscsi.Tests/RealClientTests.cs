@@ -75,4 +75,22 @@ public sealed class RealClientTests
         }
         await h.Catalog.WaitForNoSessionsAsync();
     }
+
+    [Fact]
+    public async Task Qemu_img_bench_pipelines_32_writes_and_flushes_without_errors()
+    {
+        await using var h = await ServerHarness.StartAsync(diskBytes: 16L << 20);
+        // 2048 writes of 4 KiB at queue depth 32, a flush every 256: commands pipeline behind each other in the CmdSN window.
+        var write = await ExternalTool.RunAsync("qemu-img", "qemu-utils qemu-block-extra", Deadline,
+            "bench", "-w", "-f", "raw", "-t", "none", "-d", "32", "-c", "2048", "-s", "4096", "--pattern=165", "--flush-interval=256", h.Url());
+        Assert.True(write.ExitCode == 0, write.Describe("qemu-img bench -w"));
+        Assert.True(h.Disk.Data[..(8 << 20)].IndexOfAnyExcept((byte)165) < 0, "the benchmark's pattern is not on the volume");
+        Assert.True(h.Disk.Data[(8 << 20)..].IndexOfAnyExcept((byte)0) < 0, "bytes past the benchmark's range changed");
+        Assert.True(h.Disk.Flushes >= 8, $"{h.Disk.Flushes} flushes reached the device, expected at least 8");
+
+        var read = await ExternalTool.RunAsync("qemu-img", "qemu-utils qemu-block-extra", Deadline,
+            "bench", "-f", "raw", "-t", "none", "-d", "32", "-c", "2048", "-s", "65536", h.Url());
+        Assert.True(read.ExitCode == 0, read.Describe("qemu-img bench (read)"));
+        await h.Catalog.WaitForNoSessionsAsync();
+    }
 }
