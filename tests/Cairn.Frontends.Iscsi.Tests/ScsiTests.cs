@@ -282,4 +282,28 @@ public sealed class ScsiTests
         var result = await unit.ExecuteAsync(Cdb10(0x2A, 0, 1), true, new byte[Block], default, CancellationToken.None);
         Assert.Equal(SenseData.WriteProtected, result.Sense);
     }
+
+    [Fact]
+    public async Task Get_lba_status_reports_mapped_and_deallocated_runs()
+    {
+        _disk.Data.Slice(8 * Block, 8 * Block).Fill(1); // only writes mark pages allocated
+        await _unit.ExecuteAsync(Cdb10(0x2A, 8, 8), true, new byte[8 * Block], default, CancellationToken.None);
+        var cdb = new byte[16];
+        cdb[0] = 0x9E;
+        cdb[1] = 0x12;
+        BinaryPrimitives.WriteUInt32BigEndian(cdb.AsSpan(10), 8 + (16 * 4));
+        var (r, data) = await Run(cdb, 8 + (16 * 4));
+        Assert.Equal(ScsiStatus.Good, r.Status);
+        Assert.Equal((uint)(4 + (3 * 16)), BinaryPrimitives.ReadUInt32BigEndian(data)); // three runs: hole, data, hole
+        (ulong Lba, uint Blocks, byte Status) Run3(int i) => (
+            BinaryPrimitives.ReadUInt64BigEndian(data.AsSpan(8 + (16 * i))),
+            BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(16 + (16 * i))),
+            data[20 + (16 * i)]);
+        Assert.Equal((0UL, 8u, (byte)1), Run3(0));
+        Assert.Equal((8UL, 8u, (byte)0), Run3(1));
+        Assert.Equal((16UL, (uint)(_disk.SizeBytes / Block) - 16, (byte)1), Run3(2));
+
+        BinaryPrimitives.WriteUInt64BigEndian(cdb.AsSpan(2), (ulong)(_disk.SizeBytes / Block));
+        Assert.Equal(SenseData.LbaOutOfRange, (await Run(cdb, 72)).Result.Sense);
+    }
 }

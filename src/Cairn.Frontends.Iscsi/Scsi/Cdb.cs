@@ -30,6 +30,7 @@ internal static class ScsiOpcode
     public const byte Write12 = 0xAA;
 
     public const byte ReadCapacity16ServiceAction = 0x10;
+    public const byte GetLbaStatusServiceAction = 0x12;
 }
 
 /// <summary>The block range and flags of a READ, WRITE, VERIFY, WRITE SAME or SYNCHRONIZE CACHE CDB.</summary>

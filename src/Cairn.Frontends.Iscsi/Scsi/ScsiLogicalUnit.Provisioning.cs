@@ -10,6 +10,9 @@ internal sealed partial class ScsiLogicalUnit
     private const int UnmapHeaderBytes = 8;
     private const int UnmapDescriptorBytes = 16;
     private const int WriteSameChunkBytes = 1 << 20;
+    private const int LbaStatusHeaderBytes = 8;
+    private const int LbaStatusDescriptorBytes = 16;
+    private const int MaxLbaStatusDescriptors = 64;
 
     private async ValueTask<ScsiResult> UnmapAsync(ReadOnlyMemory<byte> cdb, ReadOnlyMemory<byte> dataOut, CancellationToken ct)
     {
@@ -124,5 +127,40 @@ internal sealed partial class ScsiLogicalUnit
         {
             ArrayPool<byte>.Shared.Return(chunk);
         }
+    }
+
+    /// <summary>GET LBA STATUS (SBC-3 §5.7): mapped or deallocated runs from the device's allocation map.</summary>
+    private async ValueTask<ScsiResult> GetLbaStatusAsync(ReadOnlyMemory<byte> cdb, Memory<byte> dataIn, CancellationToken ct)
+    {
+        ulong lba = BinaryPrimitives.ReadUInt64BigEndian(cdb.Span[2..]);
+        uint allocation = BinaryPrimitives.ReadUInt32BigEndian(cdb.Span[10..]);
+        if (lba >= BlockCount)
+        {
+            return ScsiResult.Check(SenseData.LbaOutOfRange);
+        }
+        // As many runs as the initiator can take, at least one (a short allocation length cuts the transfer below).
+        long room = Math.Min(allocation, dataIn.Length) - LbaStatusHeaderBytes;
+        int descriptors = (int)Math.Clamp(room / LbaStatusDescriptorBytes, 1, MaxLbaStatusDescriptors);
+        var extents = new AllocationExtent[descriptors];
+        long offset = (long)lba * BlockBytes;
+        int count = await _device.GetAllocationAsync(offset, _device.SizeBytes - offset, extents, ct);
+        var response = new byte[LbaStatusHeaderBytes + (descriptors * LbaStatusDescriptorBytes)];
+        int written = 0;
+        ulong at = lba;
+        for (int i = 0; i < count && at < BlockCount; i++)
+        {
+            // Round to whole blocks, but always move forward: the device may report runs finer than 512 bytes.
+            ulong blocks = Math.Max(1, (ulong)extents[i].LengthBytes / BlockBytes);
+            blocks = Math.Min(blocks, Math.Min(BlockCount - at, uint.MaxValue));
+            var d = response.AsSpan(LbaStatusHeaderBytes + (written * LbaStatusDescriptorBytes), LbaStatusDescriptorBytes);
+            BinaryPrimitives.WriteUInt64BigEndian(d, at);
+            BinaryPrimitives.WriteUInt32BigEndian(d[8..], (uint)blocks);
+            d[12] = extents[i].State == AllocationState.Hole ? (byte)1 : (byte)0; // deallocated : mapped
+            written++;
+            at += blocks;
+        }
+        int length = LbaStatusHeaderBytes + (written * LbaStatusDescriptorBytes);
+        BinaryPrimitives.WriteUInt32BigEndian(response, (uint)(length - 4));
+        return Respond(response.AsSpan(0, length), (int)Math.Min(allocation, int.MaxValue), dataIn.Span);
     }
 }

@@ -55,6 +55,7 @@ internal sealed partial class ScsiLogicalUnit
                 ScsiOpcode.Inquiry => Inquiry(cdb.Span, lunExists, dataIn.Span),
                 ScsiOpcode.ReportLuns => ReportLuns(cdb.Span, dataIn.Span),
                 ScsiOpcode.ReadCapacity10 => ReadCapacity10(dataIn.Span),
+                ScsiOpcode.ServiceActionIn16 when (cdb.Span[1] & 0x1f) == ScsiOpcode.GetLbaStatusServiceAction => await GetLbaStatusAsync(cdb, dataIn, ct),
                 ScsiOpcode.ServiceActionIn16 => ServiceActionIn(cdb.Span, dataIn.Span),
                 ScsiOpcode.ModeSense6 or ScsiOpcode.ModeSense10 => ModeSense(cdb.Span, dataIn.Span),
                 ScsiOpcode.Read6 or ScsiOpcode.Read10 or ScsiOpcode.Read12 or ScsiOpcode.Read16 => await ReadAsync(cdb, dataIn, ct),
