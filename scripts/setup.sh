@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The real protocol peers the tests drive: libnbd tools, fio's nbd engine, qemu-img, nbdkit (benchmark peer),
-# the kernel NBD client, and etcd for the cluster tests.
-PACKAGES=(libnbd-bin fio qemu-utils nbdkit nbd-client etcd-server)
+# the kernel NBD client, etcd for the cluster tests, and libiscsi-bin (iscsi-ls, iscsi-inq, iscsi-test-cu) for the
+# iSCSI tests; qemu-block-extra holds qemu-img's iscsi:// driver, a mere Recommends of qemu-utils that --no-install-recommends skips.
+PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
