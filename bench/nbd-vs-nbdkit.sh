@@ -22,7 +22,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$OUT/cairnd/cairnd" --data-dir "$WORK/cairn" --nbd-listen 127.0.0.1:$CAIRN_NBD --api-listen http://127.0.0.1:$CAIRN_API >"$WORK/cairnd.log" 2>&1 &
+"$OUT/cairnd/cairnd" --data-dir "$WORK/cairn" --nbd-listen 127.0.0.1:$CAIRN_NBD --iscsi-listen 127.0.0.1:0 --api-listen http://127.0.0.1:$CAIRN_API >"$WORK/cairnd.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 300); do grep -q "cairnd: ready" "$WORK/cairnd.log" && break; sleep 0.1; done
 "$OUT/cairn/cairn" --api http://127.0.0.1:$CAIRN_API volume create bench --size "$SIZE" >/dev/null

@@ -7,6 +7,7 @@ ROOT=$(pwd)
 DATA=${CAIRN_DATA:-$ROOT/cairn-data}
 API=${CAIRN_API:-http://127.0.0.1:9410}
 NBD=${CAIRN_NBD:-127.0.0.1:10809}
+ISCSI=${CAIRN_ISCSI:-127.0.0.1:3260}
 PIDFILE=$DATA/cairnd.pid
 OUT=$ROOT/.artifacts/bin
 
@@ -27,7 +28,7 @@ dotnet publish src/Cairn.Cli -c Release -o "$OUT/cairn" --nologo -v quiet
 
 stop
 mkdir -p "$DATA"
-nohup "$OUT/cairnd/cairnd" --data-dir "$DATA" --api-listen "$API" --nbd-listen "$NBD" >"$DATA/cairnd.log" 2>&1 &
+nohup "$OUT/cairnd/cairnd" --data-dir "$DATA" --api-listen "$API" --nbd-listen "$NBD" --iscsi-listen "$ISCSI" >"$DATA/cairnd.log" 2>&1 &
 echo $! >"$PIDFILE"
 for _ in $(seq 150); do
   grep -q "cairnd: ready" "$DATA/cairnd.log" 2>/dev/null && break
@@ -46,6 +47,7 @@ Cairn is running (pid $(cat "$PIDFILE"), data in $DATA, log in $DATA/cairnd.log)
   API:        $API   (OpenAPI document: $API/openapi/v1.json)
   CLI:        $OUT/cairn/cairn --api $API volume list
   Demo volume over NBD: nbd://$NBD/demo
+  Demo volume over iSCSI: portal $ISCSI, target iqn.2026-11.io.cairn:demo, LUN 0
 
 Try it:
   nbdinfo nbd://$NBD/demo
@@ -53,5 +55,8 @@ Try it:
   qemu-img info nbd://$NBD/demo
   qemu-img convert -n -O raw some-disk.img nbd://$NBD/demo
   nbd-client ${NBD%:*} ${NBD##*:} /dev/nbd0 -N demo -b 4096     # kernel block device (modprobe nbd first)
+  iscsi-ls -s iscsi://$ISCSI
+  iscsi-inq iscsi://$ISCSI/iqn.2026-11.io.cairn:demo/0
+  iscsiadm -m discovery -t sendtargets -p $ISCSI && iscsiadm -m node -T iqn.2026-11.io.cairn:demo -p $ISCSI --login
 Stop it with: scripts/demo.sh stop
 TXT

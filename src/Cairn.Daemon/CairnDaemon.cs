@@ -2,6 +2,7 @@ using Cairn.Api;
 using Cairn.ClusterStore;
 using System.Net;
 using Cairn.ControlPlane;
+using Cairn.Frontends.Iscsi;
 using Cairn.Frontends.Nbd;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -17,11 +18,13 @@ public sealed class CairnDaemon : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly NbdServer _nbd;
+    private readonly IscsiServer _iscsi;
 
-    private CairnDaemon(WebApplication app, NbdServer nbd, string apiAddress)
+    private CairnDaemon(WebApplication app, NbdServer nbd, IscsiServer iscsi, string apiAddress)
     {
         _app = app;
         _nbd = nbd;
+        _iscsi = iscsi;
         ApiAddress = apiAddress;
     }
 
@@ -33,6 +36,9 @@ public sealed class CairnDaemon : IAsyncDisposable
 
     public int NbdConnections => _nbd.ActiveConnections;
 
+    /// <summary>The bound iSCSI endpoint (the real port when started with port 0).</summary>
+    public IPEndPoint IscsiEndpoint => _iscsi.LocalEndpoint;
+
     public VolumeService Volumes => _app.Services.GetRequiredService<VolumeService>();
 
     /// <summary>Cancelled when the host is asked to stop (SIGTERM, Ctrl-C).</summary>
@@ -42,6 +48,7 @@ public sealed class CairnDaemon : IAsyncDisposable
     {
         var app = Build(options);
         NbdServer? nbd = null;
+        IscsiServer? iscsi = null;
         try
         {
             var volumes = app.Services.GetRequiredService<VolumeService>();
@@ -53,16 +60,25 @@ public sealed class CairnDaemon : IAsyncDisposable
             var nbdBound = nbd.LocalEndpoint;
             app.Services.GetRequiredService<ExportAddresses>().SetNbd(options.EffectiveAdvertiseHost(nbdBound), nbdBound.Port);
 
+            var iscsiLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Frontends.Iscsi");
+            iscsi = new IscsiServer(volumes, new IscsiServerOptions { Endpoint = options.IscsiListen }, iscsiLogger);
+            await iscsi.StartAsync(cancellationToken);
+
             await app.StartAsync(cancellationToken);
             string apiAddress = BoundAddress(app);
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");
             options.Announce.WriteLine($"cairnd: nbd listening on {nbdBound}");
+            options.Announce.WriteLine($"cairnd: iscsi listening on {iscsi.LocalEndpoint}");
             options.Announce.WriteLine("cairnd: ready");
             options.Announce.Flush();
-            return new CairnDaemon(app, nbd, apiAddress);
+            return new CairnDaemon(app, nbd, iscsi, apiAddress);
         }
         catch
         {
+            if (iscsi is not null)
+            {
+                await iscsi.DisposeAsync();
+            }
             if (nbd is not null)
             {
                 await nbd.DisposeAsync();
@@ -124,7 +140,7 @@ public sealed class CairnDaemon : IAsyncDisposable
     }
 
     /// <summary>
-    /// Stops NBD first (no more client IO), then the API, then flushes every volume and closes pools and the
+    /// Stops NBD and iSCSI first (no more client IO), then the API, then flushes every volume and closes pools and the
     /// cluster store (DI disposes singletons in reverse order of creation: service, pools, store).
     /// </summary>
     public async ValueTask DisposeAsync()
@@ -132,6 +148,7 @@ public sealed class CairnDaemon : IAsyncDisposable
         try
         {
             await _nbd.DisposeAsync();
+            await _iscsi.DisposeAsync();
             using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
             await _app.StopAsync(grace.Token);
         }

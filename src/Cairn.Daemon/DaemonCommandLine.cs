@@ -18,11 +18,12 @@ public static class DaemonCommandLine
             HelpName = "PATH[:SIZE]",
         };
         var nbdListen = new Option<string>("--nbd-listen") { Description = "Address and port the NBD server listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:10809", HelpName = "ADDR:PORT" };
+        var iscsiListen = new Option<string>("--iscsi-listen") { Description = "Address and port the iSCSI target listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:3260", HelpName = "ADDR:PORT" };
         var apiListen = new Option<string>("--api-listen") { Description = "URL the REST API listens on (port 0 = any free port).", DefaultValueFactory = _ => "http://127.0.0.1:9410", HelpName = "URL" };
         var advertise = new Option<string?>("--advertise-host") { Description = "Host name or address put in export addresses. Default: the NBD listen address.", HelpName = "HOST" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, apiListen, advertise,
+            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise,
         };
 
         var parsed = root.Parse(args);
@@ -41,6 +42,7 @@ public static class DaemonCommandLine
                     DataDirectory = result.GetValue(dataDir)!,
                     Pools = [.. (result.GetValue(pools) ?? []).Select(ParsePool)],
                     NbdListen = ParseEndpoint(result.GetValue(nbdListen)!),
+                    IscsiListen = ParseEndpoint(result.GetValue(iscsiListen)!, "--iscsi-listen", 3260),
                     ApiListen = ParseApiUrl(result.GetValue(apiListen)!),
                     AdvertiseHost = result.GetValue(advertise),
                     Announce = stdout,
@@ -90,10 +92,10 @@ public static class DaemonCommandLine
             : throw new FormatException($"--pool '{text}': {error}");
     }
 
-    internal static IPEndPoint ParseEndpoint(string text) =>
+    internal static IPEndPoint ParseEndpoint(string text, string option = "--nbd-listen", int examplePort = 10809) =>
         IPEndPoint.TryParse(text, out var endpoint) && text.Contains(':', StringComparison.Ordinal)
             ? endpoint
-            : throw new FormatException($"--nbd-listen '{text}' is not ADDR:PORT, e.g. 127.0.0.1:10809 or [::]:10809");
+            : throw new FormatException($"{option} '{text}' is not ADDR:PORT, e.g. 127.0.0.1:{examplePort} or [::]:{examplePort}");
 
     internal static string ParseApiUrl(string text) =>
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp

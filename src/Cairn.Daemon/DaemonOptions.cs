@@ -13,6 +13,8 @@ public sealed record DaemonOptions
 
     public IPEndPoint NbdListen { get; init; } = new(IPAddress.Loopback, 10809);
 
+    public IPEndPoint IscsiListen { get; init; } = new(IPAddress.Loopback, 3260);
+
     public string ApiListen { get; init; } = "http://127.0.0.1:9410";
 
     /// <summary>Host put in export addresses; null = the NBD listen address (or this machine's name when listening on any address).</summary>

@@ -41,8 +41,9 @@ public sealed class ApiTests : IAsyncLifetime
         Assert.Equal($"cairnd: api listening on {_d.Daemon.ApiAddress}", lines[0]);
         Assert.Matches(@"^cairnd: nbd listening on 127\.0\.0\.1:\d+$", lines[1]);
         Assert.Equal($"cairnd: nbd listening on 127.0.0.1:{_d.Daemon.NbdEndpoint.Port}", lines[1]);
-        Assert.Equal("cairnd: ready", lines[2]);
-        Assert.Equal(3, lines.Length);
+        Assert.Equal($"cairnd: iscsi listening on 127.0.0.1:{_d.Daemon.IscsiEndpoint.Port}", lines[2]);
+        Assert.Equal("cairnd: ready", lines[3]);
+        Assert.Equal(4, lines.Length);
     }
 
     [Fact]

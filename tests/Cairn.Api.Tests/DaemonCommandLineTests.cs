@@ -24,7 +24,7 @@ public sealed class DaemonCommandLineTests : IDisposable
         using var stop = new CancellationTokenSource();
         string pool = Path.Combine(_dir, "pools", "fast");
         var run = DaemonCommandLine.RunAsync(
-            ["--data-dir", _dir, "--pool", pool + ":1GiB", "--api-listen", "http://127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--advertise-host", "storage.example"],
+            ["--data-dir", _dir, "--pool", pool + ":1GiB", "--api-listen", "http://127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--iscsi-listen", "127.0.0.1:0", "--advertise-host", "storage.example"],
             TextWriter.Synchronized(stdout), TextWriter.Synchronized(stderr), stop.Token);
 
         var deadline = DateTime.UtcNow.AddSeconds(30);
@@ -37,7 +37,8 @@ public sealed class DaemonCommandLineTests : IDisposable
         var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.Matches(@"^cairnd: api listening on http://127\.0\.0\.1:\d+$", lines[0]);
         Assert.Matches(@"^cairnd: nbd listening on 127\.0\.0\.1:\d+$", lines[1]);
-        Assert.Equal("cairnd: ready", lines[2]);
+        Assert.Matches(@"^cairnd: iscsi listening on 127\.0\.0\.1:\d+$", lines[2]);
+        Assert.Equal("cairnd: ready", lines[3]);
 
         string api = lines[0]["cairnd: api listening on ".Length..];
         int nbdPort = int.Parse(lines[1].Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);

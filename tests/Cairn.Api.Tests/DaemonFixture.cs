@@ -37,6 +37,7 @@ internal sealed class DaemonFixture : IAsyncDisposable
             DataDirectory = dataDir,
             ApiListen = "http://127.0.0.1:0",
             NbdListen = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            IscsiListen = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
             Announce = announce,
             MinimumLogLevel = LogLevel.Warning,
             OpenPools = realPools ? null : (_, _) => new PoolManager([pool]),

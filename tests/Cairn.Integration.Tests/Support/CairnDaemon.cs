@@ -27,6 +27,7 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
     private string[] ExtraArgs { get; }
     public string ApiUrl { get; private set; } = "";
     public int NbdPort { get; private set; }
+    public int IscsiPort { get; private set; }
     public string Log { get { lock (_log) { return _log.ToString(); } } }
 
     public string NbdUri(string export) => $"nbd://127.0.0.1:{NbdPort}/{export}";
@@ -49,7 +50,7 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { "--data-dir", DataDirectory, "--nbd-listen", "127.0.0.1:0", "--api-listen", "http://127.0.0.1:0" }.Concat(ExtraArgs))
+        foreach (var a in new[] { "--data-dir", DataDirectory, "--nbd-listen", "127.0.0.1:0", "--iscsi-listen", "127.0.0.1:0", "--api-listen", "http://127.0.0.1:0" }.Concat(ExtraArgs))
         {
             psi.ArgumentList.Add(a);
         }
@@ -83,6 +84,11 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
         if (api.Success)
         {
             ApiUrl = api.Groups[1].Value;
+        }
+        var iscsi = IscsiLine().Match(line);
+        if (iscsi.Success)
+        {
+            IscsiPort = int.Parse(iscsi.Groups[1].Value);
         }
         var nbd = NbdLine().Match(line);
         if (nbd.Success)
@@ -166,6 +172,9 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
 
     [GeneratedRegex(@"^cairnd: api listening on (\S+)")]
     private static partial Regex ApiLine();
+
+    [GeneratedRegex(@"^cairnd: iscsi listening on \S+:(\d+)")]
+    private static partial Regex IscsiLine();
 
     [GeneratedRegex(@"^cairnd: nbd listening on \S+:(\d+)")]
     private static partial Regex NbdLine();
