@@ -4,7 +4,11 @@ using System.Text.Json.Serialization;
 namespace Cairn.ControlPlane;
 
 /// <summary>A volume's desired state, stored as JSON under <c>/cairn/volumes/NAME</c> in the cluster store.</summary>
-public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt);
+/// <param name="Node">
+/// The node that owns (stores and serves) the volume. Null in specs written before clustering, which belong to the
+/// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
+/// </param>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 

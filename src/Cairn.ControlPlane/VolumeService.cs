@@ -15,7 +15,7 @@ namespace Cairn.ControlPlane;
 /// </summary>
 public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
 {
-    public const string VolumesPrefix = "/cairn/volumes/";
+    public const string VolumesPrefix = ClusterKeys.Volumes;
 
     /// <summary>Sizes are whole 512-byte sectors: every block protocol addresses sectors, and the kernel rounds anything else down.</summary>
     public const long SizeGranularityBytes = 512;
@@ -29,8 +29,12 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
     private readonly object _lock = new();                  // guards _volumes and each state's sessions
     private readonly Dictionary<string, VolumeState> _volumes = new(StringComparer.Ordinal);
 
-    public VolumeService(IClusterStore store, PoolManager pools, ExportAddresses? addresses = null, ILogger<VolumeService>? logger = null, TimeProvider? time = null)
+    private readonly VolumeOwnership _ownership;
+
+    public VolumeService(IClusterStore store, PoolManager pools, ExportAddresses? addresses = null, ILogger<VolumeService>? logger = null, TimeProvider? time = null,
+        VolumeOwnership? ownership = null)
     {
+        _ownership = ownership ?? VolumeOwnership.SingleNode(null);
         _store = store;
         _pools = pools;
         _addresses = addresses ?? new ExportAddresses();
@@ -63,7 +67,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 throw AlreadyExists(name);
             }
             var pool = _pools.PickForNewVolume();
-            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow());
+            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow(), _ownership.NodeName);
             var put = Transaction.If(Compare.Missing(KeyOf(name))).Then(TxnOp.Put(KeyOf(name), Serialize(spec)));
             var result = await _store.CommitAsync(put, cancellationToken);
             if (!result.Succeeded)

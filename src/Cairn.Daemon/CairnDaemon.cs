@@ -74,6 +74,11 @@ public sealed class CairnDaemon : IAsyncDisposable
 
     private static WebApplication Build(DaemonOptions options)
     {
+        string nodeName = options.EffectiveNodeName;
+        if (!NodeNames.TryValidate(nodeName, out string nameError))
+        {
+            throw new CairnException(CairnErrorCode.InvalidArgument, options.NodeName is null ? $"{nameError}; the host name is not usable as one, so pass --node NAME" : nameError);
+        }
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = "cairnd", ContentRootPath = AppContext.BaseDirectory });
         builder.WebHost.UseUrls(options.ApiListen);
         builder.Logging.ClearProviders();
@@ -83,8 +88,9 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
 
-        builder.Services.AddSingleton<IClusterStore>(sp => EmbeddedClusterStore.Open(options.ClusterStoreDirectory,
-            new EmbeddedClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EmbeddedClusterStore>>() }));
+        builder.Services.AddSingleton<IClusterStore>(sp => ClusterStoreFactory.Open(options.EffectiveClusterSpec,
+            new EmbeddedClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EmbeddedClusterStore>>() },
+            new EtcdClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EtcdClusterStore>>() }));
         builder.Services.AddSingleton(sp =>
         {
             var logger = sp.GetRequiredService<ILogger<PoolManager>>();
@@ -93,7 +99,7 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Services.AddSingleton<ExportAddresses>();
         builder.Services.AddSingleton(sp => new VolumeService(
             sp.GetRequiredService<IClusterStore>(), sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<ExportAddresses>(),
-            sp.GetRequiredService<ILogger<VolumeService>>()));
+            sp.GetRequiredService<ILogger<VolumeService>>(), ownership: options.IsClustered ? VolumeOwnership.Clustered(nodeName) : VolumeOwnership.SingleNode(nodeName)));
         builder.Services.AddCairnApi();
 
         var app = builder.Build();
