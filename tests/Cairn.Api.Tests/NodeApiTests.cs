@@ -101,6 +101,16 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
 
+    /// <summary>Tests in this class share one etcd: each starts from an empty /cairn/.</summary>
+    private async Task WipeAsync()
+    {
+        await using var store = Cairn.ClusterStore.ClusterStoreFactory.Open(etcd.Server.Spec);
+        foreach (var kv in (await store.RangeAsync("/cairn/")).Items)
+        {
+            await store.DeleteAsync(kv.Key);
+        }
+    }
+
     private Task<DaemonFixture> Node(string name, string zone) =>
         DaemonFixture.StartAsync(cluster: new DaemonFixture.ClusterOptions(etcd.Server.Spec, name, zone, "r1"));
 
@@ -112,8 +122,42 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
     }
 
     [Fact]
+    public async Task Cairnd_flags_join_the_etcd_cluster_under_the_given_name_zone_and_rack()
+    {
+        await WipeAsync();
+        string dir = Path.Combine(Path.GetTempPath(), "cairn-cmd-" + Guid.NewGuid().ToString("N"));
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        using var stop = new CancellationTokenSource();
+        var run = Cairn.Daemon.DaemonCommandLine.RunAsync(
+            ["--data-dir", dir, "--pool", Path.Combine(dir, "pools", "fast") + ":1GiB", "--api-listen", "http://127.0.0.1:0", "--nbd-listen", "127.0.0.1:0",
+             "--cluster", etcd.Server.Spec, "--node", "flagged", "--zone", "zone-a", "--rack", "rack-7", "--lease-ttl", "2"],
+            TextWriter.Synchronized(stdout), TextWriter.Synchronized(stderr), stop.Token);
+        try
+        {
+            await Eventually.HoldsAsync(() => run.IsCompleted || stdout.ToString().Contains("cairnd: ready", StringComparison.Ordinal), Deadline, "cairnd is ready");
+            Assert.False(run.IsCompleted, $"cairnd exited: {stderr}");
+            string api = stdout.ToString().Split('\n')[0].Trim()["cairnd: api listening on ".Length..];
+            using var http = new HttpClient { BaseAddress = new Uri(api) };
+            var node = await DaemonFixture.JsonAsync(await http.GetAsync("/api/v1/nodes/flagged"));
+            Assert.Equal(("Up", "zone-a", "rack-7"), (node.GetProperty("state").GetString(), node.GetProperty("zone").GetString(), node.GetProperty("rack").GetString()));
+            Assert.Equal("fast", node.GetProperty("pools")[0].GetProperty("name").GetString());
+            var cluster = await DaemonFixture.JsonAsync(await http.GetAsync("/api/v1/cluster"));
+            Assert.Equal(("etcd", "flagged"), (cluster.GetProperty("store").GetString(), cluster.GetProperty("thisNode").GetString()));
+            Assert.False(Directory.Exists(Path.Combine(dir, "cluster-store")), "with --cluster the embedded store must not be created");
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            Assert.Equal(0, await run);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Two_nodes_see_one_cluster_own_their_volumes_hand_over_the_controller_and_answer_503_without_etcd()
     {
+        await WipeAsync();
         var a = await Node("a", "z1");
         var b = await Node("b", "z2");
         try
