@@ -79,6 +79,13 @@ public sealed class ClusterService(IClusterStore store, string thisNode, string 
         throw new CairnException(CairnErrorCode.Busy, $"node '{name}' kept changing while its Draining flag was being set; retry");
     }
 
+    /// <summary>Whether the admin has drained <paramref name="name"/>; false for a node that never registered.</summary>
+    public async Task<bool> IsDrainingAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var kv = await store.GetAsync(ClusterKeys.Registration(name), cancellationToken);
+        return kv is not null && ReadRegistration(kv, _logger)?.Draining == true;
+    }
+
     public async Task<ClusterStatus> StatusAsync(CancellationToken cancellationToken = default)
     {
         var leader = await GetLeaderAsync(store, cancellationToken);

@@ -30,11 +30,14 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
     private readonly Dictionary<string, VolumeState> _volumes = new(StringComparer.Ordinal);
 
     private readonly VolumeOwnership _ownership;
+    private readonly Func<CancellationToken, Task<bool>>? _isDraining;
 
+    /// <param name="isDraining">Whether the admin has drained this node; a drained node takes no new volumes. Null = never drained.</param>
     public VolumeService(IClusterStore store, PoolManager pools, ExportAddresses? addresses = null, ILogger<VolumeService>? logger = null, TimeProvider? time = null,
-        VolumeOwnership? ownership = null)
+        VolumeOwnership? ownership = null, Func<CancellationToken, Task<bool>>? isDraining = null)
     {
         _ownership = ownership ?? VolumeOwnership.SingleNode(null);
+        _isDraining = isDraining;
         _store = store;
         _pools = pools;
         _addresses = addresses ?? new ExportAddresses();
@@ -65,6 +68,12 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             if (Find(name) is not null)
             {
                 throw AlreadyExists(name);
+            }
+            if (_isDraining is not null && await _isDraining(cancellationToken))
+            {
+                string node = _ownership.NodeName ?? "this node";
+                throw new CairnException(CairnErrorCode.Unavailable,
+                    $"node '{node}' is draining and takes no new volumes; create '{name}' through another node, or undrain this one (cairn node undrain {node})");
             }
             var pool = _pools.PickForNewVolume();
             var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow(), _ownership.NodeName);

@@ -133,7 +133,8 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Services.AddSingleton<ExportAddresses>();
         builder.Services.AddSingleton(sp => new VolumeService(
             sp.GetRequiredService<IClusterStore>(), sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<ExportAddresses>(),
-            sp.GetRequiredService<ILogger<VolumeService>>(), ownership: options.IsClustered ? VolumeOwnership.Clustered(nodeName) : VolumeOwnership.SingleNode(nodeName)));
+            sp.GetRequiredService<ILogger<VolumeService>>(), ownership: options.IsClustered ? VolumeOwnership.Clustered(nodeName) : VolumeOwnership.SingleNode(nodeName),
+            isDraining: ct => sp.GetRequiredService<ClusterService>().IsDrainingAsync(nodeName, ct)));
         builder.Services.AddSingleton(sp => new ClusterService(sp.GetRequiredService<IClusterStore>(), nodeName,
             options.IsClustered ? "etcd" : "embedded", sp.GetRequiredService<ILogger<ClusterService>>()));
         builder.Services.AddCairnApi();

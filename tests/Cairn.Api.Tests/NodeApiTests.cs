@@ -60,6 +60,9 @@ public sealed class NodeApiTests : IAsyncLifetime
     {
         var drained = await DaemonFixture.JsonAsync(await _d.Http.PostAsync("/api/v1/nodes/node1/drain", null));
         Assert.Equal(("Draining", true), (drained.GetProperty("state").GetString(), drained.GetProperty("draining").GetBoolean()));
+        var refused = await _d.CreateAsync("new-vol", "1MiB");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Contains("node 'node1' is draining and takes no new volumes", (await DaemonFixture.JsonAsync(refused)).GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal(1, (await Get("/api/v1/cluster")).GetProperty("nodesDraining").GetInt32());
 
         _d = await _d.RestartAsync();
@@ -67,6 +70,7 @@ public sealed class NodeApiTests : IAsyncLifetime
 
         var undrained = await DaemonFixture.JsonAsync(await _d.Http.PostAsync("/api/v1/nodes/node1/undrain", null));
         Assert.Equal("Up", undrained.GetProperty("state").GetString());
+        Assert.Equal(HttpStatusCode.Created, (await _d.CreateAsync("new-vol", "1MiB")).StatusCode);
         var patched = await _d.Http.PatchAsync("/api/v1/nodes/node1", JsonContent.Create(new { draining = true }));
         Assert.Equal("Draining", (await DaemonFixture.JsonAsync(patched)).GetProperty("state").GetString());
     }
