@@ -17,6 +17,7 @@ public sealed record ClientResponse(string Client, DateTimeOffset ConnectedAt);
 /// <summary>A volume. Byte counts are numbers; the unsuffixed twins ("size", "allocated") are for people.</summary>
 /// <param name="Export">Where to attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node.</param>
+/// <param name="Node">The node that owns and serves the volume.</param>
 public sealed record VolumeResponse(
     string Name,
     string Id,
@@ -28,11 +29,12 @@ public sealed record VolumeResponse(
     DateTimeOffset CreatedAt,
     string? Export,
     IReadOnlyList<ClientResponse> Clients,
-    bool Available)
+    bool Available,
+    string? Node)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
-        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available);
+        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node);
 }
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);

@@ -19,7 +19,8 @@ internal sealed record VolumeDto(
     DateTimeOffset CreatedAt,
     string? Export,
     IReadOnlyList<ClientDto>? Clients,
-    bool Available);
+    bool Available,
+    string? Node = null);
 
 internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
 

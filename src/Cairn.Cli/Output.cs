@@ -66,6 +66,7 @@ internal sealed class Output(TextWriter writer, bool json)
         Row("Size", $"{v.Size} ({v.SizeBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
         Row("Allocated", $"{v.Allocated} ({v.AllocatedBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
         Row("Pool", v.Pool);
+        Row("Node", v.Node ?? "-");
         Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
         Row("Export", ExportOf(v));
         var clients = v.Clients ?? [];

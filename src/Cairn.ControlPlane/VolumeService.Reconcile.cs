@@ -50,8 +50,15 @@ public sealed partial class VolumeService
                 _volumes[spec.Name] = state;
             }
         }
-        _logger.LogInformation("control plane ready: {Volumes} volumes in {Pools} pools ({Others} more volumes on other nodes)",
-            owned.Count, _pools.Pools.Count, specs.Count - owned.Count);
+        if (_ownership.Shared)
+        {
+            _logger.LogInformation("control plane ready: {Volumes} volumes of node {Node} in {Pools} pools; {Others} more volumes live on other nodes",
+                owned.Count, _ownership.NodeName, _pools.Pools.Count, specs.Count - owned.Count);
+        }
+        else
+        {
+            _logger.LogInformation("control plane ready: {Volumes} volumes in {Pools} pools", owned.Count, _pools.Pools.Count);
+        }
     }
 
     /// <summary>

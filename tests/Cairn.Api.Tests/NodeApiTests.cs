@@ -177,7 +177,9 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
             Assert.Single(new[] { a, b }, d => d.Daemon.IsController);
 
             // A volume belongs to the node that created it; its name is taken cluster-wide.
-            Assert.Equal(HttpStatusCode.Created, (await a.CreateAsync("shared-name", "1MiB")).StatusCode);
+            var created = await a.CreateAsync("shared-name", "1MiB");
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            Assert.Equal("a", (await DaemonFixture.JsonAsync(created)).GetProperty("node").GetString());
             Assert.Empty((await Get(b, "/api/v1/volumes")).GetProperty("volumes").EnumerateArray());
             Assert.Equal(HttpStatusCode.Conflict, (await b.CreateAsync("shared-name", "1MiB")).StatusCode);
 

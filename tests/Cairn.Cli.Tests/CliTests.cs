@@ -53,6 +53,7 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Contains("Created volume 'vol1' (10 GiB) in pool 'default'.", run.Out, StringComparison.Ordinal);
         Assert.Contains($"nbd://127.0.0.1:{_d.Daemon.NbdEndpoint.Port}/vol1", run.Out, StringComparison.Ordinal);
         Assert.Contains("10737418240 bytes", run.Out, StringComparison.Ordinal);
+        Assert.Contains("node1", run.Out, StringComparison.Ordinal);
     }
 
     [Fact]
