@@ -37,6 +37,7 @@ public sealed class ControllerElection : IAsyncDisposable
     private volatile bool _isLeader;
     private volatile string? _leader;
     private long _leaseId;
+    private long _term;
 
     /// <param name="lead">Runs while this candidate leads; its token is cancelled when leadership ends.</param>
     public ControllerElection(IClusterStore store, string candidate, Func<CancellationToken, Task>? lead = null,
@@ -58,6 +59,13 @@ public sealed class ControllerElection : IAsyncDisposable
 
     /// <summary>The leader this candidate last saw (itself when leading), or null.</summary>
     public string? Leader => _leader;
+
+    /// <summary>
+    /// While leading: the mod revision of the leader key this candidate wrote, 0 otherwise. A fencing token: a controller
+    /// write made as one transaction with <c>Compare.ModRevisionIs(ClusterKeys.ControllerLeader, Term)</c> fails once
+    /// leadership has passed on, even if this candidate has not noticed yet.
+    /// </summary>
+    public long Term => Interlocked.Read(ref _term);
 
     /// <summary>This candidate's current session lease, 0 between sessions.</summary>
     public long LeaseId => Interlocked.Read(ref _leaseId);
@@ -152,6 +160,7 @@ public sealed class ControllerElection : IAsyncDisposable
     private async Task LeadAsync(long revision, CancellationTokenSource session)
     {
         _leader = _candidate;
+        Interlocked.Exchange(ref _term, revision);
         _isLeader = true;
         _logger.LogInformation("node {Node} is now the controller (leader key revision {Revision})", _candidate, revision);
         LeadershipChanged?.Invoke(true);
@@ -169,6 +178,7 @@ public sealed class ControllerElection : IAsyncDisposable
         finally
         {
             _isLeader = false;
+            Interlocked.Exchange(ref _term, 0);
             _leader = null;
             await leading.CancelAsync();
             await work;

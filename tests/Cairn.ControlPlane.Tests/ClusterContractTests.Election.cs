@@ -35,12 +35,20 @@ public abstract partial class ClusterContractTests
         var first = await SoleLeaderAsync(candidates, Deadline, store);
         Assert.All(candidates, c => Assert.Equal(first.Candidate, c.Leader));
 
+        long firstTerm = first.Term;
+        Assert.Equal((await store.GetAsync(ClusterKeys.ControllerLeader))!.ModRevision, firstTerm);
         var died = System.Diagnostics.Stopwatch.StartNew();
         await first.AbandonAsync(); // its lease is neither renewed nor revoked
         var rest = candidates.Where(c => c != first).ToList();
         var second = await SoleLeaderAsync(rest, 2 * Ttl + TimeSpan.FromMilliseconds(500), store);
+        var takeover = died.Elapsed;
         Assert.NotEqual(first.Candidate, second.Candidate);
-        Assert.True(died.Elapsed < 2 * Ttl + TimeSpan.FromMilliseconds(500), $"takeover took {died.Elapsed}");
+        // The old leader's fencing token no longer holds; the new one's does.
+        var fenced = await store.CommitAsync(Transaction.If(Compare.ModRevisionIs(ClusterKeys.ControllerLeader, firstTerm)).Then(TxnOp.Put("/cairn/test-fenced", "x"u8.ToArray())));
+        Assert.False(fenced.Succeeded);
+        var current = await store.CommitAsync(Transaction.If(Compare.ModRevisionIs(ClusterKeys.ControllerLeader, second.Term)).Then(TxnOp.Put("/cairn/test-fenced", "y"u8.ToArray())));
+        Assert.True(current.Succeeded);
+        Assert.True(takeover < 2 * Ttl + TimeSpan.FromMilliseconds(500), $"takeover took {takeover}");
         Assert.Equal(second.Candidate, (await ClusterService.GetLeaderAsync(store))!.Node);
     }
 
