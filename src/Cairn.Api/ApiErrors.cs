@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Cairn.ClusterStore;
 using Cairn.ControlPlane;
 using Cairn.Core;
 using Microsoft.AspNetCore.Http;
@@ -56,7 +57,15 @@ internal static class ApiErrors
         {
             return Problem(e);
         }
+        catch (ClusterStoreUnavailableException e)
+        {
+            // The store client gave up after its deadlines: answer at once rather than hang the caller.
+            return Problem(new CairnException(CairnErrorCode.Unavailable,
+                $"control plane unavailable: the cluster store did not answer ({OneLine(e.Message)}); retry once it is reachable", inner: e));
+        }
     }
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
     public static CairnException Invalid(string field, string message) => new(CairnErrorCode.InvalidArgument, message, field);
 

@@ -17,6 +17,7 @@ public sealed record ClientResponse(string Client, DateTimeOffset ConnectedAt);
 /// <summary>A volume. Byte counts are numbers; the unsuffixed twins ("size", "allocated") are for people.</summary>
 /// <param name="Export">Where to attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node.</param>
+/// <param name="Node">The node that owns and serves the volume.</param>
 public sealed record VolumeResponse(
     string Name,
     string Id,
@@ -28,11 +29,12 @@ public sealed record VolumeResponse(
     DateTimeOffset CreatedAt,
     string? Export,
     IReadOnlyList<ClientResponse> Clients,
-    bool Available)
+    bool Available,
+    string? Node)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
-        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available);
+        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node);
 }
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);
@@ -57,6 +59,43 @@ public sealed record PoolListResponse(IReadOnlyList<PoolResponse> Pools);
 
 public sealed record HealthResponse(string Status);
 
+public sealed record NodePoolResponse(string Name, long CapacityBytes, string Capacity, long UsedBytes, string Used, long FreeBytes, string Free)
+{
+    public static NodePoolResponse From(NodePool p) => new(
+        p.Name, p.CapacityBytes, ByteSize.Format(p.CapacityBytes), p.UsedBytes, ByteSize.Format(p.UsedBytes), p.FreeBytes, ByteSize.Format(p.FreeBytes));
+}
+
+/// <summary>A node. <c>state</c> is Up, Down or Draining; <c>draining</c> is the admin's flag, kept while the node is Down.</summary>
+/// <param name="LastHeartbeat">Null while the node is Down.</param>
+public sealed record NodeResponse(
+    string Name,
+    string State,
+    bool Draining,
+    string? ApiAddress,
+    string? NbdAddress,
+    string Zone,
+    string Rack,
+    IReadOnlyList<NodePoolResponse> Pools,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? LastHeartbeat,
+    DateTimeOffset RegisteredAt)
+{
+    public static NodeResponse From(NodeInfo n) => new(
+        n.Name, n.State.ToString(), n.Draining, n.ApiAddress, n.NbdAddress, n.Zone, n.Rack, [.. n.Pools.Select(NodePoolResponse.From)],
+        n.StartedAt, n.LastHeartbeat, n.RegisteredAt);
+}
+
+public sealed record NodeListResponse(IReadOnlyList<NodeResponse> Nodes);
+
+/// <summary>PATCH /api/v1/nodes/{name}.</summary>
+public sealed record UpdateNodeRequest(bool? Draining);
+
+/// <summary>GET /api/v1/cluster: the store, this node, the elected controller (null while none) and node counts.</summary>
+public sealed record ClusterResponse(string Store, string ThisNode, string? Leader, DateTimeOffset? LeaderSince, int NodesUp, int NodesDown, int NodesDraining)
+{
+    public static ClusterResponse From(ClusterStatus s) => new(s.Store, s.ThisNode, s.Leader, s.LeaderSince, s.NodesUp, s.NodesDown, s.NodesDraining);
+}
+
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(CreateVolumeRequest))]
 [JsonSerializable(typeof(UpdateVolumeRequest))]
@@ -64,6 +103,10 @@ public sealed record HealthResponse(string Status);
 [JsonSerializable(typeof(VolumeListResponse))]
 [JsonSerializable(typeof(PoolListResponse))]
 [JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(NodeResponse))]
+[JsonSerializable(typeof(NodeListResponse))]
+[JsonSerializable(typeof(UpdateNodeRequest))]
+[JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(HttpValidationProblemDetails))]
 [JsonSerializable(typeof(Microsoft.AspNetCore.Mvc.ProblemDetails))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -9,12 +9,12 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Cairn.Api;
 
-/// <summary>The REST surface over <see cref="VolumeService"/>: volumes and pools as resources under /api/v1.</summary>
+/// <summary>The REST surface over <see cref="VolumeService"/> and <see cref="ClusterService"/>: volumes, pools, nodes and the cluster under /api/v1.</summary>
 public static class CairnApi
 {
     public const string VolumesPath = "/api/v1/volumes";
 
-    /// <summary>Registers JSON (source-generated), problem details and the OpenAPI document. The host registers <see cref="VolumeService"/>.</summary>
+    /// <summary>Registers JSON (source-generated), problem details and the OpenAPI document. The host registers <see cref="VolumeService"/> and <see cref="ClusterService"/>.</summary>
     public static IServiceCollection AddCairnApi(this IServiceCollection services)
     {
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJsonContext.Default));
@@ -41,6 +41,18 @@ public static class CairnApi
             .WithSummary("Deletes a volume; refused while clients are connected unless force=true, which disconnects them.")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
         api.MapGroup("/pools").WithTags("Pools").MapGet("", ListPools).WithName("ListPools").WithSummary("Lists pools with capacity, used and free bytes.");
+
+        var nodes = api.MapGroup("/nodes").WithTags("Nodes").ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+        nodes.MapGet("", ListNodes).WithName("ListNodes").WithSummary("Lists the cluster's nodes: state (Up, Down, Draining), domains, addresses, pools.");
+        nodes.MapGet("/{name}", GetNode).WithName("GetNode").WithSummary("Shows one node.").ProducesProblem(StatusCodes.Status404NotFound);
+        nodes.MapPatch("/{name}", UpdateNode).WithName("UpdateNode").WithSummary("Sets or clears a node's Draining flag: {\"draining\": true}.")
+            .Accepts<UpdateNodeRequest>("application/json").ProducesProblem(StatusCodes.Status404NotFound);
+        nodes.MapPost("/{name}/drain", (string name, ClusterService cluster, CancellationToken ct) => SetDraining(name, true, cluster, ct))
+            .WithName("DrainNode").WithSummary("Marks a node Draining: it takes no new work.").ProducesProblem(StatusCodes.Status404NotFound);
+        nodes.MapPost("/{name}/undrain", (string name, ClusterService cluster, CancellationToken ct) => SetDraining(name, false, cluster, ct))
+            .WithName("UndrainNode").WithSummary("Clears a node's Draining flag.").ProducesProblem(StatusCodes.Status404NotFound);
+        api.MapGet("/cluster", GetCluster).WithTags("Cluster").WithName("GetCluster")
+            .WithSummary("The cluster store kind, this node, the elected controller and node counts.").ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         return app;
     }
 
@@ -74,6 +86,26 @@ public static class CairnApi
 
     private static Ok<PoolListResponse> ListPools(VolumeService service) =>
         TypedResults.Ok(new PoolListResponse([.. service.ListPools().Select(PoolResponse.From)]));
+
+    private static async Task<Ok<NodeListResponse>> ListNodes(ClusterService cluster, CancellationToken cancellationToken) =>
+        TypedResults.Ok(new NodeListResponse([.. (await cluster.ListNodesAsync(cancellationToken)).Select(NodeResponse.From)]));
+
+    private static async Task<Ok<NodeResponse>> GetNode(string name, ClusterService cluster, CancellationToken cancellationToken) =>
+        TypedResults.Ok(NodeResponse.From(await cluster.GetNodeAsync(name, cancellationToken)));
+
+    private static async Task<Ok<NodeResponse>> UpdateNode(string name, HttpRequest request, ClusterService cluster, CancellationToken cancellationToken)
+    {
+        NodeNames.Validate(name);
+        var body = await ReadBodyAsync(request, ApiJsonContext.Default.UpdateNodeRequest, "{\"draining\": true}", cancellationToken);
+        bool draining = body.Draining ?? throw ApiErrors.Invalid("draining", "draining is required: true to drain the node, false to undrain it");
+        return await SetDraining(name, draining, cluster, cancellationToken);
+    }
+
+    private static async Task<Ok<NodeResponse>> SetDraining(string name, bool draining, ClusterService cluster, CancellationToken cancellationToken) =>
+        TypedResults.Ok(NodeResponse.From(await cluster.SetDrainingAsync(name, draining, cancellationToken)));
+
+    private static async Task<Ok<ClusterResponse>> GetCluster(ClusterService cluster, CancellationToken cancellationToken) =>
+        TypedResults.Ok(ClusterResponse.From(await cluster.StatusAsync(cancellationToken)));
 
     /// <summary>
     /// Reads the JSON body ourselves rather than through parameter binding, so a malformed body gets a

@@ -44,6 +44,20 @@ internal sealed class ApiClient : IDisposable
     public Task<Reply<PoolListDto>> ListPoolsAsync(CancellationToken ct) =>
         SendAsync(HttpMethod.Get, "api/v1/pools", null, CliJson.Default.PoolListDto, ct);
 
+    public Task<Reply<NodeListDto>> ListNodesAsync(CancellationToken ct) =>
+        SendAsync(HttpMethod.Get, "api/v1/nodes", null, CliJson.Default.NodeListDto, ct);
+
+    public Task<Reply<NodeDto>> GetNodeAsync(string name, CancellationToken ct) =>
+        SendAsync(HttpMethod.Get, NodePath(name), null, CliJson.Default.NodeDto, ct);
+
+    public Task<Reply<NodeDto>> SetDrainingAsync(string name, bool draining, CancellationToken ct) =>
+        SendAsync(HttpMethod.Post, NodePath(name) + (draining ? "/drain" : "/undrain"), null, CliJson.Default.NodeDto, ct);
+
+    public Task<Reply<ClusterDto>> GetClusterAsync(CancellationToken ct) =>
+        SendAsync(HttpMethod.Get, "api/v1/cluster", null, CliJson.Default.ClusterDto, ct);
+
+    private static string NodePath(string name) => "api/v1/nodes/" + Uri.EscapeDataString(name);
+
     private static string VolumePath(string name) => "api/v1/volumes/" + Uri.EscapeDataString(name);
 
     private async Task<Reply<T>> SendAsync<T>(HttpMethod method, string path, HttpContent? body, JsonTypeInfo<T> typeInfo, CancellationToken ct)

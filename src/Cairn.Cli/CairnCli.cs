@@ -53,11 +53,13 @@ public static class CairnCli
             new Option<string?>("--api") { Description = $"cairnd REST API URL. Default: $CAIRN_API, else {DefaultApi}.", HelpName = "URL", Recursive = true },
             new Option<bool>("--json") { Description = "Print the API's JSON instead of tables.", Recursive = true },
             new Option<int>("--timeout") { Description = "Seconds to wait for the API.", DefaultValueFactory = _ => 30, HelpName = "SECONDS", Recursive = true });
-        var root = new RootCommand("cairn: manage Cairn volumes and pools through the cairnd REST API.")
+        var root = new RootCommand("cairn: manage Cairn volumes, pools and nodes through the cairnd REST API.")
         {
             globals.Api, globals.Json, globals.TimeoutSeconds,
             VolumeCommands(globals, stdout, environment),
             PoolCommands(globals, stdout, environment),
+            NodeCommands(globals, stdout, environment),
+            ClusterCommands(globals, stdout, environment),
         };
         return root;
     }
@@ -133,6 +135,56 @@ public static class CairnCli
             Print(output, reply, p => output.Pools(p.Pools));
         });
         return new Command("pool", "Inspect the storage pools of this node.") { list };
+    }
+
+    private static Command NodeCommands(Globals g, TextWriter stdout, Func<string, string?> env)
+    {
+        Argument<string> NameArgument() => new("NAME") { Description = "Node name, as given to cairnd --node." };
+
+        var list = new Command("list", "List the cluster's nodes: state (Up, Down, Draining), zone, rack, last heartbeat, pools.");
+        Bind(list, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.ListNodesAsync(ct);
+            Print(output, reply, n => output.Nodes(n.Nodes));
+        });
+
+        var showName = NameArgument();
+        var show = new Command("show", "Show one node: state, addresses, failure domains, heartbeat, pools.") { showName };
+        Bind(show, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.GetNodeAsync(r.GetValue(showName)!, ct);
+            Print(output, reply, output.Node);
+        });
+
+        Command Drain(string verb, bool draining, string description)
+        {
+            var name = NameArgument();
+            var command = new Command(verb, description) { name };
+            Bind(command, g, stdout, env, async (r, api, output, ct) =>
+            {
+                var reply = await api.SetDrainingAsync(r.GetValue(name)!, draining, ct);
+                Print(output, reply, n => output.Line($"Node '{n.Name}' is {(draining ? "draining" : "no longer draining")} (state {n.State})."));
+            });
+            return command;
+        }
+
+        return new Command("node", "List and inspect the cluster's nodes; drain and undrain them.")
+        {
+            list, show,
+            Drain("drain", true, "Mark a node Draining: it takes no new work. Kept across the node's restarts."),
+            Drain("undrain", false, "Clear a node's Draining flag."),
+        };
+    }
+
+    private static Command ClusterCommands(Globals g, TextWriter stdout, Func<string, string?> env)
+    {
+        var status = new Command("status", "Show the cluster store, this node, the elected controller and how many nodes are up.");
+        Bind(status, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.GetClusterAsync(ct);
+            Print(output, reply, output.Cluster);
+        });
+        return new Command("cluster", "Inspect the cluster.") { status };
     }
 
     private static void Print<T>(Output output, ApiClient.Reply<T> reply, Action<T> human)

@@ -19,7 +19,8 @@ internal sealed record VolumeDto(
     DateTimeOffset CreatedAt,
     string? Export,
     IReadOnlyList<ClientDto>? Clients,
-    bool Available);
+    bool Available,
+    string? Node = null);
 
 internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
 
@@ -36,6 +37,25 @@ internal sealed record PoolDto(
 
 internal sealed record PoolListDto(IReadOnlyList<PoolDto> Pools);
 
+internal sealed record NodePoolDto(string Name, long CapacityBytes, string Capacity, long UsedBytes, string Used, long FreeBytes, string Free);
+
+internal sealed record NodeDto(
+    string Name,
+    string State,
+    bool Draining,
+    string? ApiAddress,
+    string? NbdAddress,
+    string Zone,
+    string Rack,
+    IReadOnlyList<NodePoolDto>? Pools,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? LastHeartbeat,
+    DateTimeOffset RegisteredAt);
+
+internal sealed record NodeListDto(IReadOnlyList<NodeDto> Nodes);
+
+internal sealed record ClusterDto(string Store, string ThisNode, string? Leader, DateTimeOffset? LeaderSince, int NodesUp, int NodesDown, int NodesDraining);
+
 internal sealed record ProblemDto(string? Title, string? Detail, int? Status, Dictionary<string, string[]>? Errors);
 
 internal sealed record CreateVolumeDto(string Name, string Size);
@@ -49,6 +69,9 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(VolumeListDto))]
 [JsonSerializable(typeof(PoolListDto))]
 [JsonSerializable(typeof(ProblemDto))]
+[JsonSerializable(typeof(NodeDto))]
+[JsonSerializable(typeof(NodeListDto))]
+[JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(CreateVolumeDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
 [JsonSerializable(typeof(DeletedDto))]

@@ -66,6 +66,7 @@ internal sealed class Output(TextWriter writer, bool json)
         Row("Size", $"{v.Size} ({v.SizeBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
         Row("Allocated", $"{v.Allocated} ({v.AllocatedBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
         Row("Pool", v.Pool);
+        Row("Node", v.Node ?? "-");
         Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
         Row("Export", ExportOf(v));
         var clients = v.Clients ?? [];
@@ -87,6 +88,66 @@ internal sealed class Output(TextWriter writer, bool json)
         }
         _console.Write(table);
     }
+
+    public void Nodes(IReadOnlyList<NodeDto> nodes)
+    {
+        if (nodes.Count == 0)
+        {
+            Line("No nodes have joined.");
+            return;
+        }
+        var table = NewTable("NAME", "STATE", "ZONE", "RACK", "ADDRESS", "LAST HEARTBEAT", "POOLS (FREE / CAPACITY)");
+        foreach (var n in nodes)
+        {
+            var pools = n.Pools ?? [];
+            // The CLI ships without Cairn.Core, so it shows the API's own formatted sizes rather than adding them up.
+            string poolCell = pools.Count == 0 ? "-" : string.Join(", ", pools.Select(p => $"{p.Name} {p.Free} / {p.Capacity}"));
+            table.AddRow(Cells(n.Name, StateOf(n), n.Zone, n.Rack, n.ApiAddress ?? "-", When(n.LastHeartbeat), poolCell));
+        }
+        _console.Write(table);
+    }
+
+    public void Node(NodeDto n)
+    {
+        var grid = new Grid().AddColumn(new GridColumn().NoWrap().PadRight(2)).AddColumn();
+        void Row(string key, string value) => grid.AddRow(new Text(key), new Text(value));
+        Row("Name", n.Name);
+        Row("State", StateOf(n));
+        Row("Zone", n.Zone);
+        Row("Rack", n.Rack);
+        Row("API", n.ApiAddress ?? "-");
+        Row("NBD", n.NbdAddress ?? "-");
+        Row("Started", When(n.StartedAt));
+        Row("Last heartbeat", When(n.LastHeartbeat));
+        Row("Registered", When(n.RegisteredAt));
+        _console.Write(grid);
+        var pools = n.Pools ?? [];
+        if (pools.Count > 0)
+        {
+            var table = NewTable("POOL", "CAPACITY", "USED", "FREE");
+            foreach (var p in pools)
+            {
+                table.AddRow(Cells(p.Name, p.Capacity, p.Used, p.Free));
+            }
+            _console.Write(table);
+        }
+    }
+
+    public void Cluster(ClusterDto c)
+    {
+        var grid = new Grid().AddColumn(new GridColumn().NoWrap().PadRight(2)).AddColumn();
+        void Row(string key, string value) => grid.AddRow(new Text(key), new Text(value));
+        Row("Store", c.Store);
+        Row("This node", c.ThisNode);
+        Row("Controller", c.Leader is null ? "none elected" : $"{c.Leader} (since {When(c.LeaderSince)})");
+        Row("Nodes", $"{c.NodesUp} up, {c.NodesDraining} draining, {c.NodesDown} down");
+        _console.Write(grid);
+    }
+
+    /// <summary>Down wins over the flag in STATE, but a Down node that is also draining says so.</summary>
+    private static string StateOf(NodeDto n) => n.State == "Down" && n.Draining ? "Down (draining)" : n.State;
+
+    private static string When(DateTimeOffset? time) => time?.ToString("u", CultureInfo.InvariantCulture) ?? "-";
 
     private static string ExportOf(VolumeDto v) => v.Available ? v.Export ?? "-" : "unavailable (pool not open)";
 

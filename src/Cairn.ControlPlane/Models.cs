@@ -4,13 +4,18 @@ using System.Text.Json.Serialization;
 namespace Cairn.ControlPlane;
 
 /// <summary>A volume's desired state, stored as JSON under <c>/cairn/volumes/NAME</c> in the cluster store.</summary>
-public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt);
+/// <param name="Node">
+/// The node that owns (stores and serves) the volume. Null in specs written before clustering, which belong to the
+/// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
+/// </param>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
 /// <summary>What the control plane reports about a volume: desired state plus what is observed now.</summary>
 /// <param name="ExportAddress">Where clients attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
+/// <param name="Node">The node that owns and serves the volume.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -20,7 +25,8 @@ public sealed record VolumeInfo(
     DateTimeOffset CreatedAt,
     string? ExportAddress,
     IReadOnlyList<ClientInfo> Clients,
-    bool Available);
+    bool Available,
+    string? Node = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

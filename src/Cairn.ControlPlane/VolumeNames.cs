@@ -10,29 +10,32 @@ public static class VolumeNames
 {
     public const int MaxLength = 63;
 
-    public static bool TryValidate([NotNullWhen(true)] string? name, out string error)
+    public static bool TryValidate([NotNullWhen(true)] string? name, out string error) => TryValidate(name, "volume name", out error);
+
+    /// <summary>The same rules for other names (nodes, zones, racks); <paramref name="what"/> starts the error, e.g. "node name".</summary>
+    public static bool TryValidate([NotNullWhen(true)] string? name, string what, out string error)
     {
         error = "";
         if (string.IsNullOrEmpty(name))
         {
-            error = "volume name is required";
+            error = $"{what} is required";
             return false;
         }
         if (name.Length > MaxLength)
         {
-            error = $"volume name '{Shorten(name)}' is {name.Length} characters long; the limit is {MaxLength}";
+            error = $"{what} '{Shorten(name)}' is {name.Length} characters long; the limit is {MaxLength}";
             return false;
         }
         if (!char.IsAsciiLetterLower(name[0]) && !char.IsAsciiDigit(name[0]))
         {
-            error = $"volume name '{name}' must start with a lowercase letter or a digit";
+            error = $"{what} '{name}' must start with a lowercase letter or a digit";
             return false;
         }
         foreach (char c in name)
         {
             if (!char.IsAsciiLetterLower(c) && !char.IsAsciiDigit(c) && c is not ('-' or '_' or '.'))
             {
-                error = $"volume name '{name}' contains '{c}'; use only lowercase letters, digits, '-', '_' and '.'";
+                error = $"{what} '{name}' contains '{c}'; use only lowercase letters, digits, '-', '_' and '.'";
                 return false;
             }
         }

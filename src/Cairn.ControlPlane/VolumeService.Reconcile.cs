@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Cairn.BlockStore;
+using Cairn.ClusterStore;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.ControlPlane;
@@ -13,6 +14,7 @@ public sealed partial class VolumeService
     {
         var range = await _store.RangeAsync(VolumesPrefix, cancellationToken);
         var specs = new List<(VolumeSpec Spec, long ModRevision)>();
+        bool unreadable = false;
         foreach (var kv in range.Items)
         {
             try
@@ -24,10 +26,13 @@ public sealed partial class VolumeService
             catch (JsonException e)
             {
                 _logger.LogError(e, "ignoring unreadable volume spec at {Key}", kv.Key);
+                unreadable = true; // its data cannot be told from an orphan: delete no orphan this time
             }
         }
-        DeleteOrphans(specs.Select(s => s.Spec.Id).ToHashSet(StringComparer.Ordinal), storeIsNew: range.Revision == 0);
-        foreach (var (spec, modRevision) in specs)
+        // Orphans are judged against every spec in the cluster: data another node's spec names is never deleted here.
+        DeleteOrphans(specs.Select(s => s.Spec.Id).ToHashSet(StringComparer.Ordinal), storeIsNew: unreadable || await StoreLooksNewAsync(range, cancellationToken));
+        var owned = specs.Where(s => _ownership.Owns(s.Spec)).ToList();
+        foreach (var (spec, modRevision) in owned)
         {
             StoredVolume? stored = null;
             try
@@ -45,7 +50,29 @@ public sealed partial class VolumeService
                 _volumes[spec.Name] = state;
             }
         }
-        _logger.LogInformation("control plane ready: {Volumes} volumes in {Pools} pools", specs.Count, _pools.Pools.Count);
+        if (_ownership.Shared)
+        {
+            _logger.LogInformation("control plane ready: {Volumes} volumes of node {Node} in {Pools} pools; {Others} more volumes live on other nodes",
+                owned.Count, _ownership.NodeName, _pools.Pools.Count, specs.Count - owned.Count);
+        }
+        else
+        {
+            _logger.LogInformation("control plane ready: {Volumes} volumes in {Pools} pools", owned.Count, _pools.Pools.Count);
+        }
+    }
+
+    /// <summary>
+    /// Whether the store shows no sign of ever having held this node's state, so unmatched local data must be kept.
+    /// Embedded: never written. Shared: this node never registered in it (a fresh or wrong etcd cluster must not
+    /// make a node wipe its pools); callers run this before the node registers.
+    /// </summary>
+    private async Task<bool> StoreLooksNewAsync(RangeResult volumes, CancellationToken cancellationToken)
+    {
+        if (!_ownership.Shared)
+        {
+            return volumes.Revision == 0;
+        }
+        return _ownership.NodeName is not { } node || await _store.GetAsync(ClusterKeys.Registration(node), cancellationToken) is null;
     }
 
     private void DeleteOrphans(HashSet<string> specIds, bool storeIsNew)
@@ -57,7 +84,7 @@ public sealed partial class VolumeService
                 if (storeIsNew)
                 {
                     // A never-written cluster store beside populated pools means a lost or wrong data dir, not a crash mid-delete: keep the data.
-                    _logger.LogWarning("pool {Pool} holds volume data {Id} but the cluster store is empty; keeping it (check --data-dir)", pool.Name, stored.Id);
+                    _logger.LogWarning("pool {Pool} holds volume data {Id} that no volume spec names, but the cluster store has no record of this node's volumes (or a spec is unreadable); keeping it (check --data-dir, --cluster and --node)", pool.Name, stored.Id);
                     continue;
                 }
                 _logger.LogWarning("reconcile: pool {Pool} holds volume data {Id} with no volume spec (a delete was interrupted); deleting it", pool.Name, stored.Id);

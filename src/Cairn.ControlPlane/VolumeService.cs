@@ -15,7 +15,7 @@ namespace Cairn.ControlPlane;
 /// </summary>
 public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
 {
-    public const string VolumesPrefix = "/cairn/volumes/";
+    public const string VolumesPrefix = ClusterKeys.Volumes;
 
     /// <summary>Sizes are whole 512-byte sectors: every block protocol addresses sectors, and the kernel rounds anything else down.</summary>
     public const long SizeGranularityBytes = 512;
@@ -29,8 +29,15 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
     private readonly object _lock = new();                  // guards _volumes and each state's sessions
     private readonly Dictionary<string, VolumeState> _volumes = new(StringComparer.Ordinal);
 
-    public VolumeService(IClusterStore store, PoolManager pools, ExportAddresses? addresses = null, ILogger<VolumeService>? logger = null, TimeProvider? time = null)
+    private readonly VolumeOwnership _ownership;
+    private readonly Func<CancellationToken, Task<bool>>? _isDraining;
+
+    /// <param name="isDraining">Whether the admin has drained this node; a drained node takes no new volumes. Null = never drained.</param>
+    public VolumeService(IClusterStore store, PoolManager pools, ExportAddresses? addresses = null, ILogger<VolumeService>? logger = null, TimeProvider? time = null,
+        VolumeOwnership? ownership = null, Func<CancellationToken, Task<bool>>? isDraining = null)
     {
+        _ownership = ownership ?? VolumeOwnership.SingleNode(null);
+        _isDraining = isDraining;
         _store = store;
         _pools = pools;
         _addresses = addresses ?? new ExportAddresses();
@@ -62,8 +69,14 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             {
                 throw AlreadyExists(name);
             }
+            if (_isDraining is not null && await _isDraining(cancellationToken))
+            {
+                string node = _ownership.NodeName ?? "this node";
+                throw new CairnException(CairnErrorCode.Unavailable,
+                    $"node '{node}' is draining and takes no new volumes; create '{name}' through another node, or undrain this one (cairn node undrain {node})");
+            }
             var pool = _pools.PickForNewVolume();
-            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow());
+            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow(), _ownership.NodeName);
             var put = Transaction.If(Compare.Missing(KeyOf(name))).Then(TxnOp.Put(KeyOf(name), Serialize(spec)));
             var result = await _store.CommitAsync(put, cancellationToken);
             if (!result.Succeeded)
@@ -281,7 +294,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         }
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
-            _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null);
+            _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName);
     }
 
     private static void ValidateSize(long sizeBytes)

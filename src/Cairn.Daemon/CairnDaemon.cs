@@ -19,14 +19,23 @@ public sealed class CairnDaemon : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly NbdServer _nbd;
     private readonly IscsiServer _iscsi;
+    private readonly NodeMembership _membership;
+    private readonly ControllerElection _election;
 
-    private CairnDaemon(WebApplication app, NbdServer nbd, IscsiServer iscsi, string apiAddress)
+    private CairnDaemon(WebApplication app, NbdServer nbd, IscsiServer iscsi, string apiAddress, NodeMembership membership, ControllerElection election)
     {
         _app = app;
         _nbd = nbd;
         _iscsi = iscsi;
         ApiAddress = apiAddress;
+        _membership = membership;
+        _election = election;
     }
+
+    public ClusterService Cluster => _app.Services.GetRequiredService<ClusterService>();
+
+    /// <summary>Whether this node runs the controller right now.</summary>
+    public bool IsController => _election.IsLeader;
 
     /// <summary>The bound API base address, e.g. http://127.0.0.1:9410 (the real port when started with port 0).</summary>
     public string ApiAddress { get; }
@@ -49,6 +58,8 @@ public sealed class CairnDaemon : IAsyncDisposable
         var app = Build(options);
         NbdServer? nbd = null;
         IscsiServer? iscsi = null;
+        NodeMembership? membership = null;
+        ControllerElection? election = null;
         try
         {
             var volumes = app.Services.GetRequiredService<VolumeService>();
@@ -66,15 +77,38 @@ public sealed class CairnDaemon : IAsyncDisposable
 
             await app.StartAsync(cancellationToken);
             string apiAddress = BoundAddress(app);
+
+            // Join the cluster only once the API and NBD addresses are known, then stand for controller.
+            var store = app.Services.GetRequiredService<IClusterStore>();
+            var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+            string nodeName = options.EffectiveNodeName;
+            membership = new NodeMembership(store, new NodeIdentity(nodeName, options.Zone, options.Rack),
+                NodeMembership.PoolsOf(app.Services.GetRequiredService<PoolManager>()),
+                AdvertisedApi(apiAddress, options.EffectiveAdvertiseHost(nbdBound)), app.Services.GetRequiredService<ExportAddresses>().NbdBase,
+                new MembershipOptions { LeaseTtl = options.LeaseTtl }, loggers.CreateLogger<NodeMembership>());
+            await membership.StartAsync(cancellationToken);
+            var controller = new Controller(nodeName, loggers.CreateLogger<Controller>());
+            election = new ControllerElection(store, nodeName, controller.RunAsync, new ElectionOptions { LeaseTtl = options.LeaseTtl },
+                loggers.CreateLogger<ControllerElection>());
+            election.Start();
+
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");
             options.Announce.WriteLine($"cairnd: nbd listening on {nbdBound}");
             options.Announce.WriteLine($"cairnd: iscsi listening on {iscsi.LocalEndpoint}");
             options.Announce.WriteLine("cairnd: ready");
             options.Announce.Flush();
-            return new CairnDaemon(app, nbd, iscsi, apiAddress);
+            return new CairnDaemon(app, nbd, iscsi, apiAddress, membership, election);
         }
         catch
         {
+            if (election is not null)
+            {
+                await election.DisposeAsync();
+            }
+            if (membership is not null)
+            {
+                await membership.DisposeAsync();
+            }
             if (iscsi is not null)
             {
                 await iscsi.DisposeAsync();
@@ -90,6 +124,11 @@ public sealed class CairnDaemon : IAsyncDisposable
 
     private static WebApplication Build(DaemonOptions options)
     {
+        string nodeName = options.EffectiveNodeName;
+        if (!NodeNames.TryValidate(nodeName, out string nameError))
+        {
+            throw new CairnException(CairnErrorCode.InvalidArgument, options.NodeName is null ? $"{nameError}; the host name is not usable as one, so pass --node NAME" : nameError);
+        }
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = "cairnd", ContentRootPath = AppContext.BaseDirectory });
         builder.WebHost.UseUrls(options.ApiListen);
         builder.Logging.ClearProviders();
@@ -99,8 +138,9 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
 
-        builder.Services.AddSingleton<IClusterStore>(sp => EmbeddedClusterStore.Open(options.ClusterStoreDirectory,
-            new EmbeddedClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EmbeddedClusterStore>>() }));
+        builder.Services.AddSingleton<IClusterStore>(sp => ClusterStoreFactory.Open(options.EffectiveClusterSpec,
+            new EmbeddedClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EmbeddedClusterStore>>() },
+            new EtcdClusterStoreOptions { Logger = sp.GetRequiredService<ILogger<EtcdClusterStore>>() }));
         builder.Services.AddSingleton(sp =>
         {
             var logger = sp.GetRequiredService<ILogger<PoolManager>>();
@@ -109,7 +149,10 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Services.AddSingleton<ExportAddresses>();
         builder.Services.AddSingleton(sp => new VolumeService(
             sp.GetRequiredService<IClusterStore>(), sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<ExportAddresses>(),
-            sp.GetRequiredService<ILogger<VolumeService>>()));
+            sp.GetRequiredService<ILogger<VolumeService>>(), ownership: options.IsClustered ? VolumeOwnership.Clustered(nodeName) : VolumeOwnership.SingleNode(nodeName),
+            isDraining: ct => sp.GetRequiredService<ClusterService>().IsDrainingAsync(nodeName, ct)));
+        builder.Services.AddSingleton(sp => new ClusterService(sp.GetRequiredService<IClusterStore>(), nodeName,
+            options.IsClustered ? "etcd" : "embedded", sp.GetRequiredService<ILogger<ClusterService>>()));
         builder.Services.AddCairnApi();
 
         var app = builder.Build();
@@ -117,6 +160,18 @@ public sealed class CairnDaemon : IAsyncDisposable
         app.UseStatusCodePages(); // unknown routes answer with problem+json too
         app.MapCairnApi();
         return app;
+    }
+
+    /// <summary>The API address other nodes and clients should dial: a wildcard listen address becomes the advertised host.</summary>
+    private static string AdvertisedApi(string bound, string advertiseHost)
+    {
+        var uri = new Uri(bound);
+        if (uri.Host is not ("0.0.0.0" or "[::]" or "::"))
+        {
+            return bound;
+        }
+        string host = advertiseHost.Contains(':', StringComparison.Ordinal) && !advertiseHost.StartsWith('[') ? $"[{advertiseHost}]" : advertiseHost;
+        return $"{uri.Scheme}://{host}:{uri.Port}";
     }
 
     private static string BoundAddress(WebApplication app)
@@ -140,13 +195,15 @@ public sealed class CairnDaemon : IAsyncDisposable
     }
 
     /// <summary>
-    /// Stops NBD and iSCSI first (no more client IO), then the API, then flushes every volume and closes pools and the
+    /// Resigns as controller and leaves the cluster (revoking the leases), stops NBD and iSCSI (no more client IO), then the API, then flushes every volume and closes pools and the
     /// cluster store (DI disposes singletons in reverse order of creation: service, pools, store).
     /// </summary>
     public async ValueTask DisposeAsync()
     {
         try
         {
+            await _election.DisposeAsync();   // resign first, so another node takes over without waiting for expiry
+            await _membership.DisposeAsync(); // then show Down at once
             await _nbd.DisposeAsync();
             await _iscsi.DisposeAsync();
             using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));

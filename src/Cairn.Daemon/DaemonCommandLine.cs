@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Net;
+using Cairn.ClusterStore;
 using Cairn.ControlPlane;
 using Cairn.Core;
 
@@ -21,9 +22,14 @@ public static class DaemonCommandLine
         var iscsiListen = new Option<string>("--iscsi-listen") { Description = "Address and port the iSCSI target listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:3260", HelpName = "ADDR:PORT" };
         var apiListen = new Option<string>("--api-listen") { Description = "URL the REST API listens on (port 0 = any free port).", DefaultValueFactory = _ => "http://127.0.0.1:9410", HelpName = "URL" };
         var advertise = new Option<string?>("--advertise-host") { Description = "Host name or address put in export addresses. Default: the NBD listen address.", HelpName = "HOST" };
+        var cluster = new Option<string?>("--cluster") { Description = "Cluster store: etcd://HOST:2379[,HOST:2379...]. Default: a single node on the embedded store in DATA/cluster-store.", HelpName = "SPEC" };
+        var node = new Option<string?>("--node") { Description = "This node's name, kept across restarts. Default: the host name.", HelpName = "NAME" };
+        var zone = new Option<string>("--zone") { Description = "Failure domain: the zone this node is in.", DefaultValueFactory = _ => "default", HelpName = "ZONE" };
+        var rack = new Option<string>("--rack") { Description = "Failure domain: the rack this node is in.", DefaultValueFactory = _ => "default", HelpName = "RACK" };
+        var leaseTtl = new Option<double>("--lease-ttl") { Description = "Seconds a node's heartbeat (and the controller's leadership) outlives its last keep-alive.", DefaultValueFactory = _ => 5, HelpName = "SECONDS" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise,
+            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl,
         };
 
         var parsed = root.Parse(args);
@@ -45,6 +51,11 @@ public static class DaemonCommandLine
                     IscsiListen = ParseEndpoint(result.GetValue(iscsiListen)!, "--iscsi-listen", 3260),
                     ApiListen = ParseApiUrl(result.GetValue(apiListen)!),
                     AdvertiseHost = result.GetValue(advertise),
+                    Cluster = ParseCluster(result.GetValue(cluster)),
+                    NodeName = ParseName("--node", result.GetValue(node)),
+                    Zone = ParseName("--zone", result.GetValue(zone))!,
+                    Rack = ParseName("--rack", result.GetValue(rack))!,
+                    LeaseTtl = ParseLeaseTtl(result.GetValue(leaseTtl)),
                     Announce = stdout,
                 };
             }
@@ -96,6 +107,36 @@ public static class DaemonCommandLine
         IPEndPoint.TryParse(text, out var endpoint) && text.Contains(':', StringComparison.Ordinal)
             ? endpoint
             : throw new FormatException($"{option} '{text}' is not ADDR:PORT, e.g. 127.0.0.1:{examplePort} or [::]:{examplePort}");
+
+    /// <summary>Only etcd:// is a cluster; a directory store is chosen with --data-dir, so anything else is a typo.</summary>
+    internal static string? ParseCluster(string? text)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+        if (!ClusterStoreFactory.IsEtcd(text))
+        {
+            throw new FormatException($"--cluster '{text}' is not etcd://HOST:PORT[,HOST:PORT...]; leave it out to run a single node on the embedded store");
+        }
+        ClusterStoreFactory.ParseEtcdEndpoints(text);
+        return text;
+    }
+
+    /// <summary>Node, zone and rack names follow the volume-name rules: they end up in keys, URLs and tables.</summary>
+    internal static string? ParseName(string flag, string? text)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+        return VolumeNames.TryValidate(text, flag[2..] + " name", out string error) ? text : throw new FormatException($"{flag} '{text}': {error}");
+    }
+
+    internal static TimeSpan ParseLeaseTtl(double seconds) =>
+        seconds is >= 1 and <= 300 && double.IsFinite(seconds)
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new FormatException($"--lease-ttl {seconds} is out of range; give 1 to 300 seconds");
 
     internal static string ParseApiUrl(string text) =>
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp

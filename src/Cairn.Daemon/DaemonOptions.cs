@@ -30,6 +30,25 @@ public sealed record DaemonOptions
 
     public string ClusterStoreDirectory => Path.Combine(DataDirectory, "cluster-store");
 
+    /// <summary>The cluster store: <c>etcd://HOST:2379[,HOST:2379...]</c>, or null for the embedded store in DATA/cluster-store.</summary>
+    public string? Cluster { get; init; }
+
+    /// <summary>This node's name, its identity across restarts. Null = this machine's host name (lowercased).</summary>
+    public string? NodeName { get; init; }
+
+    public string Zone { get; init; } = "default";
+
+    public string Rack { get; init; } = "default";
+
+    /// <summary>TTL of the heartbeat and controller-election leases: a dead node shows Down, and a new controller is elected, within about this.</summary>
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(5);
+
+    public string EffectiveClusterSpec => Cluster ?? ClusterStoreDirectory;
+
+    public bool IsClustered => Cluster is not null && ClusterStore.ClusterStoreFactory.IsEtcd(Cluster);
+
+    public string EffectiveNodeName => NodeName ?? Dns.GetHostName().ToLowerInvariant();
+
     public IReadOnlyList<PoolConfig> EffectivePools =>
         Pools.Count > 0 ? Pools : [new PoolConfig(Path.Combine(DataDirectory, "pools", "default"))];
 

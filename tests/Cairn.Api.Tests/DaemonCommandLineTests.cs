@@ -62,6 +62,11 @@ public sealed class DaemonCommandLineTests : IDisposable
     [InlineData("--nbd-listen", "nowhere", "--nbd-listen 'nowhere' is not ADDR:PORT")]
     [InlineData("--api-listen", "ftp://x", "--api-listen 'ftp://x' is not an http:// URL")]
     [InlineData("--bogus", "1", "Unrecognized command or argument '--bogus'")]
+    [InlineData("--cluster", "/some/dir", "--cluster '/some/dir' is not etcd://HOST:PORT")]
+    [InlineData("--cluster", "etcd://", "names no etcd endpoint")]
+    [InlineData("--node", "Node_A", "--node 'Node_A': node name 'Node_A' must start with a lowercase letter")]
+    [InlineData("--zone", "a b", "zone name 'a b' contains ' '")]
+    [InlineData("--lease-ttl", "0.1", "--lease-ttl 0.1 is out of range")]
     public async Task Bad_flags_fail_with_one_line_and_exit_1(string flag, string value, string reason)
     {
         var stderr = new StringWriter();

@@ -27,8 +27,14 @@ internal sealed class DaemonFixture : IAsyncDisposable
     public HttpClient Http { get; }
     public MemoryVolumePool? Pool { get; private set; }
 
-    public static async Task<DaemonFixture> StartAsync(bool realPools = false, string? dataDir = null, MemoryVolumePool? pool = null)
+    /// <summary>Cluster settings; null = a single node on the embedded store, named "node1".</summary>
+    public sealed record ClusterOptions(string? Cluster, string Node = "node1", string Zone = "default", string Rack = "default", double LeaseTtlSeconds = 2);
+
+    private ClusterOptions? _cluster;
+
+    public static async Task<DaemonFixture> StartAsync(bool realPools = false, string? dataDir = null, MemoryVolumePool? pool = null, ClusterOptions? cluster = null)
     {
+        var c = cluster ?? new ClusterOptions(null);
         dataDir ??= Path.Combine(Path.GetTempPath(), "cairn-api-" + Guid.NewGuid().ToString("N"));
         var announce = new StringWriter();
         pool ??= new MemoryVolumePool("default", 100L << 30);
@@ -41,8 +47,13 @@ internal sealed class DaemonFixture : IAsyncDisposable
             Announce = announce,
             MinimumLogLevel = LogLevel.Warning,
             OpenPools = realPools ? null : (_, _) => new PoolManager([pool]),
+            Cluster = c.Cluster,
+            NodeName = c.Node,
+            Zone = c.Zone,
+            Rack = c.Rack,
+            LeaseTtl = TimeSpan.FromSeconds(c.LeaseTtlSeconds),
         });
-        return new DaemonFixture(daemon, dataDir, announce.ToString()) { Pool = realPools ? null : pool };
+        return new DaemonFixture(daemon, dataDir, announce.ToString()) { Pool = realPools ? null : pool, _cluster = cluster };
     }
 
     /// <summary>Stops the daemon and starts a new one on the same data dir and pools.</summary>
@@ -50,7 +61,7 @@ internal sealed class DaemonFixture : IAsyncDisposable
     {
         Http.Dispose();
         await Daemon.DisposeAsync();
-        return await StartAsync(Pool is null, DataDir, Pool);
+        return await StartAsync(Pool is null, DataDir, Pool, _cluster);
     }
 
     public async ValueTask DisposeAsync()

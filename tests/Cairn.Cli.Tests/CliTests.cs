@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Cairn.Api.Tests;
+using Cairn.Testing;
 
 namespace Cairn.Cli.Tests;
 
@@ -52,6 +53,7 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Contains("Created volume 'vol1' (10 GiB) in pool 'default'.", run.Out, StringComparison.Ordinal);
         Assert.Contains($"nbd://127.0.0.1:{_d.Daemon.NbdEndpoint.Port}/vol1", run.Out, StringComparison.Ordinal);
         Assert.Contains("10737418240 bytes", run.Out, StringComparison.Ordinal);
+        Assert.Contains("node1", run.Out, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -209,5 +211,65 @@ public sealed class CliTests : IAsyncLifetime
             Assert.Contains(volume.Out.Split('\n'), l => l.TrimStart().StartsWith(command, StringComparison.Ordinal) && l.Trim().Length > command.Length + 4);
         }
         Assert.Contains("--force", (await Cairn("volume", "delete", "--help")).Out, StringComparison.Ordinal);
+        var node = await Cairn("node", "--help");
+        foreach (var command in new[] { "list", "show", "drain", "undrain" })
+        {
+            Assert.Contains(node.Out.Split('\n'), l => l.TrimStart().StartsWith(command, StringComparison.Ordinal) && l.Trim().Length > command.Length + 4);
+        }
+        Assert.Contains("status", (await Cairn("cluster", "--help")).Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Node_list_shows_this_node_Up_with_its_domains_and_pools()
+    {
+        var table = await Cairn("node", "list");
+        AssertSucceeds(table);
+        var lines = table.Out.Split('\n');
+        var header = lines.First(l => l.Contains("NAME", StringComparison.Ordinal));
+        foreach (var column in new[] { "STATE", "ZONE", "RACK", "ADDRESS", "LAST HEARTBEAT", "POOLS" })
+        {
+            Assert.Contains(column, header, StringComparison.Ordinal);
+        }
+        var row = lines.Single(l => l.TrimStart().StartsWith("node1", StringComparison.Ordinal));
+        Assert.Contains(" Up ", row, StringComparison.Ordinal);
+        Assert.Contains(_d.Daemon.ApiAddress, row, StringComparison.Ordinal);
+        Assert.Contains("default 100 GiB / 100 GiB", row, StringComparison.Ordinal);
+
+        var json = await Cairn("node", "list", "--json");
+        AssertSucceeds(json);
+        var node = Assert.Single(json.Json.GetProperty("nodes").EnumerateArray());
+        Assert.Equal(("node1", "Up"), (node.GetProperty("name").GetString(), node.GetProperty("state").GetString()));
+
+        var show = await Cairn("node", "show", "node1");
+        AssertSucceeds(show);
+        Assert.Contains($"nbd://127.0.0.1:{_d.Daemon.NbdEndpoint.Port}", show.Out, StringComparison.Ordinal);
+        Assert.Contains("Last heartbeat", show.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Node_drain_and_undrain_round_trip()
+    {
+        var drain = await Cairn("node", "drain", "node1");
+        AssertSucceeds(drain);
+        Assert.Equal("Node 'node1' is draining (state Draining).", drain.Out.Trim());
+        Assert.Contains(" Draining ", (await Cairn("node", "list")).Out, StringComparison.Ordinal);
+        var undrain = await Cairn("node", "undrain", "node1", "--json");
+        AssertSucceeds(undrain);
+        Assert.Equal(("Up", false), (undrain.Json.GetProperty("state").GetString(), undrain.Json.GetProperty("draining").GetBoolean()));
+        AssertFails(await Cairn("node", "drain", "ghost"), 1, "no node named 'ghost'");
+        AssertFails(await Cairn("node", "show", "ghost"), 1, "no node named 'ghost'");
+    }
+
+    [Fact]
+    public async Task Cluster_status_shows_the_store_this_node_and_the_controller()
+    {
+        await Eventually.HoldsAsync(() => _d.Daemon.IsController, TimeSpan.FromSeconds(10), "this node is elected controller");
+        var status = await Cairn("cluster", "status");
+        AssertSucceeds(status);
+        Assert.Contains("embedded", status.Out, StringComparison.Ordinal);
+        Assert.Contains("node1 (since", status.Out, StringComparison.Ordinal);
+        Assert.Contains("1 up, 0 draining, 0 down", status.Out, StringComparison.Ordinal);
+        var json = await Cairn("cluster", "status", "--json");
+        Assert.Equal(("embedded", "node1"), (json.Json.GetProperty("store").GetString(), json.Json.GetProperty("thisNode").GetString()));
     }
 }

@@ -1,0 +1,57 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Cairn.ControlPlane;
+
+/// <summary>Who this node is: its name (its identity across restarts) and its failure domains.</summary>
+public sealed record NodeIdentity(string Name, string Zone = "default", string Rack = "default");
+
+/// <summary>One pool's figures as a node last reported them.</summary>
+public sealed record NodePool(string Name, long CapacityBytes, long UsedBytes, long FreeBytes);
+
+/// <summary>
+/// A live node, under <c>/cairn/nodes/NAME</c>, attached to the node's heartbeat lease: it exists exactly while the node is Up.
+/// The node rewrites it every heartbeat with fresh pool figures.
+/// </summary>
+public sealed record NodeRecord(
+    string Name, string? ApiAddress, string? NbdAddress, string Zone, string Rack,
+    IReadOnlyList<NodePool> Pools, DateTimeOffset StartedAt, DateTimeOffset HeartbeatAt);
+
+/// <summary>
+/// A node that joined the cluster, under <c>/cairn/node-registry/NAME</c>, with no lease, so a Down node still lists.
+/// Holds the node's static facts as of its last start and the admin's Draining flag (which survives restarts).
+/// </summary>
+public sealed record NodeRegistration(
+    string Name, string? ApiAddress, string? NbdAddress, string Zone, string Rack,
+    IReadOnlyList<NodePool> Pools, DateTimeOffset RegisteredAt, DateTimeOffset LastStartedAt, bool Draining);
+
+[JsonConverter(typeof(JsonStringEnumConverter<NodeState>))]
+public enum NodeState
+{
+    /// <summary>Heartbeating, accepting new work.</summary>
+    Up,
+    /// <summary>Its heartbeat lease expired (or it stopped): its record is gone, its registration stays.</summary>
+    Down,
+    /// <summary>Heartbeating, but the admin asked that it take no new work (and, later, be emptied).</summary>
+    Draining,
+}
+
+/// <summary>What the cluster knows of one node: registration merged with its live record, if any.</summary>
+/// <param name="LastHeartbeat">Null while Down: the live record went with the lease.</param>
+public sealed record NodeInfo(
+    string Name, NodeState State, bool Draining, string? ApiAddress, string? NbdAddress, string Zone, string Rack,
+    IReadOnlyList<NodePool> Pools, DateTimeOffset? StartedAt, DateTimeOffset? LastHeartbeat, DateTimeOffset RegisteredAt);
+
+/// <summary>The controller's key, <c>/cairn/controller/leader</c>, attached to the leader's lease.</summary>
+public sealed record LeaderRecord(string Node, DateTimeOffset ElectedAt);
+
+/// <summary>The cluster as seen from this node.</summary>
+/// <param name="Store">"embedded" or "etcd".</param>
+/// <param name="Leader">The controller's node, or null while none is elected.</param>
+public sealed record ClusterStatus(string Store, string ThisNode, string? Leader, DateTimeOffset? LeaderSince, int NodesUp, int NodesDown, int NodesDraining);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(NodeRecord))]
+[JsonSerializable(typeof(NodeRegistration))]
+[JsonSerializable(typeof(LeaderRecord))]
+internal sealed partial class ClusterJson : JsonSerializerContext;
