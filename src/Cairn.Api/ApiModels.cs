@@ -14,6 +14,9 @@ public sealed record UpdateVolumeRequest(JsonElement? Size);
 
 public sealed record ClientResponse(string Client, DateTimeOffset ConnectedAt);
 
+/// <summary>How an iSCSI initiator reaches the volume.</summary>
+public sealed record IscsiResponse(string Portal, string Target, int Lun);
+
 /// <summary>A volume. Byte counts are numbers; the unsuffixed twins ("size", "allocated") are for people.</summary>
 /// <param name="Export">Where to attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node.</param>
@@ -30,11 +33,13 @@ public sealed record VolumeResponse(
     string? Export,
     IReadOnlyList<ClientResponse> Clients,
     bool Available,
-    string? Node)
+    string? Node,
+    IscsiResponse? Iscsi)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
-        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node);
+        v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
+        v.Iscsi is { } i ? new IscsiResponse(i.Portal, i.Target, i.Lun) : null);
 }
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);

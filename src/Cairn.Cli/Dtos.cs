@@ -20,7 +20,10 @@ internal sealed record VolumeDto(
     string? Export,
     IReadOnlyList<ClientDto>? Clients,
     bool Available,
-    string? Node = null);
+    string? Node = null,
+    IscsiDto? Iscsi = null);
+
+internal sealed record IscsiDto(string Portal, string Target, int Lun);
 
 internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
 

@@ -69,6 +69,11 @@ internal sealed class Output(TextWriter writer, bool json)
         Row("Node", v.Node ?? "-");
         Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
         Row("Export", ExportOf(v));
+        if (v.Iscsi is { } iscsi && v.Available)
+        {
+            Row("iSCSI", $"portal {iscsi.Portal}, target {iscsi.Target}, LUN {iscsi.Lun.ToString(CultureInfo.InvariantCulture)}");
+            Row("Log in", $"iscsiadm -m discovery -t sendtargets -p {iscsi.Portal} && iscsiadm -m node -T {iscsi.Target} -p {iscsi.Portal} --login");
+        }
         var clients = v.Clients ?? [];
         Row("Clients", clients.Count == 0 ? "none" : string.Join(", ", clients.Select(c => c.Client)));
         _console.Write(grid);

@@ -16,6 +16,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="ExportAddress">Where clients attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
 /// <param name="Node">The node that owns and serves the volume.</param>
+/// <param name="Iscsi">The volume's iSCSI portal, target and LUN; null while no iSCSI target listens.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -26,7 +27,8 @@ public sealed record VolumeInfo(
     string? ExportAddress,
     IReadOnlyList<ClientInfo> Clients,
     bool Available,
-    string? Node = null);
+    string? Node = null,
+    IscsiAddress? Iscsi = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

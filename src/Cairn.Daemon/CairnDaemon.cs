@@ -72,8 +72,11 @@ public sealed class CairnDaemon : IAsyncDisposable
             app.Services.GetRequiredService<ExportAddresses>().SetNbd(options.EffectiveAdvertiseHost(nbdBound), nbdBound.Port);
 
             var iscsiLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Frontends.Iscsi");
-            iscsi = new IscsiServer(volumes, new IscsiServerOptions { Endpoint = options.IscsiListen }, iscsiLogger);
+            var iscsiOptions = new IscsiServerOptions { Endpoint = options.IscsiListen };
+            iscsi = new IscsiServer(volumes, iscsiOptions, iscsiLogger);
             await iscsi.StartAsync(cancellationToken);
+            var iscsiBound = iscsi.LocalEndpoint;
+            app.Services.GetRequiredService<ExportAddresses>().SetIscsi(options.EffectiveAdvertiseHost(iscsiBound), iscsiBound.Port, iscsiOptions.TargetPrefix);
 
             await app.StartAsync(cancellationToken);
             string apiAddress = BoundAddress(app);

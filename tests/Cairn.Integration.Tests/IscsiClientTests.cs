@@ -16,6 +16,18 @@ public sealed class IscsiClientTests
         (await cairn.CliAsync("volume", "create", "lun-b", "--size", "32MiB")).EnsureSuccess();
         var portal = $"iscsi://127.0.0.1:{cairn.IscsiPort}";
 
+        // The API and CLI tell the user where the target is and how to log in.
+        var show = (await cairn.CliAsync("volume", "show", "lun-a", "--json")).EnsureSuccess();
+        using (var doc = System.Text.Json.JsonDocument.Parse(show.Stdout))
+        {
+            var iscsi = doc.RootElement.GetProperty("iscsi");
+            Assert.Equal($"127.0.0.1:{cairn.IscsiPort}", iscsi.GetProperty("portal").GetString());
+            Assert.Equal("iqn.2026-11.io.cairn:lun-a", iscsi.GetProperty("target").GetString());
+            Assert.Equal(0, iscsi.GetProperty("lun").GetInt32());
+        }
+        var table = (await cairn.CliAsync("volume", "show", "lun-a")).EnsureSuccess();
+        Assert.Contains($"iscsiadm -m node -T iqn.2026-11.io.cairn:lun-a -p 127.0.0.1:{cairn.IscsiPort} --login", table.Stdout, StringComparison.Ordinal);
+
         var discovery = (await ToolRun.RunAsync("iscsi-ls", ["-s", portal], ToolTimeout)).EnsureSuccess();
         Assert.Contains("iqn.2026-11.io.cairn:lun-a", discovery.Stdout, StringComparison.Ordinal);
         Assert.Contains("iqn.2026-11.io.cairn:lun-b", discovery.Stdout, StringComparison.Ordinal);
