@@ -71,8 +71,8 @@ public sealed class CliEndToEndTests
         (await cairn.CliAsync("volume", "delete", "busy", "--force")).EnsureSuccess();
         Assert.ThrowsAny<Exception>(() =>
         {
-            // The forced delete revoked the session: the connection is closed under the client.
-            for (int i = 0; i < 50; i++)
+            // The forced delete revoked the session: the connection is closed under the client (30 s at most).
+            for (int i = 0; i < 300; i++)
             {
                 client.Read(0, new byte[4096]);
                 Thread.Sleep(100);
