@@ -1,8 +1,8 @@
 using System.Diagnostics;
 
-namespace Cairn.Frontends.Iscsi.Tests;
+namespace Cairn.Testing;
 
-/// <summary>Runs a real iSCSI (or NBD-era) client as a child process. A missing tool fails the test with the package to install, never a silent skip.</summary>
+/// <summary>Runs a real protocol client (nbdinfo, iscsi-ls, qemu-img, ...) as a child process. A missing tool fails the test with the package to install, never a silent skip.</summary>
 public static class ExternalTool
 {
     public sealed record Result(int ExitCode, string StandardOutput, string StandardError)

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Cairn.Core;
 
-namespace Cairn.Frontends.Nbd.Tests;
+namespace Cairn.Testing;
 
 /// <summary>
 /// A RAM-backed test double for a volume: tracks allocation per 4 KiB page (hole, data, zero) so block status,

@@ -1,6 +1,6 @@
 using Cairn.Core;
 
-namespace Cairn.Frontends.Iscsi.Tests;
+namespace Cairn.Testing;
 
 /// <summary>A fixed set of exports; counts open sessions so tests can check that connections release them.</summary>
 public sealed class TestCatalog : IExportCatalog

@@ -4,8 +4,7 @@ using System.Net.Sockets;
 
 namespace Cairn.Testing;
 
-/// <summary>(A copy of Cairn.ClusterStore.Tests' helper: test projects do not reference each other.)
-/// 
+/// <summary>
 /// A real single-member etcd on free loopback ports and a temporary data directory. It can be stopped (killed, like a
 /// crash) and started again on the same directory and ports. Disposing kills it and deletes the directory.
 /// </summary>
