@@ -13,7 +13,7 @@ namespace Cairn.Frontends.Iscsi;
 /// One receive loop reads a PDU, handles it to the end (commands run inline, in CmdSN order) and reads the next;
 /// only that loop sends, so the send buffer needs no lock. Split by concern: Login, FullFeature, Scsi.
 /// </summary>
-internal sealed partial class IscsiConnection
+internal sealed partial class IscsiConnection : IFrontendConnection
 {
     private static readonly TimeSpan LoginTimeout = TimeSpan.FromSeconds(60);
     /// <summary>Largest data segment we ever send, whatever the initiator accepts: bounds the send buffer.</summary>

@@ -9,7 +9,7 @@ namespace Cairn.Frontends.Nbd;
 /// One client connection: the handshake, then one receive loop that parses requests in place and a send path
 /// serialized by <see cref="_sendLock"/>. Split by concern: Handshake, Transmission, Execution.
 /// </summary>
-internal sealed partial class NbdConnection : IDisposable
+internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
 {
     /// <summary>Large enough to hold 32 pipelined 4 KiB writes (or read replies) so a QD32 batch costs one recv and one send.</summary>
     private const int BufferBytes = 256 * 1024;

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Cairn.Core;
@@ -16,13 +15,9 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly IExportCatalog _catalog;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
-    private readonly ConcurrentDictionary<NbdConnection, Task> _connections = new();
-    private readonly CancellationTokenSource _stopping = new();
-    private Socket? _listener;
+    private readonly FrontendListener _frontend;
     private EpollLoop[] _loops = [];
     private int _nextLoop;
-    private Task? _acceptLoop;
-    private int _disposed;
 
     public NbdServer(IExportCatalog catalog, NbdServerOptions options, ILogger? logger = null)
     {
@@ -39,13 +34,15 @@ public sealed class NbdServer : IAsyncDisposable
         _catalog = catalog;
         _options = options;
         _logger = logger ?? NullLogger.Instance;
+        _frontend = new FrontendListener("NBD", options.MaxConnections, OpenConnection,
+            new FrontendLog(m => _logger.LogInformation("{Message}", m), m => _logger.LogWarning("{Message}", m), (e, m) => _logger.LogError(e, "{Message}", m)));
     }
 
     /// <summary>The bound endpoint (with the real port when <see cref="NbdServerOptions.Endpoint"/> asked for port 0).</summary>
     public IPEndPoint LocalEndpoint =>
-        (IPEndPoint?)_listener?.LocalEndPoint ?? throw new InvalidOperationException("The NBD server is not started; call StartAsync first.");
+        _frontend.LocalEndpoint;
 
-    public int ActiveConnections => _connections.Count;
+    public int ActiveConnections => _frontend.ActiveConnections;
 
     internal IExportCatalog Catalog => _catalog;
     internal NbdServerOptions Options => _options;
@@ -53,24 +50,11 @@ public sealed class NbdServer : IAsyncDisposable
 
     public Task StartAsync(CancellationToken ct = default)
     {
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        if (_listener is not null)
+        if (_frontend.IsStarted)
         {
             throw new InvalidOperationException("The NBD server is already started.");
         }
-        var listener = new Socket(_options.Endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        try
-        {
-            listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            listener.Bind(_options.Endpoint);
-            listener.Listen(512);
-        }
-        catch (SocketException e)
-        {
-            listener.Dispose();
-            throw new InvalidOperationException($"NBD server cannot listen on {_options.Endpoint}: {e.Message}. Pick a free port or stop whatever holds it.", e);
-        }
-        _listener = listener;
+        // The IO threads exist before the first accept, so every connection finds one.
         if (_options.Transport == NbdTransportKind.Epoll && EpollInterop.IsSupported)
         {
             _loops = new EpollLoop[Math.Max(1, Environment.ProcessorCount)];
@@ -79,8 +63,15 @@ public sealed class NbdServer : IAsyncDisposable
                 _loops[i] = new EpollLoop(i, e => _logger.LogError(e, "NBD IO thread error"));
             }
         }
-        _acceptLoop = AcceptLoopAsync(listener);
-        _logger.LogInformation("NBD server listening on {Endpoint}", listener.LocalEndPoint);
+        try
+        {
+            _frontend.Start(_options.Endpoint);
+        }
+        catch
+        {
+            DisposeLoops();
+            throw;
+        }
         if (_loops.Length == 0 && Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
         {
             // Measured on 2 cores with fio QD32: without it every receive hops from the epoll thread to the
@@ -90,41 +81,8 @@ public sealed class NbdServer : IAsyncDisposable
         return Task.CompletedTask;
     }
 
-    private async Task AcceptLoopAsync(Socket listener)
-    {
-        while (!_stopping.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(_stopping.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                // A client that reset before we accepted it, or fd exhaustion: keep serving the others.
-                _logger.LogWarning("NBD accept failed: {Error}", e.SocketErrorCode);
-                await Task.Delay(10);
-                continue;
-            }
-            if (_connections.Count >= _options.MaxConnections)
-            {
-                _logger.LogWarning("NBD connection from {Remote} refused: {Max} connections already open (MaxConnections)", client.RemoteEndPoint, _options.MaxConnections);
-                client.Dispose();
-                continue;
-            }
-            StartConnection(client);
-        }
-    }
-
-    private void StartConnection(Socket client)
+    /// <summary>Wraps an accepted socket in the transport chosen at start; null refuses it.</summary>
+    private NbdConnection? OpenConnection(Socket client)
     {
         INbdTransport transport;
         try
@@ -137,54 +95,22 @@ public sealed class NbdServer : IAsyncDisposable
         {
             _logger.LogWarning("NBD connection from {Remote} refused: {Error}", client.RemoteEndPoint, e.Message);
             client.Dispose();
-            return;
+            return null;
         }
-        var connection = new NbdConnection(this, client, transport);
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _connections[connection] = gate.Task;
-        _ = RunConnectionAsync(connection, gate);
-    }
-
-    private async Task RunConnectionAsync(NbdConnection connection, TaskCompletionSource done)
-    {
-        try
-        {
-            // Leave the accept loop at once: the connection's first await happens on a pool thread.
-            await Task.Yield();
-            await connection.RunAsync();
-        }
-        catch (Exception e)
-        {
-            _logger.LogError(e, "NBD connection {Client} failed unexpectedly", connection.ClientDescription);
-        }
-        finally
-        {
-            _connections.TryRemove(connection, out _);
-            done.TrySetResult();
-        }
+        return new NbdConnection(this, client, transport);
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-        _stopping.Cancel();
-        _listener?.Dispose();
-        if (_acceptLoop is not null)
-        {
-            await _acceptLoop;
-        }
-        foreach (var connection in _connections.Keys)
-        {
-            connection.Abort("server shutting down");
-        }
-        await Task.WhenAll(_connections.Values);
-        foreach (var loop in _loops)
+        await _frontend.DisposeAsync(); // stops accepting, aborts and drains every connection
+        DisposeLoops();
+    }
+
+    private void DisposeLoops()
+    {
+        foreach (var loop in Interlocked.Exchange(ref _loops, []))
         {
             loop.Dispose();
         }
-        _stopping.Dispose();
     }
 }
