@@ -90,11 +90,11 @@ internal static class ApiErrors
         }
     }
 
-    /// <summary>Parses ?force=; anything but true/false/1/0 is an error rather than a silent false.</summary>
-    public static bool ParseForce(string? force) => force?.ToLowerInvariant() switch
+    /// <summary>Parses a flag in the query (?force=, ?dryRun=); anything but true/false/1/0 is an error rather than a silent false.</summary>
+    public static bool ParseBool(string field, string? value) => value?.ToLowerInvariant() switch
     {
         null or "" or "false" or "0" => false,
         "true" or "1" => true,
-        _ => throw Invalid("force", $"force must be true or false, not '{force}'"),
+        _ => throw Invalid(field, $"{field} must be true or false, not '{value}'"),
     };
 }

@@ -1,13 +1,18 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Cairn.ControlPlane;
+using Cairn.ControlPlane.Placement;
 using Cairn.Core;
 using Microsoft.AspNetCore.Http;
 
 namespace Cairn.Api;
 
 /// <summary>POST /api/v1/volumes. <c>size</c> is a string with a unit ("10GiB", "512MiB") or a number of bytes.</summary>
-public sealed record CreateVolumeRequest(string? Name, JsonElement? Size);
+/// <param name="Replicas">How many replicas placement finds room for (default 1).</param>
+/// <param name="Spread">"node", "rack" or "zone", optionally ":required" (default) or ":preferred".</param>
+/// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply).</param>
+/// <param name="Pool">With <paramref name="Node"/>: the pool on that node.</param>
+public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, int? Replicas = null, string? Spread = null, string? Node = null, string? Pool = null);
 
 /// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c>.</summary>
 public sealed record UpdateVolumeRequest(JsonElement? Size);
@@ -34,12 +39,40 @@ public sealed record VolumeResponse(
     IReadOnlyList<ClientResponse> Clients,
     bool Available,
     string? Node,
-    IscsiResponse? Iscsi)
+    IscsiResponse? Iscsi,
+    PlacementPolicyResponse Placement)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
         v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
-        v.Iscsi is { } i ? new IscsiResponse(i.Portal, i.Target, i.Lun) : null);
+        v.Iscsi is { } i ? new IscsiResponse(i.Portal, i.Target, i.Lun) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default));
+}
+
+/// <summary>A volume's replica count and spread, e.g. {"replicas": 3, "spread": "zone", "mode": "required"}.</summary>
+public sealed record PlacementPolicyResponse(int Replicas, string Spread, string Mode)
+{
+    public static PlacementPolicyResponse From(PlacementPolicy p) =>
+        new(p.Replicas, p.Spread.ToString().ToLowerInvariant(), p.Mode.ToString().ToLowerInvariant());
+}
+
+/// <summary>One node's verdict in a placement: "chosen", "not-chosen" or "excluded", with the reason.</summary>
+public sealed record PlacementVerdictResponse(string Node, string Zone, string Rack, string? Pool, string Verdict, string Reason, int? Replica);
+
+/// <summary>Where a volume would go (POST /api/v1/volumes?dryRun=true): the chosen replicas or the reason none fit, and every node's verdict.</summary>
+public sealed record PlacementResponse(
+    string Volume, long SizeBytes, string Size, PlacementPolicyResponse Policy, bool Placed, string? Reason,
+    IReadOnlyList<ReplicaPlacement> Replicas, IReadOnlyList<PlacementVerdictResponse> Nodes)
+{
+    public static PlacementResponse From(PlacementDecision d) => new(
+        d.Request.Volume, d.Request.SizeBytes, ByteSize.Format(d.Request.SizeBytes), PlacementPolicyResponse.From(d.Request.Policy), d.Succeeded, d.FailureReason,
+        d.Replicas, [.. d.Verdicts.Select(v => new PlacementVerdictResponse(v.Node, v.Zone, v.Rack, v.Pool, VerdictName(v.Kind), v.Reason, v.Replica))]);
+
+    private static string VerdictName(NodeVerdictKind kind) => kind switch
+    {
+        NodeVerdictKind.Chosen => "chosen",
+        NodeVerdictKind.NotChosen => "not-chosen",
+        _ => "excluded",
+    };
 }
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);
@@ -106,6 +139,7 @@ public sealed record ClusterResponse(string Store, string ThisNode, string? Lead
 [JsonSerializable(typeof(UpdateVolumeRequest))]
 [JsonSerializable(typeof(VolumeResponse))]
 [JsonSerializable(typeof(VolumeListResponse))]
+[JsonSerializable(typeof(PlacementResponse))]
 [JsonSerializable(typeof(PoolListResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(NodeResponse))]

@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Serialization.Metadata;
 using Cairn.ControlPlane;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -20,6 +18,7 @@ public static class CairnApi
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJsonContext.Default));
         services.AddProblemDetails();
         services.AddOpenApi("v1");
+        services.AddSingleton(_ => new NodeForwarder(new HttpClient { Timeout = System.Threading.Timeout.InfiniteTimeSpan }));
         return services;
     }
 
@@ -30,9 +29,12 @@ public static class CairnApi
 
         var api = app.MapGroup("/api/v1").AddEndpointFilter(ApiErrors.Filter).ProducesProblem(StatusCodes.Status400BadRequest);
         var volumes = api.MapGroup("/volumes").WithTags("Volumes");
-        volumes.MapGet("", ListVolumes).WithName("ListVolumes").WithSummary("Lists volumes.");
-        volumes.MapPost("", CreateVolume).WithName("CreateVolume").WithSummary("Creates a thin volume.")
-            .Accepts<CreateVolumeRequest>("application/json").ProducesProblem(StatusCodes.Status409Conflict);
+        volumes.MapGet("", VolumeEndpoints.ListAsync).WithName("ListVolumes")
+            .WithSummary("Lists the volumes of every node (scope=local: only this node's).").Produces<VolumeListResponse>();
+        volumes.MapPost("", VolumeEndpoints.CreateAsync).WithName("CreateVolume")
+            .WithSummary("Creates a thin volume on the node placement chooses; dryRun=true only shows the placement and why.")
+            .Accepts<CreateVolumeRequest>("application/json").Produces<VolumeResponse>(StatusCodes.Status201Created).Produces<PlacementResponse>()
+            .ProducesProblem(StatusCodes.Status409Conflict).ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         volumes.MapGet("/{name}", GetVolume).WithName("GetVolume").WithSummary("Shows a volume: size, allocation, export address, clients.")
             .ProducesProblem(StatusCodes.Status404NotFound);
         volumes.MapPatch("/{name}", UpdateVolume).WithName("UpdateVolume").WithSummary("Grows a volume (volumes never shrink).")
@@ -56,33 +58,27 @@ public static class CairnApi
         return app;
     }
 
-    private static Ok<VolumeListResponse> ListVolumes(VolumeService service) =>
-        TypedResults.Ok(new VolumeListResponse([.. service.List().Select(VolumeResponse.From)]));
+    private static Task<IResult> GetVolume(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
+        NodeForwarder forwarder, CancellationToken cancellationToken) =>
+        VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder,
+            () => Task.FromResult<IResult>(TypedResults.Ok(VolumeResponse.From(service.Get(name)))), cancellationToken);
 
-    private static async Task<Results<Created<VolumeResponse>, ProblemHttpResult>> CreateVolume(HttpRequest request, VolumeService service, CancellationToken cancellationToken)
-    {
-        var body = await ReadBodyAsync(request, ApiJsonContext.Default.CreateVolumeRequest, "{\"name\": \"vol1\", \"size\": \"10GiB\"}", cancellationToken);
-        VolumeNames.Validate(body.Name);
-        var volume = await service.CreateAsync(body.Name, ApiErrors.ParseSize(body.Size), cancellationToken);
-        return TypedResults.Created($"{VolumesPath}/{volume.Name}", VolumeResponse.From(volume));
-    }
+    private static Task<IResult> UpdateVolume(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
+        NodeForwarder forwarder, CancellationToken cancellationToken) =>
+        VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder, async () =>
+        {
+            var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"}", cancellationToken);
+            var volume = await service.GrowAsync(name, ApiErrors.ParseSize(body.Size), cancellationToken);
+            return TypedResults.Ok(VolumeResponse.From(volume));
+        }, cancellationToken);
 
-    private static Ok<VolumeResponse> GetVolume(string name, VolumeService service) =>
-        TypedResults.Ok(VolumeResponse.From(service.Get(name)));
-
-    private static async Task<Ok<VolumeResponse>> UpdateVolume(string name, HttpRequest request, VolumeService service, CancellationToken cancellationToken)
-    {
-        VolumeNames.Validate(name);
-        var body = await ReadBodyAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"}", cancellationToken);
-        var volume = await service.GrowAsync(name, ApiErrors.ParseSize(body.Size), cancellationToken);
-        return TypedResults.Ok(VolumeResponse.From(volume));
-    }
-
-    private static async Task<NoContent> DeleteVolume(string name, string? force, VolumeService service, CancellationToken cancellationToken)
-    {
-        await service.DeleteAsync(name, ApiErrors.ParseForce(force), cancellationToken);
-        return TypedResults.NoContent();
-    }
+    private static Task<IResult> DeleteVolume(string name, string? force, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
+        NodeForwarder forwarder, CancellationToken cancellationToken) =>
+        VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder, async () =>
+        {
+            await service.DeleteAsync(name, ApiErrors.ParseBool("force", force), cancellationToken);
+            return TypedResults.NoContent();
+        }, cancellationToken);
 
     private static Ok<PoolListResponse> ListPools(VolumeService service) =>
         TypedResults.Ok(new PoolListResponse([.. service.ListPools().Select(PoolResponse.From)]));
@@ -96,7 +92,7 @@ public static class CairnApi
     private static async Task<Ok<NodeResponse>> UpdateNode(string name, HttpRequest request, ClusterService cluster, CancellationToken cancellationToken)
     {
         NodeNames.Validate(name);
-        var body = await ReadBodyAsync(request, ApiJsonContext.Default.UpdateNodeRequest, "{\"draining\": true}", cancellationToken);
+        var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateNodeRequest, "{\"draining\": true}", cancellationToken);
         bool draining = body.Draining ?? throw ApiErrors.Invalid("draining", "draining is required: true to drain the node, false to undrain it");
         return await SetDraining(name, draining, cluster, cancellationToken);
     }
@@ -106,26 +102,4 @@ public static class CairnApi
 
     private static async Task<Ok<ClusterResponse>> GetCluster(ClusterService cluster, CancellationToken cancellationToken) =>
         TypedResults.Ok(ClusterResponse.From(await cluster.StatusAsync(cancellationToken)));
-
-    /// <summary>
-    /// Reads the JSON body ourselves rather than through parameter binding, so a malformed body gets a
-    /// problem naming what is wrong (and where) instead of an empty 400.
-    /// </summary>
-    private static async Task<T> ReadBodyAsync<T>(HttpRequest request, JsonTypeInfo<T> typeInfo, string example, CancellationToken cancellationToken)
-        where T : class
-    {
-        try
-        {
-            var body = await JsonSerializer.DeserializeAsync(request.Body, typeInfo, cancellationToken);
-            return body ?? throw ApiErrors.Invalid("body", $"the request body is JSON null; send an object like {example}");
-        }
-        catch (JsonException e)
-        {
-            string field = e.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : "body";
-            string reason = e.Message.Contains("The input does not contain any JSON tokens", StringComparison.Ordinal)
-                ? $"the request body is empty; send JSON like {example}"
-                : $"the request body is not valid JSON: {e.Message}";
-            throw ApiErrors.Invalid(field, reason);
-        }
-    }
 }

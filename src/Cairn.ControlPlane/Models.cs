@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Cairn.ControlPlane.Placement;
 
 namespace Cairn.ControlPlane;
 
@@ -8,7 +9,9 @@ namespace Cairn.ControlPlane;
 /// The node that owns (stores and serves) the volume. Null in specs written before clustering, which belong to the
 /// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
 /// </param>
-public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null);
+/// <param name="Placement">Replica count and spread the volume was placed by; null in specs written before placement (one replica).</param>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null,
+    PlacementPolicy? Placement = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
@@ -28,7 +31,8 @@ public sealed record VolumeInfo(
     IReadOnlyList<ClientInfo> Clients,
     bool Available,
     string? Node = null,
-    IscsiAddress? Iscsi = null);
+    IscsiAddress? Iscsi = null,
+    PlacementPolicy? Placement = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Cairn.BlockStore;
 using Cairn.ClusterStore;
+using Cairn.ControlPlane.Placement;
 using Cairn.Core;
 using Cairn.Engine;
 using Microsoft.Extensions.Logging;
@@ -58,7 +59,10 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
 
     private static string KeyOf(string name) => VolumesPrefix + name;
 
-    public async Task<VolumeInfo> CreateAsync(string? name, long sizeBytes, CancellationToken cancellationToken = default)
+    /// <param name="pool">The pool to create it in (placement's choice); null picks this node's pool with the most free space.</param>
+    /// <param name="placement">The policy placement used, recorded in the spec.</param>
+    public async Task<VolumeInfo> CreateAsync(string? name, long sizeBytes, string? pool = null, PlacementPolicy? placement = null,
+        CancellationToken cancellationToken = default)
     {
         VolumeNames.Validate(name);
         ValidateSize(sizeBytes);
@@ -75,8 +79,8 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 throw new CairnException(CairnErrorCode.Unavailable,
                     $"node '{node}' is draining and takes no new volumes; create '{name}' through another node, or undrain this one (cairn node undrain {node})");
             }
-            var pool = _pools.PickForNewVolume();
-            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, pool.Name, _time.GetUtcNow(), _ownership.NodeName);
+            var target = pool is null ? _pools.PickForNewVolume() : _pools.Find(pool) ?? throw NoSuchPool(pool);
+            var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, target.Name, _time.GetUtcNow(), _ownership.NodeName, placement);
             var put = Transaction.If(Compare.Missing(KeyOf(name))).Then(TxnOp.Put(KeyOf(name), Serialize(spec)));
             var result = await _store.CommitAsync(put, cancellationToken);
             if (!result.Succeeded)
@@ -86,19 +90,19 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             StoredVolume stored;
             try
             {
-                stored = pool.CreateVolume(spec.Id, sizeBytes);
+                stored = target.CreateVolume(spec.Id, sizeBytes);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 await UndoCreateAsync(spec, result.Revision);
-                throw new CairnException(CairnErrorCode.Unavailable, $"pool '{pool.Name}' could not create volume '{name}': {e.Message}", inner: e);
+                throw new CairnException(CairnErrorCode.Unavailable, $"pool '{target.Name}' could not create volume '{name}': {e.Message}", inner: e);
             }
             var state = new VolumeState(spec, result.Revision, stored);
             lock (_lock)
             {
                 _volumes[name] = state;
             }
-            _logger.LogInformation("created volume {Volume} ({SizeBytes} bytes) as {Id} in pool {Pool}", name, sizeBytes, spec.Id, pool.Name);
+            _logger.LogInformation("created volume {Volume} ({SizeBytes} bytes) as {Id} in pool {Pool}", name, sizeBytes, spec.Id, target.Name);
             return Describe(state);
         }
         finally
@@ -127,6 +131,9 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             return [.. _volumes.Values.OrderBy(v => v.Spec.Name, StringComparer.Ordinal).Select(Describe)];
         }
     }
+
+    /// <summary>Whether this node owns (stores and serves) the volume.</summary>
+    public bool Owns(string name) => Find(name) is not null;
 
     public VolumeInfo Get(string? name)
     {
@@ -295,7 +302,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
             _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName,
-            _addresses.IscsiAddressFor(spec.Name));
+            _addresses.IscsiAddressFor(spec.Name), spec.Placement);
     }
 
     private static void ValidateSize(long sizeBytes)
@@ -317,6 +324,9 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
     }
 
     private static byte[] Serialize(VolumeSpec spec) => JsonSerializer.SerializeToUtf8Bytes(spec, ControlPlaneJson.Default.VolumeSpec);
+
+    private CairnException NoSuchPool(string pool) =>
+        new(CairnErrorCode.NotFound, $"node '{_ownership.NodeName ?? "this node"}' has no pool named '{pool}'; it has {string.Join(", ", _pools.Pools.Select(p => p.Name))}", "pool");
 
     private static CairnException NotFound(string name) =>
         new(CairnErrorCode.NotFound, $"no volume named '{name}'", "name");

@@ -64,6 +64,8 @@ public sealed class CairnDaemon : IAsyncDisposable
         {
             var volumes = app.Services.GetRequiredService<VolumeService>();
             await volumes.StartAsync(cancellationToken); // reconcile before anything is served
+            var view = app.Services.GetRequiredService<ClusterView>();
+            await view.StartAsync(cancellationToken);
 
             var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Frontends.Nbd");
             nbd = new NbdServer(volumes, new NbdServerOptions { Endpoint = options.NbdListen }, logger);
@@ -90,6 +92,8 @@ public sealed class CairnDaemon : IAsyncDisposable
                 AdvertisedApi(apiAddress, options.EffectiveAdvertiseHost(nbdBound)), app.Services.GetRequiredService<ExportAddresses>().NbdBase,
                 new MembershipOptions { LeaseTtl = options.LeaseTtl }, loggers.CreateLogger<NodeMembership>());
             await membership.StartAsync(cancellationToken);
+            // Placement must see this node before "ready": a create right after start would otherwise find no node Up.
+            await view.WaitUntilAsync(() => view.FindLiveNode(nodeName) is not null, TimeSpan.FromSeconds(30), cancellationToken);
             var controller = new Controller(nodeName, loggers.CreateLogger<Controller>());
             election = new ControllerElection(store, nodeName, controller.RunAsync, new ElectionOptions { LeaseTtl = options.LeaseTtl },
                 loggers.CreateLogger<ControllerElection>());
@@ -156,6 +160,7 @@ public sealed class CairnDaemon : IAsyncDisposable
             isDraining: ct => sp.GetRequiredService<ClusterService>().IsDrainingAsync(nodeName, ct)));
         builder.Services.AddSingleton(sp => new ClusterService(sp.GetRequiredService<IClusterStore>(), nodeName,
             options.IsClustered ? "etcd" : "embedded", sp.GetRequiredService<ILogger<ClusterService>>()));
+        builder.Services.AddSingleton(sp => new ClusterView(sp.GetRequiredService<IClusterStore>(), nodeName, sp.GetRequiredService<ILogger<ClusterView>>()));
         builder.Services.AddCairnApi();
 
         var app = builder.Build();

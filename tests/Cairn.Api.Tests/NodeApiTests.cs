@@ -62,7 +62,7 @@ public sealed class NodeApiTests : IAsyncLifetime
         Assert.Equal(("Draining", true), (drained.GetProperty("state").GetString(), drained.GetProperty("draining").GetBoolean()));
         var refused = await _d.CreateAsync("new-vol", "1MiB");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
-        Assert.Contains("node 'node1' is draining and takes no new volumes", (await DaemonFixture.JsonAsync(refused)).GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains("excluded node1: node is Draining (takes no new volumes)", (await DaemonFixture.JsonAsync(refused)).GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal(1, (await Get("/api/v1/cluster")).GetProperty("nodesDraining").GetInt32());
 
         _d = await _d.RestartAsync();
@@ -176,11 +176,19 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
             Assert.Equal(("etcd", "b", leader), (statusB.GetProperty("store").GetString(), statusB.GetProperty("thisNode").GetString(), statusB.GetProperty("leader").GetString()));
             Assert.Single(new[] { a, b }, d => d.Daemon.IsController);
 
-            // A volume belongs to the node that created it; its name is taken cluster-wide.
-            var created = await a.CreateAsync("shared-name", "1MiB");
-            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
-            Assert.Equal("a", (await DaemonFixture.JsonAsync(created)).GetProperty("node").GetString());
-            Assert.Empty((await Get(b, "/api/v1/volumes")).GetProperty("volumes").EnumerateArray());
+            // Placement puts a volume on one node; every node lists it, answers for it, and knows its name is taken.
+            var created = await DaemonFixture.JsonAsync(await a.CreateAsync("shared-name", "1MiB"));
+            string owner = created.GetProperty("node").GetString()!;
+            Assert.Contains(owner, new[] { "a", "b" });
+            var (ownerNode, other) = owner == "a" ? (a, b) : (b, a);
+            foreach (var d in new[] { a, b })
+            {
+                var listed = Assert.Single((await Get(d, "/api/v1/volumes")).GetProperty("volumes").EnumerateArray());
+                Assert.Equal(("shared-name", owner, true), (listed.GetProperty("name").GetString(), listed.GetProperty("node").GetString(), listed.GetProperty("available").GetBoolean()));
+                Assert.Equal(owner, (await Get(d, "/api/v1/volumes/shared-name")).GetProperty("node").GetString());
+            }
+            Assert.Empty((await Get(other, "/api/v1/volumes?scope=local")).GetProperty("volumes").EnumerateArray());
+            Assert.Single((await Get(ownerNode, "/api/v1/volumes?scope=local")).GetProperty("volumes").EnumerateArray());
             Assert.Equal(HttpStatusCode.Conflict, (await b.CreateAsync("shared-name", "1MiB")).StatusCode);
 
             // The controller stops: the other node shows it Down at once and takes over without waiting for its lease.

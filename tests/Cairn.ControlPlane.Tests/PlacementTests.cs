@@ -183,4 +183,16 @@ public sealed class PlacementTests
         var error = Assert.Throws<CairnException>(() => Place(new PlacementPolicy(replicas), Node("a")));
         Assert.Equal("replicas", error.Field);
     }
+
+    [Fact]
+    public void A_pinned_node_is_the_only_candidate_and_still_obeys_the_rules()
+    {
+        var pinned = Placer.Place(new PlacementRequest("v", GiB, PlacementPolicy.Default, PinnedNode: "b"), [Node("a"), Node("b", provisioned: 99 * GiB)]);
+        var drained = Placer.Place(new PlacementRequest("v", GiB, PlacementPolicy.Default, PinnedNode: "b"), [Node("a"), Node("b", state: NodeState.Draining)]);
+
+        Assert.Equal("b", Assert.Single(pinned.Replicas).Node);
+        Assert.Equal("the request pins node b", pinned.Verdicts.Single(v => v.Node == "a").Reason);
+        Assert.False(drained.Succeeded);
+        Assert.Contains("b: node is Draining", drained.FailureReason, StringComparison.Ordinal);
+    }
 }

@@ -54,6 +54,10 @@ public static class Placer
 
     private static string? Exclude(PlacementRequest request, NodeCandidate node, long needed)
     {
+        if (request.PinnedNode is { } pinned && pinned != node.Name)
+        {
+            return $"the request pins node {pinned}";
+        }
         if (request.ExcludedNodes?.Contains(node.Name) == true)
         {
             return "already holds a replica of this volume";
