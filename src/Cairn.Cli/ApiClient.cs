@@ -30,8 +30,12 @@ internal sealed class ApiClient : IDisposable
     public Task<Reply<VolumeDto>> GetVolumeAsync(string name, CancellationToken ct) =>
         SendAsync(HttpMethod.Get, VolumePath(name), null, CliJson.Default.VolumeDto, ct);
 
-    public Task<Reply<VolumeDto>> CreateVolumeAsync(string name, string size, CancellationToken ct) =>
-        SendAsync(HttpMethod.Post, "api/v1/volumes", JsonContent.Create(new CreateVolumeDto(name, size), CliJson.Default.CreateVolumeDto), CliJson.Default.VolumeDto, ct);
+    public Task<Reply<VolumeDto>> CreateVolumeAsync(CreateVolumeDto request, CancellationToken ct) =>
+        SendAsync(HttpMethod.Post, "api/v1/volumes", JsonContent.Create(request, CliJson.Default.CreateVolumeDto), CliJson.Default.VolumeDto, ct);
+
+    /// <summary>Where the volume would go and why, without creating it.</summary>
+    public Task<Reply<PlacementDto>> PlanVolumeAsync(CreateVolumeDto request, CancellationToken ct) =>
+        SendAsync(HttpMethod.Post, "api/v1/volumes?dryRun=true", JsonContent.Create(request, CliJson.Default.CreateVolumeDto), CliJson.Default.PlacementDto, ct);
 
     public Task<Reply<VolumeDto>> GrowVolumeAsync(string name, string size, CancellationToken ct) =>
         SendAsync(HttpMethod.Patch, VolumePath(name), JsonContent.Create(new GrowVolumeDto(size), CliJson.Default.GrowVolumeDto), CliJson.Default.VolumeDto, ct);

@@ -71,20 +71,43 @@ public static class CairnCli
 
         var name = NameArgument();
         var size = SizeOption("Size of the thin volume: bytes or a number with a unit, e.g. 512MiB, 10GiB, 1TiB.");
-        var create = new Command("create", "Create a thin volume (it uses no space until written).") { name, size };
+        var placement = new PlacementOptions();
+        var create = new Command("create", "Create a thin volume (it uses no space until written) on the node placement chooses.")
+        {
+            name, size, placement.Replicas, placement.Spread, placement.Node, placement.Pool, placement.DryRun, placement.Explain,
+        };
         Bind(create, g, stdout, env, async (r, api, output, ct) =>
         {
-            var reply = await api.CreateVolumeAsync(r.GetValue(name)!, r.GetValue(size)!, ct);
+            var request = placement.Request(r, r.GetValue(name)!, r.GetValue(size)!);
+            if (r.GetValue(placement.DryRun) || r.GetValue(placement.Explain))
+            {
+                var plan = await api.PlanVolumeAsync(request, ct);
+                bool explain = r.GetValue(placement.Explain);
+                if (plan.Value.Placed || explain || output.Json)
+                {
+                    // A failed plan is still worth seeing when asked why (or as data); otherwise the error line says it all.
+                    Print(output, plan, p => output.Placement(p, explain));
+                }
+                if (!plan.Value.Placed)
+                {
+                    throw new CliException(CliException.Failed, $"cannot place volume '{request.Name}': {plan.Value.Reason}");
+                }
+                if (r.GetValue(placement.DryRun))
+                {
+                    return;
+                }
+            }
+            var reply = await api.CreateVolumeAsync(request, ct);
             if (output.Json)
             {
                 output.RawJson(reply.Json);
                 return;
             }
-            output.Line($"Created volume '{reply.Value.Name}' ({reply.Value.Size}) in pool '{reply.Value.Pool}'.");
+            output.Line($"Created volume '{reply.Value.Name}' ({reply.Value.Size}) on node '{reply.Value.Node}' in pool '{reply.Value.Pool}'.");
             output.Volume(reply.Value);
         });
 
-        var list = new Command("list", "List volumes with size, allocation, clients and export address.");
+        var list = new Command("list", "List every node's volumes with size, allocation, node, clients and export address.");
         Bind(list, g, stdout, env, async (r, api, output, ct) =>
         {
             var reply = await api.ListVolumesAsync(ct);

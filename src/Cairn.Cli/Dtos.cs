@@ -21,7 +21,18 @@ internal sealed record VolumeDto(
     IReadOnlyList<ClientDto>? Clients,
     bool Available,
     string? Node = null,
-    IscsiDto? Iscsi = null);
+    IscsiDto? Iscsi = null,
+    PlacementPolicyDto? Placement = null);
+
+internal sealed record PlacementPolicyDto(int Replicas, string Spread, string Mode);
+
+internal sealed record ReplicaPlacementDto(string Node, string Pool, string Zone, string Rack);
+
+internal sealed record PlacementVerdictDto(string Node, string Zone, string Rack, string? Pool, string Verdict, string Reason, int? Replica);
+
+internal sealed record PlacementDto(
+    string Volume, string Size, PlacementPolicyDto Policy, bool Placed, string? Reason,
+    IReadOnlyList<ReplicaPlacementDto> Replicas, IReadOnlyList<PlacementVerdictDto> Nodes);
 
 internal sealed record IscsiDto(string Portal, string Target, int Lun);
 
@@ -61,13 +72,13 @@ internal sealed record ClusterDto(string Store, string ThisNode, string? Leader,
 
 internal sealed record ProblemDto(string? Title, string? Detail, int? Status, Dictionary<string, string[]>? Errors);
 
-internal sealed record CreateVolumeDto(string Name, string Size);
+internal sealed record CreateVolumeDto(string Name, string Size, int? Replicas, string? Spread, string? Node, string? Pool);
 
 internal sealed record GrowVolumeDto(string Size);
 
 internal sealed record DeletedDto(string Name, bool Deleted);
 
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true)]
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(VolumeDto))]
 [JsonSerializable(typeof(VolumeListDto))]
 [JsonSerializable(typeof(PoolListDto))]
@@ -76,6 +87,7 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(NodeListDto))]
 [JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(CreateVolumeDto))]
+[JsonSerializable(typeof(PlacementDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
 [JsonSerializable(typeof(DeletedDto))]
 internal sealed partial class CliJson : JsonSerializerContext;

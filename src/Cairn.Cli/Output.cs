@@ -49,10 +49,10 @@ internal sealed class Output(TextWriter writer, bool json)
             Line("No volumes. Create one with: cairn volume create NAME --size 10GiB");
             return;
         }
-        var table = NewTable("NAME", "SIZE", "ALLOCATED", "POOL", "CLIENTS", "EXPORT");
+        var table = NewTable("NAME", "SIZE", "ALLOCATED", "NODE", "POOL", "CLIENTS", "EXPORT");
         foreach (var v in volumes)
         {
-            table.AddRow(Cells(v.Name, v.Size, v.Allocated, v.Pool, (v.Clients?.Count ?? 0).ToString(CultureInfo.InvariantCulture), ExportOf(v)));
+            table.AddRow(Cells(v.Name, v.Size, v.Available ? v.Allocated : "-", v.Node ?? "-", v.Pool, (v.Clients?.Count ?? 0).ToString(CultureInfo.InvariantCulture), ExportOf(v)));
         }
         _console.Write(table);
     }
@@ -67,6 +67,10 @@ internal sealed class Output(TextWriter writer, bool json)
         Row("Allocated", $"{v.Allocated} ({v.AllocatedBytes.ToString(CultureInfo.InvariantCulture)} bytes)");
         Row("Pool", v.Pool);
         Row("Node", v.Node ?? "-");
+        if (v.Placement is { } p)
+        {
+            Row("Placement", $"{p.Replicas.ToString(CultureInfo.InvariantCulture)} replica{(p.Replicas == 1 ? "" : "s")}, spread by {p.Spread} ({p.Mode})");
+        }
         Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
         Row("Export", ExportOf(v));
         if (v.Iscsi is { } iscsi && v.Available)
@@ -154,7 +158,27 @@ internal sealed class Output(TextWriter writer, bool json)
 
     private static string When(DateTimeOffset? time) => time?.ToString("u", CultureInfo.InvariantCulture) ?? "-";
 
-    private static string ExportOf(VolumeDto v) => v.Available ? v.Export ?? "-" : "unavailable (pool not open)";
+    private static string ExportOf(VolumeDto v) => v.Available ? v.Export ?? "-" : "unavailable (its node is down or its pool is not open)";
+
+    /// <summary>A placement: the choice (or why there is none), and with <paramref name="explain"/> every node's verdict.</summary>
+    public void Placement(PlacementDto plan, bool explain)
+    {
+        var p = plan.Policy;
+        string policy = $"{p.Replicas.ToString(CultureInfo.InvariantCulture)} replica{(p.Replicas == 1 ? "" : "s")}, spread by {p.Spread} ({p.Mode})";
+        Line(plan.Placed
+            ? $"Volume '{plan.Volume}' ({plan.Size}, {policy}) would go to: {string.Join(", ", plan.Replicas.Select(r => $"{r.Node}/{r.Pool} (zone {r.Zone}, rack {r.Rack})"))}."
+            : $"Volume '{plan.Volume}' ({plan.Size}, {policy}) cannot be placed: {plan.Reason}.");
+        if (!explain)
+        {
+            return;
+        }
+        var table = NewTable("NODE", "ZONE", "RACK", "POOL", "VERDICT", "WHY");
+        foreach (var n in plan.Nodes)
+        {
+            table.AddRow(Cells(n.Node, n.Zone, n.Rack, n.Pool ?? "-", n.Verdict, n.Reason));
+        }
+        _console.Write(table);
+    }
 
     private static Table NewTable(params string[] headers)
     {

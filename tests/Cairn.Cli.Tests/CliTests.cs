@@ -50,10 +50,40 @@ public sealed class CliTests : IAsyncLifetime
     {
         var run = await Cairn("volume", "create", "vol1", "--size", "10GiB");
         AssertSucceeds(run);
-        Assert.Contains("Created volume 'vol1' (10 GiB) in pool 'default'.", run.Out, StringComparison.Ordinal);
+        Assert.Contains("Created volume 'vol1' (10 GiB) on node 'node1' in pool 'default'.", run.Out, StringComparison.Ordinal);
         Assert.Contains($"nbd://127.0.0.1:{_d.Daemon.NbdEndpoint.Port}/vol1", run.Out, StringComparison.Ordinal);
         Assert.Contains("10737418240 bytes", run.Out, StringComparison.Ordinal);
         Assert.Contains("node1", run.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Create_dry_run_explains_the_placement_and_creates_nothing()
+    {
+        var plan = await Cairn("volume", "create", "planned", "--size", "10GiB", "--dry-run", "--explain");
+        AssertSucceeds(plan);
+        Assert.Contains("Volume 'planned' (10 GiB, 1 replica, spread by node (required)) would go to: node1/default (zone default, rack default).", plan.Out, StringComparison.Ordinal);
+        var row = plan.Out.Split('\n').Single(l => l.TrimStart().StartsWith("node1", StringComparison.Ordinal));
+        Assert.Contains("chosen", row, StringComparison.Ordinal);
+        Assert.Contains("replica 0: pool default", row, StringComparison.Ordinal);
+        Assert.Contains("No volumes", (await Cairn("volume", "list")).Out, StringComparison.Ordinal);
+
+        var json = await Cairn("volume", "create", "planned", "--size", "10GiB", "--dry-run", "--json");
+        AssertSucceeds(json);
+        Assert.Equal("node1", json.Json.GetProperty("replicas")[0].GetProperty("node").GetString());
+
+        AssertFails(await Cairn("volume", "create", "planned", "--size", "10GiB", "--replicas", "2", "--dry-run"), 1,
+            "cannot place volume 'planned': 2 replicas need 2 eligible nodes; there is 1 (node1)");
+        AssertFails(await Cairn("volume", "create", "planned", "--size", "10GiB", "--spread", "region"), 1, "spread 'region' is not one of node, rack, zone");
+    }
+
+    [Fact]
+    public async Task Create_explain_shows_the_placement_then_creates()
+    {
+        var run = await Cairn("volume", "create", "vol1", "--size", "1GiB", "--explain", "--node", "node1", "--pool", "default");
+        AssertSucceeds(run);
+        Assert.Contains("would go to: node1/default", run.Out, StringComparison.Ordinal);
+        Assert.Contains("Created volume 'vol1' (1 GiB) on node 'node1' in pool 'default'.", run.Out, StringComparison.Ordinal);
+        Assert.Contains("1 replica, spread by node (required)", (await Cairn("volume", "show", "vol1")).Out, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -76,7 +106,7 @@ public sealed class CliTests : IAsyncLifetime
         var table = await Cairn("volume", "list");
         AssertSucceeds(table);
         var header = table.Out.Split('\n').First(l => l.Contains("NAME", StringComparison.Ordinal));
-        foreach (var column in new[] { "SIZE", "ALLOCATED", "POOL", "CLIENTS", "EXPORT" })
+        foreach (var column in new[] { "SIZE", "ALLOCATED", "NODE", "POOL", "CLIENTS", "EXPORT" })
         {
             Assert.Contains(column, header, StringComparison.Ordinal);
         }
