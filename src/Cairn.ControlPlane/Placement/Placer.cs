@@ -202,7 +202,7 @@ public static class Placer
     }
 
     private static string Figures(PoolCandidate pool) =>
-        $"{pool.ProvisionedRatio:P0} provisioned of {ByteSize.Format(pool.CapacityBytes)}, {ByteSize.Format(pool.FreeBytes)} free";
+        $"{pool.ProvisionedRatio * 100:0}% provisioned of {ByteSize.Format(pool.CapacityBytes)}, {ByteSize.Format(pool.FreeBytes)} free";
 
     private static NodeVerdict Verdict(Ranked r, NodeVerdictKind kind, string reason, int? replica = null) =>
         new(r.Node.Name, r.Node.Zone, r.Node.Rack, r.Pool.Name, kind, reason, replica);
