@@ -40,12 +40,19 @@ public sealed record VolumeResponse(
     bool Available,
     string? Node,
     IscsiResponse? Iscsi,
-    PlacementPolicyResponse Placement)
+    PlacementPolicyResponse Placement,
+    VolumeHealthResponse? Health = null)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
         v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
         v.Iscsi is { } i ? new IscsiResponse(i.Portal, i.Target, i.Lun) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default));
+}
+
+/// <summary>The controller's judgement of a volume: "Healthy" or "Unavailable", why, and since when. Null until it judged.</summary>
+public sealed record VolumeHealthResponse(string State, string Reason, DateTimeOffset Since)
+{
+    public static VolumeHealthResponse? From(VolumeHealth? h) => h is null ? null : new(h.State.ToString(), h.Reason, h.Since);
 }
 
 /// <summary>A volume's replica count and spread, e.g. {"replicas": 3, "spread": "zone", "mode": "required"}.</summary>

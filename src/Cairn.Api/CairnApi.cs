@@ -61,7 +61,7 @@ public static class CairnApi
     private static Task<IResult> GetVolume(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
         NodeForwarder forwarder, CancellationToken cancellationToken) =>
         VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder,
-            () => Task.FromResult<IResult>(TypedResults.Ok(VolumeResponse.From(service.Get(name)))), cancellationToken);
+            () => Task.FromResult<IResult>(TypedResults.Ok(VolumeEndpoints.WithHealth(VolumeResponse.From(service.Get(name)), view))), cancellationToken);
 
     private static Task<IResult> UpdateVolume(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
         NodeForwarder forwarder, CancellationToken cancellationToken) =>

@@ -85,7 +85,7 @@ internal static class VolumeEndpoints
         }
         var remote = view.Volumes().Where(v => v.Node is { } node && node != cluster.ThisNode).GroupBy(v => v.Node!);
         var fetched = await Task.WhenAll(remote.Select(g => FetchOwnerAsync(g.Key, [.. g], cluster.ThisNode, view, forwarder, cancellationToken)));
-        var all = local.Concat(fetched.SelectMany(f => f)).OrderBy(v => v.Name, StringComparer.Ordinal).ToList();
+        var all = local.Concat(fetched.SelectMany(f => f)).Select(v => WithHealth(v, view)).OrderBy(v => v.Name, StringComparer.Ordinal).ToList();
         return TypedResults.Ok(new VolumeListResponse(all));
     }
 
@@ -134,6 +134,10 @@ internal static class VolumeEndpoints
         byte[]? body = copy.Length == 0 ? null : copy.ToArray();
         return await forwarder.ForwardAsync(owner, cluster.ThisNode, new HttpMethod(request.Method), request.Path + request.QueryString, body, cancellationToken);
     }
+
+    /// <summary>Adds the controller's judgement, which lives in the cluster store rather than on the owner.</summary>
+    public static VolumeResponse WithHealth(VolumeResponse volume, ClusterView view) =>
+        volume with { Health = VolumeHealthResponse.From(view.FindHealth(volume.Name)) };
 
     private static PlacementPolicy PolicyOf(CreateVolumeRequest body)
     {

@@ -15,7 +15,12 @@ public static class ClusterKeys
     /// <summary>The elected controller's key, attached to its lease.</summary>
     public const string ControllerLeader = "/cairn/controller/leader";
 
+    /// <summary>Each volume's health as the controller last judged it: <c>/cairn/volume-health/NAME</c>, written only by the leader, fenced by its term.</summary>
+    public const string VolumeHealth = "/cairn/volume-health/";
+
     public static string Node(string name) => Nodes + name;
+
+    public static string Health(string volume) => VolumeHealth + volume;
 
     public static string Registration(string name) => NodeRegistry + name;
 }

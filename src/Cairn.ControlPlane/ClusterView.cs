@@ -25,6 +25,7 @@ public sealed class ClusterView : IAsyncDisposable
     private readonly Dictionary<string, NodeRecord> _live = new(StringComparer.Ordinal);
     private readonly Dictionary<string, VolumeSpec> _volumes = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Node, string Pool), long> _provisioned = [];
+    private readonly Dictionary<string, VolumeHealth> _health = new(StringComparer.Ordinal);
     private TaskCompletionSource _changed = NewSignal();
     private long _revision;
     private Task? _watch;
@@ -115,6 +116,24 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
+    /// <summary>The controller's last judgement of the volume, or null before it made one.</summary>
+    public VolumeHealth? FindHealth(string volume)
+    {
+        lock (_lock)
+        {
+            return _health.GetValueOrDefault(volume);
+        }
+    }
+
+    /// <summary>Every health record the controller wrote.</summary>
+    public IReadOnlyList<VolumeHealth> Health()
+    {
+        lock (_lock)
+        {
+            return [.. _health.Values];
+        }
+    }
+
     /// <summary>The node's live record, or null while it is Down or unknown.</summary>
     public NodeRecord? FindLiveNode(string name)
     {
@@ -152,6 +171,7 @@ public sealed class ClusterView : IAsyncDisposable
             _live.Clear();
             _volumes.Clear();
             _provisioned.Clear();
+            _health.Clear();
             foreach (var kv in range.Items)
             {
                 Apply(WatchEventType.Put, kv);
@@ -233,6 +253,10 @@ public sealed class ClusterView : IAsyncDisposable
         else if (key.StartsWith(ClusterKeys.Nodes, StringComparison.Ordinal))
         {
             Set(_live, key[ClusterKeys.Nodes.Length..], type == WatchEventType.Put ? Read(kv, ClusterJson.Default.NodeRecord) : null);
+        }
+        else if (key.StartsWith(ClusterKeys.VolumeHealth, StringComparison.Ordinal))
+        {
+            Set(_health, key[ClusterKeys.VolumeHealth.Length..], type == WatchEventType.Put ? Read(kv, ClusterJson.Default.VolumeHealth) : null);
         }
         else if (key.StartsWith(ClusterKeys.NodeRegistry, StringComparison.Ordinal))
         {

@@ -50,7 +50,21 @@ public sealed record LeaderRecord(string Node, DateTimeOffset ElectedAt);
 /// <param name="Leader">The controller's node, or null while none is elected.</param>
 public sealed record ClusterStatus(string Store, string ThisNode, string? Leader, DateTimeOffset? LeaderSince, int NodesUp, int NodesDown, int NodesDraining);
 
+/// <summary>A volume's health as the controller judged it from the cluster's state.</summary>
+/// <param name="State">Healthy, or Unavailable while its data cannot be served.</param>
+/// <param name="Reason">Why, in words (e.g. "node n2 is Down").</param>
+/// <param name="Since">When the volume entered this state.</param>
+public sealed record VolumeHealth(string Volume, VolumeHealthState State, string Reason, DateTimeOffset Since);
+
+[JsonConverter(typeof(JsonStringEnumConverter<VolumeHealthState>))]
+public enum VolumeHealthState
+{
+    Healthy,
+    Unavailable,
+}
+
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(VolumeHealth))]
 [JsonSerializable(typeof(NodeRecord))]
 [JsonSerializable(typeof(NodeRegistration))]
 [JsonSerializable(typeof(LeaderRecord))]

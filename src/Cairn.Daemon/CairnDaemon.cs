@@ -94,9 +94,11 @@ public sealed class CairnDaemon : IAsyncDisposable
             await membership.StartAsync(cancellationToken);
             // Placement must see this node before "ready": a create right after start would otherwise find no node Up.
             await view.WaitUntilAsync(() => view.FindLiveNode(nodeName) is not null, TimeSpan.FromSeconds(30), cancellationToken);
-            var controller = new Controller(nodeName, loggers.CreateLogger<Controller>());
-            election = new ControllerElection(store, nodeName, controller.RunAsync, new ElectionOptions { LeaseTtl = options.LeaseTtl },
+            Controller? controller = null;
+            election = new ControllerElection(store, nodeName, leading => controller!.RunAsync(leading), new ElectionOptions { LeaseTtl = options.LeaseTtl },
                 loggers.CreateLogger<ControllerElection>());
+            var elected = election;
+            controller = new Controller(nodeName, store, view, () => elected.Term, loggers.CreateLogger<Controller>());
             election.Start();
 
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");

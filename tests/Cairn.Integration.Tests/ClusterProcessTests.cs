@@ -95,16 +95,26 @@ public sealed class ClusterProcessTests(ITestOutputHelper output) : IAsyncLifeti
         output.WriteLine($"{leader} Down {down.TotalSeconds:F1} s after the controller check");
         var unavailable = await _http.GetAsync(witness.ApiUrl + "/api/v1/volumes/kept");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, unavailable.StatusCode);
+        await WaitAsync(async () => HealthOf(await GetAsync(witness, "/api/v1/volumes"), "kept") == ("Unavailable", $"its node {leader} is Down"),
+            TimeSpan.FromSeconds(30), "the new controller marks the volume Unavailable");
 
         await victim.RestartAsync();
         await WaitAsync(async () => (await GetAsync(witness, $"/api/v1/nodes/{leader}")).GetProperty("state").GetString() == "Up",
             TimeSpan.FromSeconds(30), "the restarted node is Up again");
         var volume = await GetAsync(witness, "/api/v1/volumes/kept");
         Assert.Equal((leader, true), (volume.GetProperty("node").GetString(), volume.GetProperty("available").GetBoolean()));
+        await WaitAsync(async () => HealthOf(await GetAsync(witness, "/api/v1/volumes"), "kept").State == "Healthy",
+            TimeSpan.FromSeconds(30), "the controller marks the volume Healthy again");
         using var again = await MiniNbdClient.ConnectAsync(victim.NbdPort, "kept");
         byte[] read = new byte[data.Length];
         again.Read(4096, read);
         Assert.Equal(data, read);
+    }
+
+    private static (string? State, string? Reason) HealthOf(JsonElement list, string volume)
+    {
+        var v = list.GetProperty("volumes").EnumerateArray().Single(v => v.GetProperty("name").GetString() == volume);
+        return v.GetProperty("health") is { ValueKind: JsonValueKind.Object } h ? (h.GetProperty("state").GetString(), h.GetProperty("reason").GetString()) : (null, null);
     }
 
     [Fact]
