@@ -126,16 +126,20 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
     }
 
     [Fact]
-    public async Task Cairnd_flags_join_the_etcd_cluster_under_the_given_name_zone_and_rack()
+    public async Task Cairnd_flags_from_a_config_file_join_the_etcd_cluster_under_the_given_name_zone_and_rack()
     {
         await WipeAsync();
         string dir = Path.Combine(Path.GetTempPath(), "cairn-cmd-" + Guid.NewGuid().ToString("N"));
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         using var stop = new CancellationTokenSource();
+        // The cluster flags come from a config file (one flag per line, given as @FILE), the rest from the command line.
+        Directory.CreateDirectory(dir);
+        string config = Path.Combine(dir, "cairnd.conf");
+        await File.WriteAllLinesAsync(config, ["--cluster " + etcd.Server.Spec, "--node flagged", "--zone zone-a", "--rack rack-7", "--lease-ttl 2"]);
         var run = Cairn.Daemon.DaemonCommandLine.RunAsync(
             ["--data-dir", dir, "--pool", Path.Combine(dir, "pools", "fast") + ":1GiB", "--api-listen", "http://127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--iscsi-listen", "127.0.0.1:0",
-             "--cluster", etcd.Server.Spec, "--node", "flagged", "--zone", "zone-a", "--rack", "rack-7", "--lease-ttl", "2"],
+             "@" + config],
             TextWriter.Synchronized(stdout), TextWriter.Synchronized(stderr), stop.Token);
         try
         {
