@@ -57,12 +57,26 @@ require() {
   done
 }
 
-# The data every scenario writes: a deterministic, incompressible-enough text (the decimal numbers 1..N, one per
-# line, as `seq` prints them), so the host can compute the same bytes and hash without being told them.
-write_pattern() {
-  seq 1 "$2" >"$1" && sync
-}
-
+# The data every scenario writes: a deterministic text (the decimal numbers 1..CAIRN_LINES, one per line, as `seq`
+# prints them), so the host computes the same bytes and hash without being told them.
 sha256_of() {
   sha256sum "$1" | cut -d' ' -f1
+}
+
+# write_pattern_file DEVICE: mounts the ext4 on DEVICE, writes /pattern.txt, reports its hash and unmounts.
+write_pattern_file() {
+  mount -t ext4 "$1" /mnt || return 1
+  seq 1 "$CAIRN_LINES" >/mnt/pattern.txt && sync || { umount /mnt; return 1; }
+  value written-sha256 "$(sha256_of /mnt/pattern.txt)"
+  umount /mnt
+}
+
+# verify_pattern_file DEVICE: mounts again after dropping every cached page, so what is hashed is what the target
+# holds and not the guest's page cache.
+verify_pattern_file() {
+  echo 3 >/proc/sys/vm/drop_caches
+  mount -t ext4 "$1" /mnt || return 1
+  value read-sha256 "$(sha256_of /mnt/pattern.txt)"
+  value read-bytes "$(stat -c %s /mnt/pattern.txt)"
+  umount /mnt
 }

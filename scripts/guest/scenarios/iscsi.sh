@@ -23,33 +23,18 @@ discover() {
 log_in() {
   iscsiadm -m node -o new -T "$target" -p "$portal" >/dev/null || return 1
   iscsiadm -m node -T "$target" -p "$portal" --login || return 1
-  wait_until 60 sh -c 'ls /sys/class/iscsi_session/*/device/target*/*/block 2>/dev/null | grep -q sd'
+  wait_until 60 sh -c 'ls /sys/class/iscsi_session/*/device/target*/*/block 2>/dev/null | grep -q sd' || return 1
+  disk=$(lun_device)
+  value disk-bytes "$(( $(cat "/sys/block/${disk#/dev/}/size") * 512 ))"
 }
 
+# The SCSI disk the session's LUN 0 became (sda, as the guest has no other disk).
 lun_device() {
   echo "/dev/$(ls /sys/class/iscsi_session/*/device/target*/*/block | grep sd | head -1)"
 }
 
 make_filesystem() {
-  disk=$(lun_device)
-  value disk-bytes "$(( $(cat /sys/block/${disk#/dev/}/size) * 512 ))"
   mkfs.ext4 -q -F -b 4096 "$disk"
-}
-
-write_data() {
-  mount -t ext4 "$disk" /mnt || return 1
-  write_pattern /mnt/pattern.txt "$CAIRN_LINES" || return 1
-  value written-sha256 "$(sha256_of /mnt/pattern.txt)"
-  umount /mnt
-}
-
-# A fresh mount after dropping every cached page reads what the target holds, not the guest's page cache.
-verify_data() {
-  echo 3 >/proc/sys/vm/drop_caches
-  mount -t ext4 "$disk" /mnt || return 1
-  value read-sha256 "$(sha256_of /mnt/pattern.txt)"
-  value read-bytes "$(stat -c %s /mnt/pattern.txt)"
-  umount /mnt
 }
 
 log_out() {
@@ -61,6 +46,6 @@ step iscsid start_iscsid
 step discovery discover
 step login log_in
 step mkfs make_filesystem
-step write write_data
-step remount-verify verify_data
+step write write_pattern_file "$disk"
+step remount-verify verify_pattern_file "$disk"
 step logout log_out
