@@ -61,7 +61,7 @@ fetch_debs() {
   log "downloading ${missing[*]}"
   (cd "$CACHE/debs" && apt-get download -qq "${missing[@]}" 2>&1 | grep -v "unsandboxed" >&2 || true)
   for file in "$@"; do
-    [[ -f $CACHE/debs/$file ]] || die "apt-get download did not fetch $file"
+    [[ -f $CACHE/debs/$file ]] || die "apt-get download did not fetch $file (stale package lists? run apt-get update)"
   done
 }
 
@@ -116,9 +116,11 @@ stage_module() {
 stage_binary() {
   local binary=$1 unpacked=$2 stage=$3 listing lib dest
   local libdirs=$unpacked/lib/x86_64-linux-gnu:$unpacked/usr/lib/x86_64-linux-gnu
+  # The package's /lib64 entry is an absolute symlink (to the host's loader); the file itself is the guest's.
+  local loader=$unpacked/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
   mkdir -p "$stage/$(dirname "$binary")"
   cp "$unpacked/$binary" "$stage/$binary"
-  listing=$("$unpacked/lib64/ld-linux-x86-64.so.2" --library-path "$libdirs" --list "$unpacked/$binary") \
+  listing=$("$loader" --library-path "$libdirs" --list "$unpacked/$binary") \
     || die "cannot list the libraries of $binary"
   if grep -q "not found" <<<"$listing"; then
     die "$binary needs libraries no guest package provides: $(grep "not found" <<<"$listing" | tr -s '\t\n' '  ')"
@@ -130,7 +132,7 @@ stage_binary() {
     cp -L "$lib" "$stage/$dest"
   done
   mkdir -p "$stage/lib64" "$stage/lib/x86_64-linux-gnu"
-  cp -L "$unpacked/lib64/ld-linux-x86-64.so.2" "$stage/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+  cp "$loader" "$stage/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
   ln -sfn ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$stage/lib64/ld-linux-x86-64.so.2"
 }
 

@@ -11,11 +11,11 @@
 # CAIRN_GUEST_TIMEOUT_S (default 600) bounds the run: QEMU is killed then, even if whoever started it is gone.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-(($# >= 1)) || { sed -n '5,10p' "$0" >&2; exit 2; }
+(($# >= 1)) || { sed -n 's/^# \{0,1\}//; 5,11p' "$0" >&2; exit 2; }
 scenario=$1
 shift
 [[ -f $scenario ]] || scenario=$HERE/scenarios/$scenario.sh
-[[ -f $scenario ]] || { echo "guest-run: no scenario $1 (see $HERE/scenarios)" >&2; exit 2; }
+[[ -f $scenario ]] || { echo "guest-run: no scenario file $scenario (the named ones are in $HERE/scenarios)" >&2; exit 2; }
 for word in "$@"; do
   [[ $word =~ ^cairn\.[a-z0-9_.-]+=[^[:space:]]+$ ]] || { echo "guest-run: '$word' is not cairn.NAME=VALUE" >&2; exit 2; }
 done
