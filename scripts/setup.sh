@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # The real protocol peers the tests drive: libnbd tools, fio's nbd engine, qemu-img, nbdkit (benchmark peer),
 # the kernel NBD client, etcd for the cluster tests, and libiscsi-bin (iscsi-ls, iscsi-inq, iscsi-test-cu) for the
 # iSCSI tests; qemu-block-extra holds qemu-img's iscsi:// driver, a mere Recommends of qemu-utils that --no-install-recommends skips.
-PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin)
+# The kernel-initiator tests boot a QEMU guest (scripts/guest: qemu-system-x86, xz-utils to unpack Debian's kernel)
+# and read the ext4 file system the guest made (e2fsprogs' debugfs); the guest's own packages stay off the host.
+PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin qemu-system-x86 xz-utils e2fsprogs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

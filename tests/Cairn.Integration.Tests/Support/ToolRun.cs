@@ -22,6 +22,7 @@ internal static class ToolRun
     {
         ["nbdinfo"] = "libnbd-bin", ["nbdcopy"] = "libnbd-bin", ["fio"] = "fio",
         ["qemu-img"] = "qemu-utils", ["nbdkit"] = "nbdkit", ["etcd"] = "etcd-server", ["iscsi-ls"] = "libiscsi-bin",
+        ["qemu-system-x86_64"] = "qemu-system-x86", ["debugfs"] = "e2fsprogs",
     };
 
     public static async Task<ToolResult> RunAsync(string program, IEnumerable<string> args, TimeSpan timeout,
