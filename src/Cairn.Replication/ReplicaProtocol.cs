@@ -1,0 +1,130 @@
+using System.Buffers.Binary;
+
+namespace Cairn.Replication;
+
+/// <summary>What a replica request asks for.</summary>
+public enum ReplicaOp : ushort
+{
+    Read = 1,
+    Write = 2,
+    Flush = 3,
+    Trim = 4,
+    WriteZeroes = 5,
+}
+
+/// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
+public enum ReplicaStatus : uint
+{
+    Ok = 0,
+    /// <summary>The request carried an older epoch than the replica has seen: its sender is no longer the owner.</summary>
+    StaleEpoch = 1,
+    Io = 2,
+    NoSpace = 3,
+    InvalidArgument = 4,
+    ReadOnly = 5,
+    NotSupported = 6,
+    /// <summary>The replica is closed or deleted.</summary>
+    Shutdown = 7,
+}
+
+[Flags]
+public enum ReplicaFlags : ushort
+{
+    None = 0,
+    /// <summary>Write: durable before the reply (FUA).</summary>
+    ForceUnitAccess = 1,
+    /// <summary>WriteZeroes: the range must read as zeros and stay allocated.</summary>
+    NoHole = 2,
+}
+
+/// <summary>
+/// The replica protocol's frames: small, fixed-size, little-endian headers, so encoding and decoding touch no heap.
+/// A connection starts with a hello (client → server) naming the replica and the sender's epoch, answered by a hello
+/// reply; then requests flow, pipelined, each answered by a reply carrying its sequence number, in any order.
+/// <code>
+/// hello        magic u32 "CRHL" | version u16 | name length u16 | epoch u64 | name (UTF-8, ≤ 255 bytes)
+/// hello reply  magic u32 "CRHR" | status u32 | epoch u64 (the replica's) | size u64 (bytes)
+/// request      magic u32 "CRRQ" | op u16 | flags u16 | epoch u64 | sequence u64 | offset u64 | length u32 | payload (writes)
+/// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes)
+/// </code>
+/// </summary>
+public static class ReplicaProtocol
+{
+    public const ushort Version = 1;
+    public const uint HelloMagic = 0x4C485243;      // "CRHL"
+    public const uint HelloReplyMagic = 0x52485243; // "CRHR"
+    public const uint RequestMagic = 0x51525243;    // "CRRQ"
+    public const uint ReplyMagic = 0x50525243;      // "CRRP"
+
+    public const int HelloHeaderSize = 16;
+    public const int HelloReplySize = 24;
+    public const int RequestHeaderSize = 36;
+    public const int ReplyHeaderSize = 16;
+    public const int MaxNameBytes = 255;
+
+    /// <summary>The largest payload one request may carry; a larger length is a protocol error that closes the connection.</summary>
+    public const int MaxPayloadBytes = 8 << 20;
+
+    /// <summary>The largest range a trim or write-zeroes may cover (they carry no payload).</summary>
+    public const long MaxRangeBytes = 1L << 40;
+}
+
+/// <summary>A request header, decoded. <see cref="Length"/> is the payload size for writes and the range for the rest.</summary>
+public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, ulong Epoch, ulong Sequence, long Offset, uint Length)
+{
+    public bool CarriesPayload => Op == ReplicaOp.Write;
+
+    public void Encode(Span<byte> header)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(header, ReplicaProtocol.RequestMagic);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[4..], (ushort)Op);
+        BinaryPrimitives.WriteUInt16LittleEndian(header[6..], (ushort)Flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[8..], Epoch);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[16..], Sequence);
+        BinaryPrimitives.WriteInt64LittleEndian(header[24..], Offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[32..], Length);
+    }
+
+    /// <summary>Decodes and checks a header; a bad one is a protocol error (the connection closes), described in <paramref name="error"/>.</summary>
+    public static bool TryDecode(ReadOnlySpan<byte> header, out ReplicaRequest request, out string error)
+    {
+        request = default;
+        uint magic = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        if (magic != ReplicaProtocol.RequestMagic)
+        {
+            error = $"bad request magic 0x{magic:x8}";
+            return false;
+        }
+        var op = (ReplicaOp)BinaryPrimitives.ReadUInt16LittleEndian(header[4..]);
+        var flags = (ReplicaFlags)BinaryPrimitives.ReadUInt16LittleEndian(header[6..]);
+        long offset = BinaryPrimitives.ReadInt64LittleEndian(header[24..]);
+        uint length = BinaryPrimitives.ReadUInt32LittleEndian(header[32..]);
+        request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
+        error = op switch
+        {
+            < ReplicaOp.Read or > ReplicaOp.WriteZeroes => $"unknown op {(ushort)op}",
+            _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
+            _ when offset < 0 => $"negative offset {offset}",
+            ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
+            _ => "",
+        };
+        return error.Length == 0;
+    }
+}
+
+/// <summary>A reply header, decoded.</summary>
+public readonly record struct ReplicaReply(ReplicaStatus Status, ulong Sequence)
+{
+    public void Encode(Span<byte> header)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(header, ReplicaProtocol.ReplyMagic);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[4..], (uint)Status);
+        BinaryPrimitives.WriteUInt64LittleEndian(header[8..], Sequence);
+    }
+
+    public static bool TryDecode(ReadOnlySpan<byte> header, out ReplicaReply reply)
+    {
+        reply = new ReplicaReply((ReplicaStatus)BinaryPrimitives.ReadUInt32LittleEndian(header[4..]), BinaryPrimitives.ReadUInt64LittleEndian(header[8..]));
+        return BinaryPrimitives.ReadUInt32LittleEndian(header) == ReplicaProtocol.ReplyMagic;
+    }
+}

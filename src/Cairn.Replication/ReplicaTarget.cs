@@ -1,0 +1,125 @@
+using Cairn.Core;
+
+namespace Cairn.Replication;
+
+/// <summary>
+/// One replica as its node serves it: the block device holding its data and the highest epoch it has seen. A sender
+/// presents its epoch when it connects and with every request; anything older than what the replica has seen is
+/// refused (<see cref="ReplicaStatus.StaleEpoch"/>), so once a new owner has reached the replica, a deposed owner can
+/// no longer change it. The epoch is kept in memory: a restarted replica learns it again from the first sender, and
+/// the cluster store's compare-and-swap on the epoch stays the authority that keeps deposed owners from acknowledging.
+/// </summary>
+public sealed class ReplicaTarget(string name, IBlockDevice device)
+{
+    private readonly Lock _lock = new();
+    private ulong _epoch;
+
+    public string Name { get; } = name;
+
+    public IBlockDevice Device { get; } = device;
+
+    public ulong Epoch
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _epoch;
+            }
+        }
+    }
+
+    /// <summary>Admits a sender at <paramref name="epoch"/>, raising the replica's epoch to it; false when it is older.</summary>
+    public bool TryAdmit(ulong epoch)
+    {
+        lock (_lock)
+        {
+            if (epoch < _epoch)
+            {
+                return false;
+            }
+            _epoch = epoch;
+            return true;
+        }
+    }
+
+    /// <summary>Runs one request. Reads fill <paramref name="readBuffer"/> (exactly the request's length).</summary>
+    public async ValueTask<ReplicaStatus> ExecuteAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readBuffer, CancellationToken cancellationToken)
+    {
+        if (!TryAdmit(request.Epoch))
+        {
+            return ReplicaStatus.StaleEpoch;
+        }
+        var fua = (request.Flags & ReplicaFlags.ForceUnitAccess) != 0 ? WriteFlags.ForceUnitAccess : WriteFlags.None;
+        try
+        {
+            switch (request.Op)
+            {
+                case ReplicaOp.Read:
+                    await Device.ReadAsync(request.Offset, readBuffer, cancellationToken);
+                    break;
+                case ReplicaOp.Write:
+                    await Device.WriteAsync(request.Offset, payload, fua, cancellationToken);
+                    break;
+                case ReplicaOp.Flush:
+                    await Device.FlushAsync(cancellationToken);
+                    break;
+                case ReplicaOp.Trim:
+                    await Device.TrimAsync(request.Offset, request.Length, fua, cancellationToken);
+                    break;
+                case ReplicaOp.WriteZeroes:
+                    var zero = (request.Flags & ReplicaFlags.NoHole) != 0 ? ZeroFlags.NoHole : ZeroFlags.None;
+                    await Device.WriteZeroesAsync(request.Offset, request.Length, zero, fua, cancellationToken);
+                    break;
+                default:
+                    return ReplicaStatus.InvalidArgument;
+            }
+            return ReplicaStatus.Ok;
+        }
+        catch (BlockDeviceException e)
+        {
+            return StatusOf(e.Error);
+        }
+    }
+
+    public static ReplicaStatus StatusOf(BlockError error) => error switch
+    {
+        BlockError.Io => ReplicaStatus.Io,
+        BlockError.NoSpace => ReplicaStatus.NoSpace,
+        BlockError.ReadOnly => ReplicaStatus.ReadOnly,
+        BlockError.InvalidArgument => ReplicaStatus.InvalidArgument,
+        BlockError.NotSupported => ReplicaStatus.NotSupported,
+        _ => ReplicaStatus.Shutdown,
+    };
+}
+
+/// <summary>The replicas a node serves, by name.</summary>
+public sealed class ReplicaCatalog
+{
+    private readonly Dictionary<string, ReplicaTarget> _targets = new(StringComparer.Ordinal);
+    private readonly Lock _lock = new();
+
+    public void Add(ReplicaTarget target)
+    {
+        lock (_lock)
+        {
+            _targets.Add(target.Name, target);
+        }
+    }
+
+    public bool Remove(string name)
+    {
+        lock (_lock)
+        {
+            return _targets.Remove(name);
+        }
+    }
+
+    public ReplicaTarget? Find(string name)
+    {
+        lock (_lock)
+        {
+            return _targets.GetValueOrDefault(name);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+namespace Cairn.Replication.Tests;
+
+public sealed class ReplicaProtocolTests
+{
+    [Fact]
+    public void Requests_round_trip()
+    {
+        var request = new ReplicaRequest(ReplicaOp.Write, ReplicaFlags.ForceUnitAccess, 7, 42, 1L << 40, 65536);
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        request.Encode(header);
+
+        Assert.True(ReplicaRequest.TryDecode(header, out var decoded, out string error), error);
+        Assert.Equal(request, decoded);
+    }
+
+    [Fact]
+    public void Replies_and_hellos_round_trip()
+    {
+        byte[] reply = new byte[ReplicaProtocol.ReplyHeaderSize];
+        new ReplicaReply(ReplicaStatus.StaleEpoch, 99).Encode(reply);
+        Assert.True(ReplicaReply.TryDecode(reply, out var decoded));
+        Assert.Equal(new ReplicaReply(ReplicaStatus.StaleEpoch, 99), decoded);
+
+        byte[] hello = ReplicaHello.Encode("vol-1/replica-2", 5);
+        Assert.True(ReplicaHello.TryDecodeHeader(hello, out int nameLength, out ulong epoch, out string error), error);
+        Assert.Equal(("vol-1/replica-2", 5UL), (System.Text.Encoding.UTF8.GetString(hello, ReplicaProtocol.HelloHeaderSize, nameLength), epoch));
+    }
+
+    [Theory]
+    [InlineData(0, 0, 0, 0, "bad request magic")]
+    [InlineData(1, 9, 0, 0, "unknown op 9")]
+    [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
+    [InlineData(1, 1, 0, -1, "negative offset")]
+    public void Malformed_requests_say_what_is_wrong(int magicOk, int op, int flags, long offset, string expected)
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest((ReplicaOp)op, (ReplicaFlags)flags, 1, 1, offset, 512).Encode(header);
+        if (magicOk == 0)
+        {
+            header[0] ^= 0xFF;
+        }
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.StartsWith(expected, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Payloads_above_the_limit_are_refused()
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest(ReplicaOp.Write, ReplicaFlags.None, 1, 1, 0, ReplicaProtocol.MaxPayloadBytes + 1).Encode(header);
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.Contains("exceeds", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Hellos_with_bad_versions_or_names_are_refused()
+    {
+        byte[] hello = ReplicaHello.Encode("r", 1);
+        hello[4] = 9;
+        Assert.False(ReplicaHello.TryDecodeHeader(hello, out _, out _, out string version));
+        Assert.Contains("protocol version 9", version, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => ReplicaHello.Encode(new string('x', 256), 1));
+    }
+}
