@@ -13,7 +13,7 @@ public sealed class ReplicaLinkException(string message, Exception? inner = null
 /// allocates nothing. When the connection breaks, every waiting request fails with <see cref="ReplicaLinkException"/>
 /// and so does every later one: the owner then drops the replica (bumping the epoch) or reconnects.
 /// </summary>
-public sealed class ReplicaLink : IAsyncDisposable
+public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
 {
     public const int MaxInFlight = 64;
 

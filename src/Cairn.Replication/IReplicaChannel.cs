@@ -1,0 +1,28 @@
+namespace Cairn.Replication;
+
+/// <summary>
+/// A way to send requests to one replica. <see cref="ReplicaLink"/> is the real one (TCP); deterministic simulations
+/// plug in their own simulated network here.
+/// </summary>
+public interface IReplicaChannel
+{
+    string Replica { get; }
+
+    /// <summary>Sends one request and waits for its status; throws <see cref="ReplicaLinkException"/> when the replica cannot be reached.</summary>
+    ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+        Memory<byte> readInto, CancellationToken cancellationToken = default);
+}
+
+/// <summary>
+/// The authority over a volume's in-sync replica set and epoch: the cluster store. Dropping replicas is a
+/// compare-and-swap on the epoch that bumps it, so it succeeds only for the current owner.
+/// </summary>
+public interface IInSyncSet
+{
+    /// <summary>Removes <paramref name="replicas"/> from the in-sync set at <paramref name="epoch"/> and returns the new epoch.
+    /// Throws <see cref="ReplicaFencedException"/> when <paramref name="epoch"/> is no longer current: another owner took over.</summary>
+    ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default);
+}
+
+/// <summary>This owner's epoch is no longer current: it must stop acknowledging writes.</summary>
+public sealed class ReplicaFencedException(string message) : Exception(message);

@@ -1,0 +1,212 @@
+using System.Net;
+using Cairn.Core;
+using Cairn.Testing;
+
+namespace Cairn.Replication.Tests;
+
+/// <summary>
+/// The owner's write path: acknowledged only when every in-sync replica has the write, failed replicas dropped through
+/// an epoch-bumping compare-and-swap before the write is acknowledged without them, and a fenced owner acknowledging
+/// nothing more. Replicas are real <see cref="ReplicaTarget"/>s reached directly (the simulated network) or over TCP.
+/// </summary>
+public sealed class ReplicatedVolumeTests
+{
+    private const long Size = 4 << 20;
+
+    /// <summary>A replica reached by a direct call; it can be made unreachable or answer a chosen status.</summary>
+    private sealed class DirectChannel(ReplicaTarget target, ulong epoch) : IReplicaChannel
+    {
+        public string Replica => target.Name;
+
+        public bool Unreachable { get; set; }
+
+        public ReplicaStatus? Answer { get; set; }
+
+        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            if (Unreachable)
+            {
+                throw new ReplicaLinkException($"{Replica} unreachable");
+            }
+            return Answer ?? await target.ExecuteAsync(new ReplicaRequest(op, flags, epoch, 1, offset, length), payload, readInto, cancellationToken);
+        }
+    }
+
+    /// <summary>The cluster store's side, as a compare-and-swap on the epoch.</summary>
+    private sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSyncSet
+    {
+        public ulong Epoch { get; set; } = epoch;
+
+        public List<string> Replicas { get; } = [.. replicas];
+
+        public TaskCompletionSource? Gate { get; set; }
+
+        public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default)
+        {
+            if (Gate is { } gate)
+            {
+                await gate.Task;
+            }
+            if (epoch != Epoch)
+            {
+                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
+            }
+            Replicas.RemoveAll(replicas.Contains);
+            return ++Epoch;
+        }
+    }
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        byte[] data = new byte[length];
+        new Random(seed).NextBytes(data);
+        return data;
+    }
+
+    private static async Task<byte[]> ReadAsync(IBlockDevice device, long offset, int length)
+    {
+        byte[] buffer = new byte[length];
+        await device.ReadAsync(offset, buffer);
+        return buffer;
+    }
+
+    private static (ReplicatedVolume Volume, RamBlockDevice Local, RamBlockDevice[] Remotes, DirectChannel[] Channels, InSyncSet Set) Build(int remotes = 2)
+    {
+        var local = new RamBlockDevice(Size);
+        var devices = Enumerable.Range(0, remotes).Select(_ => new RamBlockDevice(Size)).ToArray();
+        var channels = devices.Select((d, i) => new DirectChannel(new ReplicaTarget($"r{i}", d), 1)).ToArray();
+        var set = new InSyncSet(1, [.. channels.Select(c => c.Replica)]);
+        return (new ReplicatedVolume(local, channels, 1, set), local, devices, channels, set);
+    }
+
+    [Fact]
+    public async Task Every_change_reaches_every_replica()
+    {
+        var (volume, local, remotes, _, _) = Build();
+        using var _ = volume;
+
+        await volume.WriteAsync(0, Pattern(65536, 1));
+        await volume.WriteAsync(8192, Pattern(4096, 2), WriteFlags.ForceUnitAccess);
+        await volume.TrimAsync(16384, 4096);
+        await volume.WriteZeroesAsync(32768, 8192, ZeroFlags.NoHole);
+        await volume.FlushAsync();
+
+        byte[] expected = await ReadAsync(local, 0, 65536);
+        Assert.Equal(Pattern(4096, 2), expected[8192..12288]);
+        Assert.All(expected[32768..40960], b => Assert.Equal(0, b));
+        foreach (var remote in remotes)
+        {
+            Assert.Equal(expected, await ReadAsync(remote, 0, 65536));
+        }
+    }
+
+    [Fact]
+    public async Task A_failed_replica_is_dropped_with_an_epoch_bump_before_the_write_is_acknowledged()
+    {
+        var (volume, _, remotes, channels, set) = Build();
+        using var _ = volume;
+        channels[1].Unreachable = true;
+        set.Gate = new TaskCompletionSource();
+
+        var write = volume.WriteAsync(0, Pattern(4096, 1)).AsTask();
+        await Task.Delay(50); // give a wrong implementation the chance to acknowledge early
+        Assert.False(write.IsCompleted, "acknowledged before the failed replica left the in-sync set");
+        set.Gate.SetResult();
+        await write;
+
+        Assert.Equal((2UL, 2UL), (volume.Epoch, set.Epoch));
+        Assert.Equal(["r0"], volume.InSyncReplicas);
+        Assert.Equal(["r0"], set.Replicas);
+        channels[1].Unreachable = false;
+        await volume.WriteAsync(4096, Pattern(4096, 2));
+        Assert.Equal(Pattern(4096, 2), await ReadAsync(remotes[0], 4096, 4096));
+        Assert.All(await ReadAsync(remotes[1], 4096, 4096), b => Assert.Equal(0, b)); // no longer written to
+    }
+
+    [Fact]
+    public async Task Device_errors_on_a_replica_drop_it_too()
+    {
+        var (volume, _, _, channels, set) = Build();
+        using var _ = volume;
+        channels[0].Answer = ReplicaStatus.NoSpace;
+
+        await volume.WriteAsync(0, Pattern(4096, 1));
+
+        Assert.Equal(["r1"], set.Replicas);
+    }
+
+    [Fact]
+    public async Task An_owner_whose_epoch_moved_on_acknowledges_nothing_more()
+    {
+        var (volume, _, _, channels, set) = Build();
+        using var _ = volume;
+        set.Epoch = 5; // another owner took over in the cluster store
+        channels[0].Unreachable = true;
+
+        var failure = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 1)));
+        Assert.Equal(BlockError.Shutdown, failure.Error);
+        Assert.Contains("fenced", failure.Message, StringComparison.Ordinal);
+        channels[0].Unreachable = false;
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 1)));
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.ReadAsync(0, new byte[4096]));
+    }
+
+    [Fact]
+    public async Task A_replica_that_saw_a_newer_epoch_fences_the_owner()
+    {
+        var (volume, _, _, channels, _) = Build();
+        using var _ = volume;
+        channels[1].Answer = ReplicaStatus.StaleEpoch;
+
+        var failure = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync());
+        Assert.Contains("another owner took over", failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Over_tcp_a_lost_replica_server_is_dropped_and_writes_carry_on()
+    {
+        var log = new FrontendLog(_ => { }, _ => { }, (_, _) => { });
+        var devices = new[] { new RamBlockDevice(Size), new RamBlockDevice(Size) };
+        var servers = new List<ReplicaServer>();
+        var links = new List<ReplicaLink>();
+        try
+        {
+            for (int i = 0; i < 2; i++)
+            {
+                var catalog = new ReplicaCatalog();
+                catalog.Add(new ReplicaTarget("v/r", devices[i]));
+                var server = new ReplicaServer(catalog, log);
+                server.Start(new IPEndPoint(IPAddress.Loopback, 0));
+                servers.Add(server);
+                links.Add(await ReplicaLink.ConnectAsync(server.LocalEndpoint, "v/r", 1));
+            }
+            var set = new InSyncSet(1, "v/r");
+            var local = new RamBlockDevice(Size);
+            using var volume = new ReplicatedVolume(local, links, 1, set);
+
+            await Task.WhenAll(Enumerable.Range(0, 64).Select(i => volume.WriteAsync(i * 4096L, Pattern(4096, i)).AsTask()));
+            await servers[1].DisposeAsync();
+            for (int i = 64; i < 128; i++)
+            {
+                await volume.WriteAsync(i * 4096L, Pattern(4096, i));
+            }
+            await volume.FlushAsync();
+
+            Assert.Equal(2UL, volume.Epoch);
+            Assert.Single(volume.InSyncReplicas);
+            Assert.Equal(await ReadAsync(local, 0, 128 * 4096), await ReadAsync(devices[0], 0, 128 * 4096));
+        }
+        finally
+        {
+            foreach (var link in links)
+            {
+                await link.DisposeAsync();
+            }
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+}
