@@ -33,7 +33,8 @@ public abstract partial class ClusterContractTests
         var candidates = new[] { await Candidate("a"), await Candidate("b"), await Candidate("c") };
         var store = await ClientAsync();
         var first = await SoleLeaderAsync(candidates, Deadline, store);
-        Assert.All(candidates, c => Assert.Equal(first.Candidate, c.Leader));
+        // Followers learn the leader by reading the key after losing their campaign, a moment after it won.
+        await Eventually.HoldsAsync(() => candidates.All(c => c.Leader == first.Candidate), Deadline, "every candidate names the leader");
 
         long firstTerm = first.Term;
         Assert.Equal((await store.GetAsync(ClusterKeys.ControllerLeader))!.ModRevision, firstTerm);
