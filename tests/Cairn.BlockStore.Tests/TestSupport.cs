@@ -81,3 +81,19 @@ internal static class TestPools
         return extents[..n];
     }
 }
+
+internal static class SnapshotTestExtensions
+{
+    public static StoredSnapshot Snapshot(this BlockPool pool, string volumeId, string name)
+    {
+        Assert.True(pool.TryGetSnapshot(volumeId, name, out var s), $"snapshot {volumeId}@{name} is missing");
+        return s!;
+    }
+
+    public static async Task<byte[]> ReadAsync(this StoredSnapshot snapshot, long offset, int length)
+    {
+        var buffer = new byte[length];
+        await snapshot.ReadAsync(offset, buffer);
+        return buffer;
+    }
+}

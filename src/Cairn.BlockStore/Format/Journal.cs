@@ -4,7 +4,7 @@ using Cairn.Core;
 
 namespace Cairn.BlockStore.Format;
 
-/// <summary>Journal record types (format v1). Every record sets state, so replay is idempotent.</summary>
+/// <summary>Journal record types (1–6 since format v1, 7–10 since v2). Every record sets state, so replay is idempotent.</summary>
 internal enum JournalRecord : byte
 {
     /// <summary>vol u32, block u64, physical+1 u32, crc u32 — 21 bytes.</summary>
@@ -19,6 +19,14 @@ internal enum JournalRecord : byte
     DeleteVolume = 5,
     /// <summary>vol u32, size u64.</summary>
     GrowVolume = 6,
+    /// <summary>vol u32, snapshot u32, createdUnixMs i64, nameLength u16, name UTF-8: the volume's live map, frozen.</summary>
+    CreateSnapshot = 7,
+    /// <summary>snapshot u32: its children hang below its parent from here on.</summary>
+    DeleteSnapshot = 8,
+    /// <summary>vol u32, snapshot u32, size u64, createdUnixMs i64, idLength u16, id UTF-8: a new volume showing the snapshot.</summary>
+    CloneVolume = 9,
+    /// <summary>vol u32, snapshot u32: the volume's live map becomes the snapshot's again.</summary>
+    RevertVolume = 10,
 }
 
 /// <summary>
@@ -102,6 +110,46 @@ internal sealed class JournalBatch
         BinaryPrimitives.WriteInt64LittleEndian(s[5..], sizeBytes);
     }
 
+    public void AddSnapshot(uint volume, uint snapshot, string name, DateTimeOffset createdAt)
+    {
+        int nameBytes = PoolFormat.StrictUtf8.GetByteCount(name);
+        var s = Reserve(19 + nameBytes);
+        s[0] = (byte)JournalRecord.CreateSnapshot;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(s[9..], createdAt.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteUInt16LittleEndian(s[17..], (ushort)nameBytes);
+        PoolFormat.StrictUtf8.GetBytes(name, s[19..]);
+    }
+
+    public void AddDeleteSnapshot(uint snapshot)
+    {
+        var s = Reserve(5);
+        s[0] = (byte)JournalRecord.DeleteSnapshot;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], snapshot);
+    }
+
+    public void AddClone(uint volume, uint snapshot, string id, long sizeBytes, DateTimeOffset createdAt)
+    {
+        int idBytes = PoolFormat.StrictUtf8.GetByteCount(id);
+        var s = Reserve(27 + idBytes);
+        s[0] = (byte)JournalRecord.CloneVolume;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(s[9..], sizeBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(s[17..], createdAt.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteUInt16LittleEndian(s[25..], (ushort)idBytes);
+        PoolFormat.StrictUtf8.GetBytes(id, s[27..]);
+    }
+
+    public void AddRevert(uint volume, uint snapshot)
+    {
+        var s = Reserve(9);
+        s[0] = (byte)JournalRecord.RevertVolume;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
+    }
+
     /// <summary>Appends another batch's records and frees after this one's (used to put back a batch whose write failed).</summary>
     public void Append(JournalBatch later)
     {
@@ -169,7 +217,7 @@ internal static class JournalFile
             // Created but its header never reached the disk before a crash: nothing in it was ever acknowledged.
             return (-1, 0);
         }
-        PoolFormat.CheckHeader(header, Magic, "journal", location);
+        image.OldestVersionRead = Math.Min(image.OldestVersionRead, PoolFormat.CheckHeader(header, Magic, "journal", location));
         if (BinaryPrimitives.ReadUInt64LittleEndian(header[24..]) != generation || new Guid(header[32..48]) != poolId)
         {
             throw image.Corrupt($"journal generation/pool id does not match checkpoint generation {generation}");
@@ -246,8 +294,35 @@ internal static class JournalFile
                     pos += 13;
                     break;
                 default:
-                    throw image.Corrupt($"unknown journal record type {(byte)kind}");
+                    pos += ApplyLineageRecord(kind, vol, r, image);
+                    break;
             }
+        }
+    }
+
+    /// <summary>Records of format v2 (snapshots, clones, reverts); returns the record's length.</summary>
+    private static int ApplyLineageRecord(JournalRecord kind, uint vol, ReadOnlySpan<byte> r, PoolImage image)
+    {
+        switch (kind)
+        {
+            case JournalRecord.CreateSnapshot:
+                int nameBytes = BinaryPrimitives.ReadUInt16LittleEndian(r[12..]);
+                image.CreateSnapshot(vol, BinaryPrimitives.ReadUInt32LittleEndian(r), PoolFormat.StrictUtf8.GetString(r.Slice(14, nameBytes)),
+                    DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(r[4..])));
+                return 19 + nameBytes;
+            case JournalRecord.DeleteSnapshot:
+                image.DeleteSnapshot(vol);
+                return 5;
+            case JournalRecord.CloneVolume:
+                int idBytes = BinaryPrimitives.ReadUInt16LittleEndian(r[20..]);
+                image.Clone(vol, BinaryPrimitives.ReadUInt32LittleEndian(r), PoolFormat.StrictUtf8.GetString(r.Slice(22, idBytes)),
+                    BinaryPrimitives.ReadInt64LittleEndian(r[4..]), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(r[12..])));
+                return 27 + idBytes;
+            case JournalRecord.RevertVolume:
+                image.Revert(vol, BinaryPrimitives.ReadUInt32LittleEndian(r));
+                return 9;
+            default:
+                throw image.Corrupt($"unknown journal record type {(byte)kind}");
         }
     }
 }
