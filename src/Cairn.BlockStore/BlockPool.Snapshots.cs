@@ -245,6 +245,11 @@ public sealed partial class BlockPool
 
     private void StartReclaim(ExtentMap map, List<ExtentMap> neighbours)
     {
+        if (!_options.BackgroundReclaim)
+        {
+            Reclaim(map, neighbours);
+            return;
+        }
         lock (_reclaims)
         {
             _reclaims.RemoveAll(t => t.IsCompleted);
@@ -281,6 +286,29 @@ public sealed partial class BlockPool
         long count = 0;
         Lineage.ForEachExclusive(snapshot.Map, neighbours, (_, _) => count++);
         return count;
+    }
+
+    /// <summary>
+    /// Checks the allocator against the maps without trusting the tree: the blocks all maps name (a plain set union)
+    /// must be exactly the blocks in use and not waiting to be freed. Tests call it between operations.
+    /// </summary>
+    internal (long Referenced, long Used) AuditSpace()
+    {
+        lock (_volumesLock)
+        {
+            var referenced = new HashSet<uint>();
+            foreach (var map in _volumes.Values.Select(v => v.Map).Concat(_snapshots.Values.Select(s => s.Map)))
+            {
+                for (long b = 0; b < map.BlockCount; b++)
+                {
+                    if (ExtentMap.IsData(map.Get(b)))
+                    {
+                        referenced.Add(ExtentMap.PhysicalOf(map.Get(b)));
+                    }
+                }
+            }
+            return (referenced.Count, UsedBytes / PoolFormat.BlockBytes);
+        }
     }
 
     /// <summary>Every map for a checkpoint, parents first; live maps are forked. Caller holds the volumes lock and the batch lock.</summary>

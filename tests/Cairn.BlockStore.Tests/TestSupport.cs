@@ -40,6 +40,7 @@ internal static class TestPools
         CheckpointJournalBytes = checkpointJournalBytes,
         MaxBatchBytes = maxBatchBytes,
         PunchHoleMinBlocks = punchHoleMinBlocks,
+        BackgroundReclaim = false,
     };
 
     public static BlockPool Sim(SimulatedMedium medium, long capacityBytes, PoolOptions? options = null)
