@@ -6,8 +6,11 @@ using Microsoft.AspNetCore.Http;
 
 namespace Cairn.Api;
 
-/// <summary>POST /api/v1/volumes. <c>size</c> is a string with a unit ("10GiB", "512MiB") or a number of bytes.</summary>
-public sealed record CreateVolumeRequest(string? Name, JsonElement? Size);
+/// <summary>
+/// POST /api/v1/volumes. <c>size</c> is a string with a unit ("10GiB", "512MiB") or a number of bytes. With
+/// <c>source</c> the volume is a clone of that snapshot (<c>size</c> optional, at least the snapshot's).
+/// </summary>
+public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, VolumeSourceRequest? Source = null);
 
 /// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c>.</summary>
 public sealed record UpdateVolumeRequest(JsonElement? Size);
@@ -112,6 +115,13 @@ public sealed record ClusterResponse(string Store, string ThisNode, string? Lead
 [JsonSerializable(typeof(NodeListResponse))]
 [JsonSerializable(typeof(UpdateNodeRequest))]
 [JsonSerializable(typeof(ClusterResponse))]
+[JsonSerializable(typeof(VolumeSourceRequest))]
+[JsonSerializable(typeof(CreateSnapshotRequest))]
+[JsonSerializable(typeof(RevertVolumeRequest))]
+[JsonSerializable(typeof(SnapshotResponse))]
+[JsonSerializable(typeof(SnapshotListResponse))]
+[JsonSerializable(typeof(StartScrubRequest))]
+[JsonSerializable(typeof(ScrubResponse))]
 [JsonSerializable(typeof(HttpValidationProblemDetails))]
 [JsonSerializable(typeof(Microsoft.AspNetCore.Mvc.ProblemDetails))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

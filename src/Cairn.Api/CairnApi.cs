@@ -10,7 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Cairn.Api;
 
 /// <summary>The REST surface over <see cref="VolumeService"/> and <see cref="ClusterService"/>: volumes, pools, nodes and the cluster under /api/v1.</summary>
-public static class CairnApi
+public static partial class CairnApi
 {
     public const string VolumesPath = "/api/v1/volumes";
 
@@ -40,6 +40,7 @@ public static class CairnApi
         volumes.MapDelete("/{name}", DeleteVolume).WithName("DeleteVolume")
             .WithSummary("Deletes a volume; refused while clients are connected unless force=true, which disconnects them.")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
+        MapSnapshots(volumes);
         api.MapGroup("/pools").WithTags("Pools").MapGet("", ListPools).WithName("ListPools").WithSummary("Lists pools with capacity, used and free bytes.");
 
         var nodes = api.MapGroup("/nodes").WithTags("Nodes").ProducesProblem(StatusCodes.Status503ServiceUnavailable);
@@ -63,7 +64,9 @@ public static class CairnApi
     {
         var body = await ReadBodyAsync(request, ApiJsonContext.Default.CreateVolumeRequest, "{\"name\": \"vol1\", \"size\": \"10GiB\"}", cancellationToken);
         VolumeNames.Validate(body.Name);
-        var volume = await service.CreateAsync(body.Name, ApiErrors.ParseSize(body.Size), cancellationToken);
+        var volume = body.Source is { } source
+            ? await CloneVolume(body.Name, body.Size, source, service, cancellationToken)
+            : await service.CreateAsync(body.Name, ApiErrors.ParseSize(body.Size), cancellationToken);
         return TypedResults.Created($"{VolumesPath}/{volume.Name}", VolumeResponse.From(volume));
     }
 

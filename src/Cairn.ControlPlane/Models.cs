@@ -8,7 +8,8 @@ namespace Cairn.ControlPlane;
 /// The node that owns (stores and serves) the volume. Null in specs written before clustering, which belong to the
 /// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
 /// </param>
-public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null);
+/// <param name="Source">For a clone, the snapshot it was made from (null for other volumes).</param>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null, VolumeSource? Source = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
