@@ -157,6 +157,10 @@ public sealed class CairnDaemon : IAsyncDisposable
         builder.Services.AddSingleton(sp => new ClusterService(sp.GetRequiredService<IClusterStore>(), nodeName,
             options.IsClustered ? "etcd" : "embedded", sp.GetRequiredService<ILogger<ClusterService>>()));
         builder.Services.AddCairnApi();
+        if (options.ScrubInterval is { } scrubInterval)
+        {
+            builder.Services.AddHostedService(sp => new ScrubScheduler(sp.GetRequiredService<VolumeService>(), scrubInterval, options.ScrubBytesPerSecond));
+        }
 
         var app = builder.Build();
         app.UseExceptionHandler();
