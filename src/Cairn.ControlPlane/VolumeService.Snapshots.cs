@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Cairn.BlockStore;
 using Cairn.ClusterStore;
 using Cairn.Core;
@@ -47,23 +48,30 @@ public sealed partial class VolumeService
 
     public SnapshotDetails GetSnapshot(string? volume, string? snapshot)
     {
+        var (state, pool) = ExistingSnapshot(volume, snapshot);
+        return Describe(state.Spec.Name, pool.ListSnapshots(state.Spec.Id).First(s => s.Name == snapshot));
+    }
+
+    /// <summary>Validates both names and finds the volume's pool; 404 naming the field when either does not exist.</summary>
+    private (VolumeState State, ISnapshotPool Pool) ExistingSnapshot([NotNull] string? volume, [NotNull] string? snapshot)
+    {
         VolumeNames.Validate(volume);
         ValidateSnapshotName(snapshot, "snapshot");
         var (state, pool) = SnapshotCapable(volume);
-        var info = pool.ListSnapshots(state.Spec.Id).FirstOrDefault(s => s.Name == snapshot) ?? throw SnapshotNotFound(volume, snapshot);
-        return Describe(state.Spec.Name, info);
+        if (!pool.ListSnapshots(state.Spec.Id).Any(s => s.Name == snapshot))
+        {
+            throw SnapshotNotFound(volume, snapshot);
+        }
+        return (state, pool);
     }
 
     /// <summary>Deletes a snapshot; refused while clients read its export unless <paramref name="force"/>, which disconnects them.</summary>
     public async Task DeleteSnapshotAsync(string? volume, string? snapshot, bool force, CancellationToken cancellationToken = default)
     {
-        VolumeNames.Validate(volume);
-        ValidateSnapshotName(snapshot, "snapshot");
         await _mutations.WaitAsync(cancellationToken);
         try
         {
-            var (state, pool) = SnapshotCapable(volume);
-            _ = pool.ListSnapshots(state.Spec.Id).FirstOrDefault(s => s.Name == snapshot) ?? throw SnapshotNotFound(volume, snapshot);
+            var (state, pool) = ExistingSnapshot(volume, snapshot);
             var revoked = TakeSnapshotSessions($"{volume}{SnapshotSeparator}{snapshot}", force);
             foreach (var session in revoked)
             {
@@ -81,13 +89,10 @@ public sealed partial class VolumeService
     /// <summary>Makes a volume's content a snapshot's again. Refused while clients are connected unless <paramref name="force"/>, which disconnects them.</summary>
     public async Task<VolumeInfo> RevertAsync(string? volume, string? snapshot, bool force, CancellationToken cancellationToken = default)
     {
-        VolumeNames.Validate(volume);
-        ValidateSnapshotName(snapshot, "snapshot");
         await _mutations.WaitAsync(cancellationToken);
         try
         {
-            var (state, pool) = SnapshotCapable(volume);
-            _ = pool.ListSnapshots(state.Spec.Id).FirstOrDefault(s => s.Name == snapshot) ?? throw SnapshotNotFound(volume, snapshot);
+            var (state, pool) = ExistingSnapshot(volume, snapshot);
             List<ExportSession> revoked;
             lock (_lock)
             {
@@ -331,7 +336,7 @@ public sealed partial class VolumeService
         }
     }
 
-    private static void ValidateSnapshotName([System.Diagnostics.CodeAnalysis.NotNull] string? name, string field)
+    private static void ValidateSnapshotName([NotNull] string? name, string field)
     {
         if (!VolumeNames.TryValidate(name, "snapshot name", out string error))
         {

@@ -67,87 +67,64 @@ internal sealed class JournalBatch
 
     public void AddMap(uint volume, long block, ulong entry)
     {
-        var s = Reserve(21);
-        s[0] = (byte)JournalRecord.Map;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], block);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[13..], entry); // physical+1 then crc, both little-endian
+        var f = Record(JournalRecord.Map, volume, 16);
+        BinaryPrimitives.WriteInt64LittleEndian(f, block);
+        BinaryPrimitives.WriteUInt64LittleEndian(f[8..], entry); // physical+1 then crc, both little-endian
     }
 
     public void AddRange(JournalRecord kind, uint volume, long block, long count)
     {
-        var s = Reserve(21);
-        s[0] = (byte)kind;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], block);
-        BinaryPrimitives.WriteInt64LittleEndian(s[13..], count);
+        var f = Record(kind, volume, 16);
+        BinaryPrimitives.WriteInt64LittleEndian(f, block);
+        BinaryPrimitives.WriteInt64LittleEndian(f[8..], count);
     }
 
     public void AddCreate(uint volume, string id, long sizeBytes, DateTimeOffset createdAt)
     {
-        int idBytes = PoolFormat.StrictUtf8.GetByteCount(id);
-        var s = Reserve(23 + idBytes);
-        s[0] = (byte)JournalRecord.CreateVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], sizeBytes);
-        BinaryPrimitives.WriteInt64LittleEndian(s[13..], createdAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteUInt16LittleEndian(s[21..], (ushort)idBytes);
-        PoolFormat.StrictUtf8.GetBytes(id, s[23..]);
+        var f = Record(JournalRecord.CreateVolume, volume, 16, id);
+        BinaryPrimitives.WriteInt64LittleEndian(f, sizeBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(f[8..], createdAt.ToUnixTimeMilliseconds());
     }
 
-    public void AddDelete(uint volume)
-    {
-        var s = Reserve(5);
-        s[0] = (byte)JournalRecord.DeleteVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-    }
+    public void AddDelete(uint volume) => Record(JournalRecord.DeleteVolume, volume, 0);
 
-    public void AddGrow(uint volume, long sizeBytes)
-    {
-        var s = Reserve(13);
-        s[0] = (byte)JournalRecord.GrowVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], sizeBytes);
-    }
+    public void AddGrow(uint volume, long sizeBytes) => BinaryPrimitives.WriteInt64LittleEndian(Record(JournalRecord.GrowVolume, volume, 8), sizeBytes);
 
     public void AddSnapshot(uint volume, uint snapshot, string name, DateTimeOffset createdAt)
     {
-        int nameBytes = PoolFormat.StrictUtf8.GetByteCount(name);
-        var s = Reserve(19 + nameBytes);
-        s[0] = (byte)JournalRecord.CreateSnapshot;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
-        BinaryPrimitives.WriteInt64LittleEndian(s[9..], createdAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteUInt16LittleEndian(s[17..], (ushort)nameBytes);
-        PoolFormat.StrictUtf8.GetBytes(name, s[19..]);
+        var f = Record(JournalRecord.CreateSnapshot, volume, 12, name);
+        BinaryPrimitives.WriteUInt32LittleEndian(f, snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(f[4..], createdAt.ToUnixTimeMilliseconds());
     }
 
-    public void AddDeleteSnapshot(uint snapshot)
-    {
-        var s = Reserve(5);
-        s[0] = (byte)JournalRecord.DeleteSnapshot;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], snapshot);
-    }
+    public void AddDeleteSnapshot(uint snapshot) => Record(JournalRecord.DeleteSnapshot, snapshot, 0);
 
     public void AddClone(uint volume, uint snapshot, string id, long sizeBytes, DateTimeOffset createdAt)
     {
-        int idBytes = PoolFormat.StrictUtf8.GetByteCount(id);
-        var s = Reserve(27 + idBytes);
-        s[0] = (byte)JournalRecord.CloneVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
-        BinaryPrimitives.WriteInt64LittleEndian(s[9..], sizeBytes);
-        BinaryPrimitives.WriteInt64LittleEndian(s[17..], createdAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteUInt16LittleEndian(s[25..], (ushort)idBytes);
-        PoolFormat.StrictUtf8.GetBytes(id, s[27..]);
+        var f = Record(JournalRecord.CloneVolume, volume, 20, id);
+        BinaryPrimitives.WriteUInt32LittleEndian(f, snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(f[4..], sizeBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(f[12..], createdAt.ToUnixTimeMilliseconds());
     }
 
-    public void AddRevert(uint volume, uint snapshot)
+    public void AddRevert(uint volume, uint snapshot) => BinaryPrimitives.WriteUInt32LittleEndian(Record(JournalRecord.RevertVolume, volume, 4), snapshot);
+
+    /// <summary>
+    /// Reserves one record: kind u8, map index u32, then <paramref name="fieldBytes"/> of fields the caller fills in
+    /// (the returned span), then, when given, <paramref name="name"/> as length u16 + UTF-8.
+    /// </summary>
+    private Span<byte> Record(JournalRecord kind, uint index, int fieldBytes, string? name = null)
     {
-        var s = Reserve(9);
-        s[0] = (byte)JournalRecord.RevertVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[5..], snapshot);
+        int nameBytes = name is null ? 0 : PoolFormat.StrictUtf8.GetByteCount(name);
+        var s = Reserve(5 + fieldBytes + (name is null ? 0 : 2 + nameBytes));
+        s[0] = (byte)kind;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], index);
+        if (name is not null)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(s[(5 + fieldBytes)..], (ushort)nameBytes);
+            PoolFormat.StrictUtf8.GetBytes(name, s[(7 + fieldBytes)..]);
+        }
+        return s.Slice(5, fieldBytes);
     }
 
     /// <summary>Appends another batch's records and frees after this one's (used to put back a batch whose write failed).</summary>
