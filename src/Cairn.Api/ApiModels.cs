@@ -7,12 +7,17 @@ using Microsoft.AspNetCore.Http;
 
 namespace Cairn.Api;
 
-/// <summary>POST /api/v1/volumes. <c>size</c> is a string with a unit ("10GiB", "512MiB") or a number of bytes.</summary>
+/// <summary>
+/// POST /api/v1/volumes. <c>size</c> is a string with a unit ("10GiB", "512MiB") or a number of bytes. With
+/// <c>source</c> the volume is a clone of that snapshot (<c>size</c> optional, at least the snapshot's); a clone lives
+/// on its source's node, so placement does not run for it.
+/// </summary>
 /// <param name="Replicas">How many replicas placement finds room for (default 1).</param>
 /// <param name="Spread">"node", "rack" or "zone", optionally ":required" (default) or ":preferred".</param>
 /// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply).</param>
 /// <param name="Pool">With <paramref name="Node"/>: the pool on that node.</param>
-public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, int? Replicas = null, string? Spread = null, string? Node = null, string? Pool = null);
+public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, int? Replicas = null, string? Spread = null, string? Node = null, string? Pool = null,
+    VolumeSourceRequest? Source = null);
 
 /// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c>.</summary>
 public sealed record UpdateVolumeRequest(JsonElement? Size);
@@ -153,6 +158,13 @@ public sealed record ClusterResponse(string Store, string ThisNode, string? Lead
 [JsonSerializable(typeof(NodeListResponse))]
 [JsonSerializable(typeof(UpdateNodeRequest))]
 [JsonSerializable(typeof(ClusterResponse))]
+[JsonSerializable(typeof(VolumeSourceRequest))]
+[JsonSerializable(typeof(CreateSnapshotRequest))]
+[JsonSerializable(typeof(RevertVolumeRequest))]
+[JsonSerializable(typeof(SnapshotResponse))]
+[JsonSerializable(typeof(SnapshotListResponse))]
+[JsonSerializable(typeof(StartScrubRequest))]
+[JsonSerializable(typeof(ScrubResponse))]
 [JsonSerializable(typeof(HttpValidationProblemDetails))]
 [JsonSerializable(typeof(Microsoft.AspNetCore.Mvc.ProblemDetails))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -8,7 +8,7 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Cairn.Api;
 
 /// <summary>The REST surface over <see cref="VolumeService"/> and <see cref="ClusterService"/>: volumes, pools, nodes and the cluster under /api/v1.</summary>
-public static class CairnApi
+public static partial class CairnApi
 {
     public const string VolumesPath = "/api/v1/volumes";
 
@@ -42,6 +42,7 @@ public static class CairnApi
         volumes.MapDelete("/{name}", DeleteVolume).WithName("DeleteVolume")
             .WithSummary("Deletes a volume; refused while clients are connected unless force=true, which disconnects them.")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
+        MapSnapshots(volumes);
         api.MapGroup("/pools").WithTags("Pools").MapGet("", ListPools).WithName("ListPools").WithSummary("Lists pools with capacity, used and free bytes.");
 
         var nodes = api.MapGroup("/nodes").WithTags("Nodes").ProducesProblem(StatusCodes.Status503ServiceUnavailable);

@@ -3,6 +3,8 @@ using System.Text.Json;
 using Cairn.ControlPlane;
 using Cairn.ControlPlane.Placement;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Cairn.Api;
 
@@ -21,6 +23,10 @@ internal static class VolumeEndpoints
     {
         var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.CreateVolumeRequest, "{\"name\": \"vol1\", \"size\": \"10GiB\"}", cancellationToken);
         VolumeNames.Validate(body.Name);
+        if (body.Source is { } source)
+        {
+            return await CloneAsync(request, body, source, service, cluster, view, forwarder, cancellationToken);
+        }
         long size = ApiErrors.ParseSize(body.Size);
         var policy = PolicyOf(body);
         if (body.Node is not null && !NodeNames.TryValidate(body.Node, out string nodeError))
@@ -70,6 +76,34 @@ internal static class VolumeEndpoints
         return result;
     }
 
+    /// <summary>
+    /// A clone shares its source snapshot's blocks, so it is made on the node that owns the source volume: here, or
+    /// passed to that node. Placement does not run for it.
+    /// </summary>
+    private static async Task<IResult> CloneAsync(HttpRequest request, CreateVolumeRequest body, VolumeSourceRequest source, VolumeService service,
+        ClusterService cluster, ClusterView view, NodeForwarder forwarder, CancellationToken cancellationToken)
+    {
+        if (body.Node is not null || body.Pool is not null || body.Replicas is not null || body.Spread is not null)
+        {
+            throw ApiErrors.Invalid("source", "a clone lives beside its source snapshot: leave node, pool, replicas and spread out");
+        }
+        if (source.Volume is { } sourceVolume && VolumeNames.TryValidate(sourceVolume, "volume name", out _) && !service.Owns(sourceVolume)
+            && !NodeForwarder.IsForwarded(request))
+        {
+            await view.CatchUpAsync(ViewWait, cancellationToken);
+            if (view.FindVolume(sourceVolume) is { Node: { } node } && node != cluster.ThisNode)
+            {
+                var owner = view.FindLiveNode(node) ?? throw NodeDown(node, sourceVolume);
+                return await forwarder.ForwardAsync(owner, cluster.ThisNode, HttpMethod.Post, CairnApi.VolumesPath,
+                    JsonSerializer.SerializeToUtf8Bytes(body, ApiJsonContext.Default.CreateVolumeRequest), cancellationToken);
+            }
+        }
+        long? bytes = body.Size is { ValueKind: not (JsonValueKind.Undefined or JsonValueKind.Null) } ? ApiErrors.ParseSize(body.Size) : null;
+        var volume = await service.CloneAsync(body.Name!, source.Volume, source.Snapshot, bytes, cancellationToken);
+        await view.WaitUntilAsync(() => view.FindVolume(volume.Name) is not null, ViewWait, cancellationToken);
+        return TypedResults.Created($"{CairnApi.VolumesPath}/{volume.Name}", VolumeResponse.From(volume));
+    }
+
     /// <summary>This node's volumes, plus, unless <paramref name="scope"/> is "local", every other owner's (asked in parallel).</summary>
     public static async Task<IResult> ListAsync(HttpRequest request, string? scope, VolumeService service, ClusterService cluster, ClusterView view,
         NodeForwarder forwarder, CancellationToken cancellationToken)
@@ -116,17 +150,39 @@ internal static class VolumeEndpoints
 
     /// <summary>Runs <paramref name="local"/> when this node owns the volume; else passes the request to the owner.</summary>
     public static async Task<IResult> AtOwnerAsync(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
-        NodeForwarder forwarder, Func<Task<IResult>> local, CancellationToken cancellationToken)
+        NodeForwarder forwarder, Func<Task<IResult>> local, CancellationToken cancellationToken) =>
+        await ForwardIfRemoteAsync(name, request, service, cluster, view, forwarder, cancellationToken) ?? await local();
+
+    /// <summary>The same as <see cref="AtOwnerAsync"/> for a whole route group whose routes carry the volume as {name}.</summary>
+    public static async ValueTask<object?> AtOwnerFilter(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        if (http.GetRouteValue("name") is string name && VolumeNames.TryValidate(name, "volume name", out _))
+        {
+            var services = http.RequestServices;
+            var forwarded = await ForwardIfRemoteAsync(name, http.Request, services.GetRequiredService<VolumeService>(), services.GetRequiredService<ClusterService>(),
+                services.GetRequiredService<ClusterView>(), services.GetRequiredService<NodeForwarder>(), http.RequestAborted);
+            if (forwarded is not null)
+            {
+                return forwarded;
+            }
+        }
+        return await next(context);
+    }
+
+    /// <summary>Passes the request to the volume's owner and returns its answer, or null when this node should answer (it owns the volume, or nobody does).</summary>
+    private static async Task<IResult?> ForwardIfRemoteAsync(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
+        NodeForwarder forwarder, CancellationToken cancellationToken)
     {
         VolumeNames.Validate(name);
         if (service.Owns(name) || NodeForwarder.IsForwarded(request))
         {
-            return await local();
+            return null;
         }
         await view.CatchUpAsync(ViewWait, cancellationToken);
         if (view.FindVolume(name) is not { Node: { } node } || node == cluster.ThisNode)
         {
-            return await local(); // unknown here too: the local service gives the 404
+            return null; // unknown here too: the local service gives the 404
         }
         var owner = view.FindLiveNode(node) ?? throw NodeDown(node, name);
         using var copy = new MemoryStream();

@@ -187,7 +187,6 @@ public sealed partial class BlockPool
         ThrowIfUnusable();
         lock (_commitLock)
         {
-            SyncPointLocked(Volatile.Read(ref _openSequence));
             Checkpoint();
         }
     }
@@ -210,19 +209,36 @@ public sealed partial class BlockPool
         {
             return; // a sync that started after our writes completed already covered them (group commit)
         }
-        if (_fault is not null)
-        {
-            ThrowHelper.Throw(BlockError.Io, $"pool '{Name}' failed to sync metadata earlier ({_fault.Message}); reopen it to recover");
-        }
+        ThrowIfFaulted();
         JournalBatch batch;
         long sequence;
         lock (BatchLock)
         {
-            batch = _batch;
-            Volatile.Write(ref _batch, _spareBatch);
-            sequence = _openSequence++;
-            Volatile.Write(ref _commitRequested, 0); // the frees that asked for a commit are in this sync point
+            (batch, sequence) = TakeOpenBatch();
         }
+        CommitBatch(batch, sequence);
+    }
+
+    private void ThrowIfFaulted()
+    {
+        if (_fault is not null)
+        {
+            ThrowHelper.Throw(BlockError.Io, $"pool '{Name}' failed to sync metadata earlier ({_fault.Message}); reopen it to recover");
+        }
+    }
+
+    /// <summary>Swaps in an empty batch. Caller holds the batch lock.</summary>
+    private (JournalBatch Batch, long Sequence) TakeOpenBatch()
+    {
+        var batch = _batch;
+        Volatile.Write(ref _batch, _spareBatch);
+        Volatile.Write(ref _commitRequested, 0); // the frees that asked for a commit are in this sync point
+        return (batch, _openSequence++);
+    }
+
+    /// <summary>Makes a taken batch durable, then hands its frees to reclamation. Caller holds the commit lock.</summary>
+    private void CommitBatch(JournalBatch batch, long sequence)
+    {
         WriteBatch(batch);
         _durableSequence = sequence;
         // Look at the batch itself, not only at the counter: a writer counts its frees just after it leaves the
@@ -299,28 +315,44 @@ public sealed partial class BlockPool
     }
 
     /// <summary>
-    /// Writes all maps to a new checkpoint and starts an empty journal for its generation. Runs under the commit lock
-    /// right after a sync point, so no batch is written meanwhile (flushers wait: stop-the-world for now, writers keep
-    /// filling the open batch). The snapshot is fuzzy; records in the open batch go to the new journal and replay idempotently.
+    /// Writes all maps to a new checkpoint and starts an empty journal for its generation. Runs under the commit lock.
+    /// The maps are captured exactly at a batch boundary: under the volumes lock and the batch lock, the open batch is
+    /// taken and every live map is forked (a page-directory copy), so the checkpoint holds the state right after that
+    /// batch and the new journal exactly what came later. Snapshots need that: replaying a CreateSnapshot record over
+    /// a map that already held later writes would put those writes into the snapshot. Writers go on meanwhile.
     /// </summary>
     private void Checkpoint()
     {
+        ThrowIfFaulted();
         ulong generation = _generation + 1;
-        ThinVolume[] volumes;
+        List<CheckpointNode> nodes;
         uint nextIndex;
+        JournalBatch batch;
+        long sequence;
         lock (_volumesLock)
         {
-            volumes = [.. _volumes.Values];
             nextIndex = _nextVolumeIndex;
+            lock (BatchLock)
+            {
+                (batch, sequence) = TakeOpenBatch();
+                nodes = CaptureMaps();
+            }
+        }
+        try
+        {
+            CommitBatch(batch, sequence); // into the old journal: the checkpoint follows it
+        }
+        catch (BlockDeviceException ex) when (ex.Error == BlockError.NoSpace)
+        {
+            return; // the batch went back into the open one; no checkpoint this time
         }
         try
         {
             using (var tmp = _medium.Open(PoolFormat.CheckpointTempFile, create: true))
             {
                 tmp.SetLength(0);
-                CheckpointFile.Write(tmp, generation, _header.PoolId, nextIndex, volumes);
-                _data.Sync(); // the snapshot may name blocks written after the last sync point
-                tmp.Sync();
+                CheckpointFile.Write(tmp, generation, _header.PoolId, nextIndex, nodes);
+                tmp.Sync(); // every block the maps name is durable: its batch's data sync came first
             }
             _medium.Rename(PoolFormat.CheckpointTempFile, PoolFormat.CheckpointFile);
         }

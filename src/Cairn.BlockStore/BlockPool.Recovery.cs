@@ -13,9 +13,12 @@ public sealed partial class BlockPool
     {
         long totalBlocks = header.CapacityBytes / PoolFormat.BlockBytes;
         var image = new PoolImage(totalBlocks, medium.Location);
-        if (medium.Exists(PoolFormat.CheckpointTempFile))
+        foreach (var unfinished in (string[])[PoolFormat.CheckpointTempFile, PoolFormat.HeaderTempFile])
         {
-            medium.Delete(PoolFormat.CheckpointTempFile); // a checkpoint that never became authoritative
+            if (medium.Exists(unfinished))
+            {
+                medium.Delete(unfinished); // a checkpoint or an upgraded header that never became authoritative
+            }
         }
         if (medium.Exists(PoolFormat.CheckpointFile))
         {
@@ -35,10 +38,10 @@ public sealed partial class BlockPool
                 _generation = image.Generation,
                 _nextVolumeIndex = image.NextVolumeIndex,
             };
-            foreach (var v in image.Volumes.Values)
+            pool.Adopt(image, allocator);
+            if (image.OldestVersionRead < PoolFormat.Version || header.Version < PoolFormat.Version)
             {
-                long allocated = MarkUsedBlocks(allocator, v, image);
-                pool._volumes.Add(v.Id, new ThinVolume(pool, v.Index, v.Id, v.SizeBytes, v.CreatedAt, v.Map, allocated));
+                pool.Upgrade();
             }
             pool.StartCommitter();
             return pool;
@@ -93,27 +96,63 @@ public sealed partial class BlockPool
         }
     }
 
-    private static long MarkUsedBlocks(BlockAllocator allocator, VolumeImage v, PoolImage image)
+    /// <summary>Builds volumes, snapshots and their tree from the recovered image, and marks every block some map holds as used.</summary>
+    private void Adopt(PoolImage image, BlockAllocator allocator)
     {
-        long allocated = 0;
-        for (long b = 0; b < v.Map.BlockCount; b++)
+        foreach (var v in image.Volumes.Values)
         {
-            if (v.Map.IsPageEmpty(b))
-            {
-                b |= ExtentMap.PageEntries - 1;
-                continue;
-            }
-            ulong e = v.Map.Get(b);
-            if (!ExtentMap.IsData(e))
-            {
-                continue;
-            }
-            if (!allocator.MarkUsed(ExtentMap.PhysicalOf(e)))
-            {
-                throw image.Corrupt($"physical block {ExtentMap.PhysicalOf(e)} is referenced twice (volume '{v.Id}', block {b})");
-            }
-            allocated++;
+            _volumes.Add(v.Id, new ThinVolume(this, v.Index, v.Id, v.SizeBytes, v.CreatedAt, v.Map, v.Map.CountData()));
         }
-        return allocated;
+        var byIndex = _volumes.Values.ToDictionary(v => v.Index);
+        var snapshots = new Dictionary<uint, VolumeSnapshot>();
+        foreach (var s in image.Snapshots.Values) // ascending index: parents come first
+        {
+            byIndex.TryGetValue(s.OwnerIndex!.Value, out var owner); // a hidden snapshot may outlive its volume
+            var snapshot = new VolumeSnapshot(s.Index, s.OwnerIndex.Value, owner?.Id ?? "", s.Id, s.SizeBytes, s.CreatedAt, s.Map) { Deleted = s.Hidden };
+            snapshots.Add(s.Index, snapshot);
+            _snapshots.Add(s.Index, snapshot);
+            if (!s.Hidden)
+            {
+                owner!.Snapshots.Add(snapshot);
+            }
+            if (s.Parent is { } p)
+            {
+                snapshot.Parent = snapshots[p.Index];
+                snapshot.Parent.ChildSnapshots.Add(snapshot);
+            }
+            MarkUsedBlocks(allocator, s, image);
+        }
+        foreach (var v in image.Volumes.Values)
+        {
+            if (v.Parent is { } p)
+            {
+                var volume = byIndex[v.Index];
+                volume.Parent = snapshots[p.Index];
+                volume.Parent.ChildVolumes.Add(volume);
+            }
+            MarkUsedBlocks(allocator, v, image);
+        }
+    }
+
+    /// <summary>
+    /// Marks the blocks a map holds beyond its parent. Blocks are shared only along the tree, so this marks each block
+    /// once; a block marked twice is named by two unrelated maps, which only corruption can cause.
+    /// </summary>
+    private static void MarkUsedBlocks(BlockAllocator allocator, VolumeImage v, PoolImage image)
+    {
+        Lineage.ForEachDifference(v.Map, v.Parent?.Map, (b, e, before) =>
+        {
+            if (ExtentMap.IsData(e) && !ExtentMap.SameBlock(e, before) && !allocator.MarkUsed(ExtentMap.PhysicalOf(e)))
+            {
+                throw image.Corrupt($"physical block {ExtentMap.PhysicalOf(e)} is referenced twice ('{v.Id}', block {b})");
+            }
+        });
+    }
+
+    /// <summary>Rewrites a pool opened in an older format: the header, then a checkpoint and journal in the current one.</summary>
+    private void Upgrade()
+    {
+        _header.WriteTo(_medium); // Encode always writes the current version
+        CheckpointNow();
     }
 }

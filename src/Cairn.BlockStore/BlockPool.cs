@@ -127,21 +127,29 @@ public sealed partial class BlockPool : IDisposable
         }
     }
 
-    /// <summary>Deletes a volume and frees its space. Open IO on it fails with <see cref="BlockError.Shutdown"/>.</summary>
+    /// <summary>
+    /// Deletes a volume with its snapshots and frees their space (blocks that clones of its snapshots show stay theirs).
+    /// Open IO on it fails with <see cref="BlockError.Shutdown"/>.
+    /// </summary>
     /// <exception cref="KeyNotFoundException">No volume has that id.</exception>
     /// <remarks>Durable when this returns.</remarks>
     public void DeleteVolume(string volumeId)
     {
         ThrowIfUnusable();
-        ThinVolume? volume;
         lock (_volumesLock)
         {
-            if (!_volumes.Remove(volumeId, out volume))
+            if (!_volumes.Remove(volumeId, out var volume))
             {
                 throw new KeyNotFoundException($"volume '{volumeId}' does not exist in pool '{Name}'");
             }
+            var parent = volume.Parent;
+            volume.MarkDeleted();
+            PruneAfterVolumeDelete(parent);
+            for (int i = volume.Snapshots.Count - 1; i >= 0; i--)
+            {
+                DeleteSnapshotLocked(volume, volume.Snapshots[i]);
+            }
         }
-        volume.MarkDeleted();
         Flush();
     }
 
@@ -153,6 +161,7 @@ public sealed partial class BlockPool : IDisposable
             return;
         }
         StopCommitter();
+        WaitForReclaimAsync().Wait(); // short scans; they stop adding frees once the pool is closed
         try
         {
             lock (_commitLock)
@@ -197,14 +206,7 @@ public sealed partial class BlockPool : IDisposable
             JournalFile.WriteHeader(journal, 0, header.PoolId);
             journal.Sync();
         }
-        // The header is written last and renamed into place: a pool without it is an unfinished creation.
-        using (var tmp = medium.Open(PoolFormat.HeaderTempFile, create: true))
-        {
-            tmp.WriteAt(0, header.Encode());
-            tmp.Sync();
-        }
-        medium.Rename(PoolFormat.HeaderTempFile, PoolFormat.HeaderFile);
-        medium.SyncDirectory();
+        header.WriteTo(medium); // last, renamed into place: a pool without it is an unfinished creation
         return Open(medium, options);
     }
 
@@ -257,10 +259,11 @@ public sealed partial class BlockPool : IDisposable
         }
     }
 
-    internal void ReportChecksumError(ThinVolume volume, long block, uint physicalBlock)
+    /// <param name="device">The volume's id, or VOLUME@SNAPSHOT.</param>
+    internal void ReportChecksumError(string device, long block, uint physicalBlock)
     {
         Interlocked.Increment(ref _checksumErrors);
-        ChecksumError?.Invoke(this, new ChecksumErrorEventArgs(volume.Id, block * PoolFormat.BlockBytes, physicalBlock));
+        ChecksumError?.Invoke(this, new ChecksumErrorEventArgs(device, block * PoolFormat.BlockBytes, physicalBlock));
     }
 
     internal void ThrowIfUnusable()

@@ -30,6 +30,12 @@ internal sealed class PoolOptions
     /// </summary>
     public long CommitPendingFreeBytes { get; init; } = 256L << 20;
 
+    /// <summary>
+    /// Snapshot deletes find the space to give back on a thread-pool task (true), or before the delete returns (false:
+    /// deterministic tests, whose block placement must not depend on thread timing).
+    /// </summary>
+    public bool BackgroundReclaim { get; init; } = true;
+
     public Func<DateTimeOffset> Clock { get; init; } = () => DateTimeOffset.UtcNow;
 
     public Func<Guid> NewPoolId { get; init; } = Guid.NewGuid;

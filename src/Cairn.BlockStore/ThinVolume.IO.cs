@@ -5,75 +5,10 @@ namespace Cairn.BlockStore;
 
 internal sealed partial class ThinVolume
 {
-    [SkipLocalsInit]
     private void Read(long offset, Span<byte> destination)
     {
         CheckRange(offset, destination.Length);
-        Span<ulong> entries = stackalloc ulong[MaxRunBlocks];
-        Span<byte> scratch = stackalloc byte[BlockBytes];
-        int epoch = _pool.EnterEpoch();
-        try
-        {
-            int done = 0;
-            while (done < destination.Length)
-            {
-                long pos = offset + done;
-                long lba = pos >> BlockShift;
-                int inBlock = (int)(pos & (BlockBytes - 1));
-                int n = Math.Min(BlockBytes - inBlock, destination.Length - done);
-                ulong entry = _map.Get(lba);
-                if (!ExtentMap.IsData(entry))
-                {
-                    destination.Slice(done, n).Clear();
-                }
-                else if (n == BlockBytes)
-                {
-                    n = ReadRun(lba, entry, destination[done..], entries);
-                }
-                else
-                {
-                    _pool.ReadData(ExtentMap.PhysicalOf(entry), scratch);
-                    VerifyBlock(scratch, entry, lba);
-                    scratch.Slice(inBlock, n).CopyTo(destination[done..]);
-                }
-                done += n;
-            }
-        }
-        finally
-        {
-            _pool.ExitEpoch(epoch);
-        }
-    }
-
-    /// <summary>Reads whole blocks that sit consecutively in the data file with one pread, then verifies each; returns bytes read.</summary>
-    [SkipLocalsInit]
-    private int ReadRun(long lba, ulong first, Span<byte> destination, Span<ulong> entries)
-    {
-        entries[0] = first;
-        uint physical = ExtentMap.PhysicalOf(first);
-        int run = 1;
-        int maxRun = Math.Min(MaxRunBlocks, destination.Length / BlockBytes);
-        while (run < maxRun)
-        {
-            ulong next = _map.Get(lba + run);
-            if (!ExtentMap.IsData(next) || ExtentMap.PhysicalOf(next) != physical + (uint)run)
-            {
-                break;
-            }
-            entries[run++] = next;
-        }
-        var target = destination[..(run * BlockBytes)];
-        _pool.ReadData(physical, target);
-        Span<uint> crcs = stackalloc uint[MaxRunBlocks];
-        Crc32C.ComputeBlocks(target, BlockBytes, crcs);
-        for (int i = 0; i < run; i++)
-        {
-            if (crcs[i] != ExtentMap.CrcOf(entries[i]))
-            {
-                VerifyBlock(target.Slice(i * BlockBytes, BlockBytes), entries[i], lba + i); // reports and throws
-            }
-        }
-        return run * BlockBytes;
+        MapReads.Read(_pool, _map, offset, destination, this);
     }
 
     private void Write(long offset, ReadOnlySpan<byte> source)
@@ -139,22 +74,28 @@ internal sealed partial class ThinVolume
     private void Link(long lba, ReadOnlySpan<ulong> entries)
     {
         int freed = 0;
+        int replaced = 0;
         lock (_pool.BatchLock)
         {
             var batch = _pool.OpenBatch;
+            var map = _map;
             for (int i = 0; i < entries.Length; i++)
             {
-                ulong old = _map.Set(lba + i, entries[i]);
+                ulong old = map.Set(lba + i, entries[i]);
                 batch.AddMap(Index, lba + i, entries[i]);
                 if (ExtentMap.IsData(old))
                 {
-                    batch.Frees.Add(ExtentMap.PhysicalOf(old));
-                    freed++;
+                    replaced++;
+                    if (!SharedWithParent(lba + i, old)) // a snapshot's block stays until the snapshot goes
+                    {
+                        batch.Frees.Add(ExtentMap.PhysicalOf(old));
+                        freed++;
+                    }
                 }
             }
         }
         _pool.CountPendingFrees(freed);
-        _allocatedBlocks += entries.Length - freed;
+        _allocatedBlocks += entries.Length - replaced;
     }
 
     /// <summary>
@@ -290,43 +231,6 @@ internal sealed partial class ThinVolume
     private int DescribeAllocation(long offset, long length, Span<AllocationExtent> extents)
     {
         CheckRange(offset, length);
-        if (length == 0 || extents.IsEmpty)
-        {
-            return 0;
-        }
-        long end = offset + length;
-        int count = 0;
-        long runStart = offset;
-        var runState = StateAt(offset >> BlockShift);
-        long pos = offset;
-        while (pos < end)
-        {
-            long lba = pos >> BlockShift;
-            long next = _map.IsPageEmpty(lba)
-                ? ((lba | (ExtentMap.PageEntries - 1)) + 1) << BlockShift
-                : (lba + 1) << BlockShift;
-            next = Math.Min(next, end);
-            var state = StateAt(lba);
-            if (state != runState)
-            {
-                extents[count++] = new AllocationExtent(pos - runStart, runState);
-                if (count == extents.Length)
-                {
-                    return count;
-                }
-                runStart = pos;
-                runState = state;
-            }
-            pos = next;
-        }
-        extents[count++] = new AllocationExtent(end - runStart, runState);
-        return count;
+        return MapReads.DescribeAllocation(_map, offset, length, extents);
     }
-
-    private AllocationState StateAt(long lba) => ExtentMap.State(_map.Get(lba)) switch
-    {
-        AllocationStateOf.Data => AllocationState.Data,
-        AllocationStateOf.Zero => AllocationState.Zero,
-        _ => AllocationState.Hole,
-    };
 }

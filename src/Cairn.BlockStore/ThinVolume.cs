@@ -10,16 +10,17 @@ namespace Cairn.BlockStore;
 /// the map and append the matching journal record. IO methods complete synchronously (pread/pwrite) and return
 /// completed ValueTasks.
 /// </summary>
-internal sealed partial class ThinVolume : StoredVolume
+internal sealed partial class ThinVolume : StoredVolume, IChecksumReporter
 {
     private const int BlockBytes = PoolFormat.BlockBytes;
     private const int BlockShift = PoolFormat.BlockShift;
-    /// <summary>Largest run moved by one pread/pwrite (1 MiB); bounds stack use for per-block CRCs.</summary>
-    private const int MaxRunBlocks = 256;
+    /// <summary>Largest run moved by one pwrite (1 MiB); bounds stack use for per-block CRCs.</summary>
+    private const int MaxRunBlocks = MapReads.MaxRunBlocks;
 
     private readonly BlockPool _pool;
     private readonly Lock _lock = new();
-    private readonly ExtentMap _map;
+    /// <summary>Replaced only by a revert (under the batch lock); readers load it once per request.</summary>
+    private volatile ExtentMap _map;
     private long _sizeBytes;
     private long _allocatedBlocks;
     private long _checksumErrors;
@@ -45,13 +46,37 @@ internal sealed partial class ThinVolume : StoredVolume
     public override int PreferredBlockSizeBytes => BlockBytes;
     public override bool IsReadOnly => false;
 
-    /// <summary>Size and map for a checkpoint; the map is read lock-free afterwards (fuzzy snapshot).</summary>
-    internal (long SizeBytes, ExtentMap Map) SnapshotMetadata()
+    /// <summary>The live map; changes only under the pool's batch lock.</summary>
+    internal ExtentMap Map => _map;
+
+    /// <summary>The snapshot this volume's live map descends from (its newest snapshot, or a clone's source); null for none.</summary>
+    /// <remarks>Changed under both the pool's volumes lock and this volume's lock; writers read it under this volume's lock.</remarks>
+    internal VolumeSnapshot? Parent { get; set; }
+
+    /// <summary>This volume's snapshots, oldest first. Guarded by the pool's volumes lock.</summary>
+    internal List<VolumeSnapshot> Snapshots { get; } = [];
+
+    /// <summary>The volume's lock: held while the map and the parent change together.</summary>
+    internal Lock SyncRoot => _lock;
+
+    internal bool IsDeleted => _deleted;
+
+    /// <summary>True when the parent snapshot still holds the block <paramref name="entry"/> names: dropping it here frees nothing.</summary>
+    internal bool SharedWithParent(long lba, ulong entry) => Parent is { } p && ExtentMap.SameBlock(p.Map.GetOrHole(lba), entry);
+
+    /// <summary>
+    /// Makes this volume's content that of <paramref name="source"/> (revert, clone): the live map becomes a fork of the
+    /// snapshot's map, grown to the volume's size. Caller holds the volumes lock, this volume's lock and the batch lock.
+    /// </summary>
+    internal void AdoptSnapshot(VolumeSnapshot source)
     {
-        lock (_lock)
-        {
-            return (_sizeBytes, _map);
-        }
+        var map = source.Map.Fork();
+        map.Grow(VolumeImage.BlocksFor(_sizeBytes));
+        _map = map;
+        _allocatedBlocks = source.ReferencedBlocks;
+        Parent?.RemoveChild(this);
+        Parent = source;
+        source.ChildVolumes.Add(this);
     }
 
     public override ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
@@ -158,30 +183,52 @@ internal sealed partial class ThinVolume : StoredVolume
             {
                 return;
             }
-            _map.Grow(VolumeImage.BlocksFor(newSizeBytes));
             lock (_pool.BatchLock)
             {
+                // Map, size and record change together: a checkpoint captures all three or none.
+                _map.Grow(VolumeImage.BlocksFor(newSizeBytes));
                 _pool.OpenBatch.AddGrow(Index, newSizeBytes);
+                Volatile.Write(ref _sizeBytes, newSizeBytes);
             }
-            Volatile.Write(ref _sizeBytes, newSizeBytes);
         }
         _pool.Flush();
     }
 
-    /// <summary>Unlinks every block (freed once the delete record is durable) and fails all further IO with Shutdown.</summary>
+    /// <summary>
+    /// Fails all further IO with Shutdown and frees every block the parent snapshot does not hold (once the delete
+    /// record is durable). The map itself is left alone: copying shared pages only to clear them would be wasted work.
+    /// Caller holds the pool's volumes lock.
+    /// </summary>
     internal void MarkDeleted()
     {
         lock (_lock)
         {
             _deleted = true;
+            int freed;
             lock (_pool.BatchLock)
             {
                 var batch = _pool.OpenBatch;
                 batch.AddDelete(Index);
-                int freed = UnlinkRange(0, _map.BlockCount, 0, batch, punch: true);
-                _pool.CountPendingFrees(freed);
+                freed = DiscardExclusiveBlocks(batch);
             }
+            _allocatedBlocks = 0;
+            _pool.CountPendingFrees(freed);
+            Parent?.RemoveChild(this);
+            Parent = null;
         }
+    }
+
+    /// <summary>Queues the live map's blocks that the parent does not hold for punching; the map is being dropped. Caller holds the batch lock.</summary>
+    internal int DiscardExclusiveBlocks(Format.JournalBatch batch)
+    {
+        int freed = 0;
+        ExtentMap[] neighbours = Parent is { } p ? [p.Map] : [];
+        Lineage.ForEachExclusive(_map, neighbours, (_, entry) =>
+        {
+            batch.Discards.Add(ExtentMap.PhysicalOf(entry));
+            freed++;
+        });
+        return freed;
     }
 
     /// <summary>
@@ -191,21 +238,27 @@ internal sealed partial class ThinVolume : StoredVolume
     private int UnlinkRange(long block, long count, ulong entry, Format.JournalBatch batch, bool punch)
     {
         int freed = 0;
+        long unlinked = 0;
+        var map = _map;
         for (long b = block; b < block + count; b++)
         {
-            if (_map.IsPageEmpty(b) && entry == 0)
+            if (map.IsPageEmpty(b) && entry == 0)
             {
                 b |= ExtentMap.PageEntries - 1;
                 continue;
             }
-            ulong old = _map.Set(b, entry);
+            ulong old = map.Set(b, entry);
             if (ExtentMap.IsData(old))
             {
-                (punch ? batch.Discards : batch.Frees).Add(ExtentMap.PhysicalOf(old));
-                freed++;
+                unlinked++;
+                if (!SharedWithParent(b, old))
+                {
+                    (punch ? batch.Discards : batch.Frees).Add(ExtentMap.PhysicalOf(old));
+                    freed++;
+                }
             }
         }
-        _allocatedBlocks -= freed;
+        _allocatedBlocks -= unlinked;
         return freed;
     }
 
@@ -239,18 +292,13 @@ internal sealed partial class ThinVolume : StoredVolume
         }
     }
 
-    private void VerifyBlock(ReadOnlySpan<byte> block, ulong entry, long lba)
-    {
-        if (Core.Crc32C.Compute(block) != ExtentMap.CrcOf(entry))
-        {
-            ReportChecksumError(lba, ExtentMap.PhysicalOf(entry));
-        }
-    }
+    private void VerifyBlock(ReadOnlySpan<byte> block, ulong entry, long lba) => MapReads.Verify(block, entry, lba, this);
 
-    private void ReportChecksumError(long lba, uint physicalBlock)
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    public void ReportChecksumError(long lba, uint physicalBlock)
     {
         Interlocked.Increment(ref _checksumErrors);
-        _pool.ReportChecksumError(this, lba, physicalBlock);
+        _pool.ReportChecksumError(Id, lba, physicalBlock);
         ThrowHelper.Throw(BlockError.Io,
             $"checksum mismatch in volume '{Id}' at byte {lba * BlockBytes} (physical block {physicalBlock}): this replica's copy is corrupt");
     }

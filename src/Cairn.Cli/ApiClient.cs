@@ -6,7 +6,7 @@ using System.Text.Json.Serialization.Metadata;
 namespace Cairn.Cli;
 
 /// <summary>Calls the cairnd REST API; every failure becomes a <see cref="CliException"/> with a one-line reason.</summary>
-internal sealed class ApiClient : IDisposable
+internal sealed partial class ApiClient : IDisposable
 {
     private readonly HttpClient _http;
     private readonly string _baseUrl;

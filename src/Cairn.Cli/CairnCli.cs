@@ -5,9 +5,10 @@ namespace Cairn.Cli;
 /// <summary>
 /// The cairn command line. <see cref="RunAsync"/> is the whole program with its streams and environment
 /// passed in, so tests run it in-process and read exactly what a user would see.
-/// Exit codes: 0 success, 1 the API refused or the command line was wrong, 2 the API could not be reached.
+/// Exit codes: 0 success, 1 the API refused or the command line was wrong, 2 the API could not be reached,
+/// 3 a scrub found bad blocks.
 /// </summary>
-public static class CairnCli
+public static partial class CairnCli
 {
     public const string DefaultApi = "http://127.0.0.1:9410";
 
@@ -57,6 +58,7 @@ public static class CairnCli
         {
             globals.Api, globals.Json, globals.TimeoutSeconds,
             VolumeCommands(globals, stdout, environment),
+            SnapshotCommands(globals, stdout, environment),
             PoolCommands(globals, stdout, environment),
             NodeCommands(globals, stdout, environment),
             ClusterCommands(globals, stdout, environment),
@@ -146,7 +148,12 @@ public static class CairnCli
             output.Line($"Deleted volume '{volume}'.");
         });
 
-        return new Command("volume", "Create, list, show, grow and delete volumes.") { create, list, show, grow, delete };
+        var volume = new Command("volume", "Create, list, show, grow, delete, clone, revert and scrub volumes.") { create, list, show, grow, delete };
+        foreach (var command in VolumeSnapshotCommands(g, stdout, env))
+        {
+            volume.Add(command);
+        }
+        return volume;
     }
 
     private static Command PoolCommands(Globals g, TextWriter stdout, Func<string, string?> env)

@@ -90,4 +90,11 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(PlacementDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
 [JsonSerializable(typeof(DeletedDto))]
+[JsonSerializable(typeof(SnapshotDto))]
+[JsonSerializable(typeof(SnapshotListDto))]
+[JsonSerializable(typeof(CreateSnapshotDto))]
+[JsonSerializable(typeof(CloneVolumeDto))]
+[JsonSerializable(typeof(RevertVolumeDto))]
+[JsonSerializable(typeof(StartScrubDto))]
+[JsonSerializable(typeof(ScrubDto))]
 internal sealed partial class CliJson : JsonSerializerContext;

@@ -6,7 +6,7 @@ using Spectre.Console.Rendering;
 namespace Cairn.Cli;
 
 /// <summary>Renders results: Spectre tables for people, the API's JSON (indented) with --json.</summary>
-internal sealed class Output(TextWriter writer, bool json)
+internal sealed partial class Output(TextWriter writer, bool json)
 {
     private readonly IAnsiConsole _console = CreateConsole(writer);
 

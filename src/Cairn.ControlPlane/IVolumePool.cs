@@ -25,7 +25,7 @@ public interface IVolumePool : IDisposable
 }
 
 /// <summary>A local block-store pool.</summary>
-public sealed class LocalVolumePool(BlockPool pool) : IVolumePool
+public sealed class LocalVolumePool(BlockPool pool) : IVolumePool, ISnapshotPool
 {
     public string Name => pool.Name;
     public string Directory => pool.Directory;
@@ -41,6 +41,21 @@ public sealed class LocalVolumePool(BlockPool pool) : IVolumePool
         pool.TryGetVolume(volumeId, out volume) && volume is not null;
 
     public void DeleteVolume(string volumeId) => pool.DeleteVolume(volumeId);
+
+    public SnapshotInfo CreateSnapshot(string volumeId, string name) => pool.CreateSnapshot(volumeId, name);
+
+    public IReadOnlyList<SnapshotInfo> ListSnapshots(string volumeId) => pool.ListSnapshots(volumeId);
+
+    public bool TryGetSnapshot(string volumeId, string name, out StoredSnapshot? snapshot) => pool.TryGetSnapshot(volumeId, name, out snapshot);
+
+    public void DeleteSnapshot(string volumeId, string name) => pool.DeleteSnapshot(volumeId, name);
+
+    public StoredVolume CloneVolume(string newVolumeId, string sourceVolumeId, string snapshotName) => pool.CloneVolume(newVolumeId, sourceVolumeId, snapshotName);
+
+    public void RevertVolume(string volumeId, string snapshotName) => pool.RevertVolume(volumeId, snapshotName);
+
+    public ScrubResult ScrubVolume(string volumeId, IProgress<ScrubProgress>? progress, long bytesPerSecond, CancellationToken cancellationToken)
+        => pool.ScrubVolume(volumeId, progress, bytesPerSecond, cancellationToken);
 
     public void Dispose() => pool.Dispose();
 }

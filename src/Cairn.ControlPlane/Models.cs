@@ -10,8 +10,9 @@ namespace Cairn.ControlPlane;
 /// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
 /// </param>
 /// <param name="Placement">Replica count and spread the volume was placed by; null in specs written before placement (one replica).</param>
+/// <param name="Source">For a clone, the snapshot it was made from (null for other volumes).</param>
 public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null,
-    PlacementPolicy? Placement = null);
+    PlacementPolicy? Placement = null, VolumeSource? Source = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 

@@ -16,12 +16,17 @@ public sealed partial class VolumeService
             return [.. _volumes.Values
                 .Where(v => v.Engine is not null && !v.Deleting)
                 .OrderBy(v => v.Spec.Name, StringComparer.Ordinal)
-                .Select(v => new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly))];
+                .SelectMany(v => SnapshotExports(v).Prepend(
+                    new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly)))];
         }
     }
 
     public ExportSession? TryOpen(string exportName, string clientDescription)
     {
+        if (exportName.Contains(SnapshotSeparator, StringComparison.Ordinal))
+        {
+            return TryOpenSnapshot(exportName, clientDescription);
+        }
         lock (_lock)
         {
             if (!_volumes.TryGetValue(exportName, out var state) || state.Engine is null || state.Deleting)

@@ -110,6 +110,10 @@ public sealed partial class VolumeService
         }
         if (!pool.TryGetVolume(spec.Id, out var volume))
         {
+            if (spec.Source is not null)
+            {
+                return FinishClone(spec, pool);
+            }
             _logger.LogWarning("reconcile: volume {Volume} has a spec but no data {Id} in pool {Pool} (a create was interrupted); creating it", spec.Name, spec.Id, spec.Pool);
             return pool.CreateVolume(spec.Id, spec.SizeBytes);
         }

@@ -164,6 +164,10 @@ public sealed class CairnDaemon : IAsyncDisposable
             options.IsClustered ? "etcd" : "embedded", sp.GetRequiredService<ILogger<ClusterService>>()));
         builder.Services.AddSingleton(sp => new ClusterView(sp.GetRequiredService<IClusterStore>(), nodeName, sp.GetRequiredService<ILogger<ClusterView>>()));
         builder.Services.AddCairnApi();
+        if (options.ScrubInterval is { } scrubInterval)
+        {
+            builder.Services.AddHostedService(sp => new ScrubScheduler(sp.GetRequiredService<VolumeService>(), scrubInterval, options.ScrubBytesPerSecond));
+        }
 
         var app = builder.Build();
         app.UseExceptionHandler();

@@ -27,9 +27,11 @@ public static class DaemonCommandLine
         var zone = new Option<string>("--zone") { Description = "Failure domain: the zone this node is in.", DefaultValueFactory = _ => "default", HelpName = "ZONE" };
         var rack = new Option<string>("--rack") { Description = "Failure domain: the rack this node is in.", DefaultValueFactory = _ => "default", HelpName = "RACK" };
         var leaseTtl = new Option<double>("--lease-ttl") { Description = "Seconds a node's heartbeat (and the controller's leadership) outlives its last keep-alive.", DefaultValueFactory = _ => 5, HelpName = "SECONDS" };
+        var scrubInterval = new Option<string?>("--scrub-interval") { Description = "Scrub every volume and its snapshots this often in the background, e.g. 7d (default: off).", HelpName = "DURATION" };
+        var scrubRate = new Option<string?>("--scrub-rate") { Description = "Bytes per second a scheduled scrub reads at most (default 50MiB).", HelpName = "SIZE" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl,
+            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, scrubInterval, scrubRate,
         };
 
         var parsed = root.Parse(args);
@@ -56,6 +58,8 @@ public static class DaemonCommandLine
                     Zone = ParseName("--zone", result.GetValue(zone))!,
                     Rack = ParseName("--rack", result.GetValue(rack))!,
                     LeaseTtl = ParseLeaseTtl(result.GetValue(leaseTtl)),
+                    ScrubInterval = ScrubScheduler.ParseInterval(result.GetValue(scrubInterval)),
+                    ScrubBytesPerSecond = ScrubScheduler.ParseRate(result.GetValue(scrubRate)),
                     Announce = stdout,
                 };
             }

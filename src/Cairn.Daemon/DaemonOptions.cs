@@ -43,6 +43,12 @@ public sealed record DaemonOptions
     /// <summary>TTL of the heartbeat and controller-election leases: a dead node shows Down, and a new controller is elected, within about this.</summary>
     public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>How often every volume is scrubbed in the background; null = never (scrub on demand through the API).</summary>
+    public TimeSpan? ScrubInterval { get; init; }
+
+    /// <summary>Bytes per second a scheduled scrub reads at most.</summary>
+    public long ScrubBytesPerSecond { get; init; } = ScrubScheduler.DefaultBytesPerSecond;
+
     public string EffectiveClusterSpec => Cluster ?? ClusterStoreDirectory;
 
     public bool IsClustered => Cluster is not null && ClusterStore.ClusterStoreFactory.IsEtcd(Cluster);

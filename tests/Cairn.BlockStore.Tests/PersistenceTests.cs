@@ -92,12 +92,12 @@ public sealed class PersistenceTests
         BlockPool.Create(dir.Path, "p", 1L << 20).Dispose();
         string path = Path.Combine(dir.Path, PoolFormat.HeaderFile);
         var header = File.ReadAllBytes(path);
-        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(8), 3); // Version
-        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(10), 2); // MinCompatibleVersion
+        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(8), PoolFormat.MaxReadableVersion + 2); // Version
+        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(10), PoolFormat.MaxReadableVersion + 1); // MinCompatibleVersion
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(508), Crc32C.Compute(header.AsSpan(0, 508)));
         File.WriteAllBytes(path, header);
         var ex = Assert.Throws<PoolFormatException>(() => BlockPool.Open(dir.Path));
-        Assert.Contains("format version 3", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"format version {PoolFormat.MaxReadableVersion + 2}", ex.Message, StringComparison.Ordinal);
         Assert.Contains("Upgrade Cairn", ex.Message, StringComparison.Ordinal);
     }
 
@@ -108,7 +108,7 @@ public sealed class PersistenceTests
         BlockPool.Create(dir.Path, "p", 1L << 20).Dispose();
         string path = Path.Combine(dir.Path, PoolFormat.HeaderFile);
         var header = File.ReadAllBytes(path);
-        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(8), 2); // written by v2, readable by v1
+        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(8), PoolFormat.Version + 1); // written by a newer build, readable by this one
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(508), Crc32C.Compute(header.AsSpan(0, 508)));
         File.WriteAllBytes(path, header);
         using var pool = BlockPool.Open(dir.Path);

@@ -40,6 +40,7 @@ internal static class TestPools
         CheckpointJournalBytes = checkpointJournalBytes,
         MaxBatchBytes = maxBatchBytes,
         PunchHoleMinBlocks = punchHoleMinBlocks,
+        BackgroundReclaim = false,
     };
 
     public static BlockPool Sim(SimulatedMedium medium, long capacityBytes, PoolOptions? options = null)
@@ -79,5 +80,21 @@ internal static class TestPools
         var extents = new AllocationExtent[maxExtents];
         int n = await volume.GetAllocationAsync(offset, length, extents);
         return extents[..n];
+    }
+}
+
+internal static class SnapshotTestExtensions
+{
+    public static StoredSnapshot Snapshot(this BlockPool pool, string volumeId, string name)
+    {
+        Assert.True(pool.TryGetSnapshot(volumeId, name, out var s), $"snapshot {volumeId}@{name} is missing");
+        return s!;
+    }
+
+    public static async Task<byte[]> ReadAsync(this StoredSnapshot snapshot, long offset, int length)
+    {
+        var buffer = new byte[length];
+        await snapshot.ReadAsync(offset, buffer);
+        return buffer;
     }
 }

@@ -4,7 +4,7 @@ using Cairn.Core;
 
 namespace Cairn.BlockStore.Format;
 
-/// <summary>Journal record types (format v1). Every record sets state, so replay is idempotent.</summary>
+/// <summary>Journal record types (1–6 since format v1, 7–10 since v2). Every record sets state, so replay is idempotent.</summary>
 internal enum JournalRecord : byte
 {
     /// <summary>vol u32, block u64, physical+1 u32, crc u32 — 21 bytes.</summary>
@@ -19,6 +19,14 @@ internal enum JournalRecord : byte
     DeleteVolume = 5,
     /// <summary>vol u32, size u64.</summary>
     GrowVolume = 6,
+    /// <summary>vol u32, snapshot u32, createdUnixMs i64, nameLength u16, name UTF-8: the volume's live map, frozen.</summary>
+    CreateSnapshot = 7,
+    /// <summary>snapshot u32: its children hang below its parent from here on.</summary>
+    DeleteSnapshot = 8,
+    /// <summary>vol u32, snapshot u32, size u64, createdUnixMs i64, idLength u16, id UTF-8: a new volume showing the snapshot.</summary>
+    CloneVolume = 9,
+    /// <summary>vol u32, snapshot u32: the volume's live map becomes the snapshot's again.</summary>
+    RevertVolume = 10,
 }
 
 /// <summary>
@@ -59,47 +67,64 @@ internal sealed class JournalBatch
 
     public void AddMap(uint volume, long block, ulong entry)
     {
-        var s = Reserve(21);
-        s[0] = (byte)JournalRecord.Map;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], block);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[13..], entry); // physical+1 then crc, both little-endian
+        var f = Record(JournalRecord.Map, volume, 16);
+        BinaryPrimitives.WriteInt64LittleEndian(f, block);
+        BinaryPrimitives.WriteUInt64LittleEndian(f[8..], entry); // physical+1 then crc, both little-endian
     }
 
     public void AddRange(JournalRecord kind, uint volume, long block, long count)
     {
-        var s = Reserve(21);
-        s[0] = (byte)kind;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], block);
-        BinaryPrimitives.WriteInt64LittleEndian(s[13..], count);
+        var f = Record(kind, volume, 16);
+        BinaryPrimitives.WriteInt64LittleEndian(f, block);
+        BinaryPrimitives.WriteInt64LittleEndian(f[8..], count);
     }
 
     public void AddCreate(uint volume, string id, long sizeBytes, DateTimeOffset createdAt)
     {
-        int idBytes = PoolFormat.StrictUtf8.GetByteCount(id);
-        var s = Reserve(23 + idBytes);
-        s[0] = (byte)JournalRecord.CreateVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], sizeBytes);
-        BinaryPrimitives.WriteInt64LittleEndian(s[13..], createdAt.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteUInt16LittleEndian(s[21..], (ushort)idBytes);
-        PoolFormat.StrictUtf8.GetBytes(id, s[23..]);
+        var f = Record(JournalRecord.CreateVolume, volume, 16, id);
+        BinaryPrimitives.WriteInt64LittleEndian(f, sizeBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(f[8..], createdAt.ToUnixTimeMilliseconds());
     }
 
-    public void AddDelete(uint volume)
+    public void AddDelete(uint volume) => Record(JournalRecord.DeleteVolume, volume, 0);
+
+    public void AddGrow(uint volume, long sizeBytes) => BinaryPrimitives.WriteInt64LittleEndian(Record(JournalRecord.GrowVolume, volume, 8), sizeBytes);
+
+    public void AddSnapshot(uint volume, uint snapshot, string name, DateTimeOffset createdAt)
     {
-        var s = Reserve(5);
-        s[0] = (byte)JournalRecord.DeleteVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
+        var f = Record(JournalRecord.CreateSnapshot, volume, 12, name);
+        BinaryPrimitives.WriteUInt32LittleEndian(f, snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(f[4..], createdAt.ToUnixTimeMilliseconds());
     }
 
-    public void AddGrow(uint volume, long sizeBytes)
+    public void AddDeleteSnapshot(uint snapshot) => Record(JournalRecord.DeleteSnapshot, snapshot, 0);
+
+    public void AddClone(uint volume, uint snapshot, string id, long sizeBytes, DateTimeOffset createdAt)
     {
-        var s = Reserve(13);
-        s[0] = (byte)JournalRecord.GrowVolume;
-        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], volume);
-        BinaryPrimitives.WriteInt64LittleEndian(s[5..], sizeBytes);
+        var f = Record(JournalRecord.CloneVolume, volume, 20, id);
+        BinaryPrimitives.WriteUInt32LittleEndian(f, snapshot);
+        BinaryPrimitives.WriteInt64LittleEndian(f[4..], sizeBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(f[12..], createdAt.ToUnixTimeMilliseconds());
+    }
+
+    public void AddRevert(uint volume, uint snapshot) => BinaryPrimitives.WriteUInt32LittleEndian(Record(JournalRecord.RevertVolume, volume, 4), snapshot);
+
+    /// <summary>
+    /// Reserves one record: kind u8, map index u32, then <paramref name="fieldBytes"/> of fields the caller fills in
+    /// (the returned span), then, when given, <paramref name="name"/> as length u16 + UTF-8.
+    /// </summary>
+    private Span<byte> Record(JournalRecord kind, uint index, int fieldBytes, string? name = null)
+    {
+        int nameBytes = name is null ? 0 : PoolFormat.StrictUtf8.GetByteCount(name);
+        var s = Reserve(5 + fieldBytes + (name is null ? 0 : 2 + nameBytes));
+        s[0] = (byte)kind;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[1..], index);
+        if (name is not null)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(s[(5 + fieldBytes)..], (ushort)nameBytes);
+            PoolFormat.StrictUtf8.GetBytes(name, s[(7 + fieldBytes)..]);
+        }
+        return s.Slice(5, fieldBytes);
     }
 
     /// <summary>Appends another batch's records and frees after this one's (used to put back a batch whose write failed).</summary>
@@ -169,7 +194,7 @@ internal static class JournalFile
             // Created but its header never reached the disk before a crash: nothing in it was ever acknowledged.
             return (-1, 0);
         }
-        PoolFormat.CheckHeader(header, Magic, "journal", location);
+        image.OldestVersionRead = Math.Min(image.OldestVersionRead, PoolFormat.CheckHeader(header, Magic, "journal", location));
         if (BinaryPrimitives.ReadUInt64LittleEndian(header[24..]) != generation || new Guid(header[32..48]) != poolId)
         {
             throw image.Corrupt($"journal generation/pool id does not match checkpoint generation {generation}");
@@ -246,8 +271,35 @@ internal static class JournalFile
                     pos += 13;
                     break;
                 default:
-                    throw image.Corrupt($"unknown journal record type {(byte)kind}");
+                    pos += ApplyLineageRecord(kind, vol, r, image);
+                    break;
             }
+        }
+    }
+
+    /// <summary>Records of format v2 (snapshots, clones, reverts); returns the record's length.</summary>
+    private static int ApplyLineageRecord(JournalRecord kind, uint vol, ReadOnlySpan<byte> r, PoolImage image)
+    {
+        switch (kind)
+        {
+            case JournalRecord.CreateSnapshot:
+                int nameBytes = BinaryPrimitives.ReadUInt16LittleEndian(r[12..]);
+                image.CreateSnapshot(vol, BinaryPrimitives.ReadUInt32LittleEndian(r), PoolFormat.StrictUtf8.GetString(r.Slice(14, nameBytes)),
+                    DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(r[4..])));
+                return 19 + nameBytes;
+            case JournalRecord.DeleteSnapshot:
+                image.DeleteSnapshot(vol);
+                return 5;
+            case JournalRecord.CloneVolume:
+                int idBytes = BinaryPrimitives.ReadUInt16LittleEndian(r[20..]);
+                image.Clone(vol, BinaryPrimitives.ReadUInt32LittleEndian(r), PoolFormat.StrictUtf8.GetString(r.Slice(22, idBytes)),
+                    BinaryPrimitives.ReadInt64LittleEndian(r[4..]), DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(r[12..])));
+                return 27 + idBytes;
+            case JournalRecord.RevertVolume:
+                image.Revert(vol, BinaryPrimitives.ReadUInt32LittleEndian(r));
+                return 9;
+            default:
+                throw image.Corrupt($"unknown journal record type {(byte)kind}");
         }
     }
 }

@@ -4,15 +4,19 @@ using Cairn.Core;
 
 namespace Cairn.BlockStore.Format;
 
-/// <summary>Constants of on-disk format version 1. Changing any of them is a format change: bump <see cref="Version"/>.</summary>
+/// <summary>
+/// Constants of the on-disk format. Changing any of them is a format change: bump <see cref="Version"/>.
+/// v1: volumes only. v2: snapshots, clones and reverts (new journal records, checkpoint stores maps as differences
+/// from their parent); a v1 pool is read and upgraded to v2 when opened.
+/// </summary>
 internal static class PoolFormat
 {
     /// <summary>The format this build writes.</summary>
-    public const ushort Version = 1;
-    /// <summary>The oldest reader that can read what this build writes.</summary>
-    public const ushort MinCompatibleVersion = 1;
+    public const ushort Version = 2;
+    /// <summary>The oldest reader that can read what this build writes (v1 readers know neither snapshots nor the v2 checkpoint).</summary>
+    public const ushort MinCompatibleVersion = 2;
     /// <summary>The newest format this build can read.</summary>
-    public const ushort MaxReadableVersion = 1;
+    public const ushort MaxReadableVersion = 2;
 
     public const int BlockBytes = 4096;
     public const int BlockShift = 12;
@@ -32,9 +36,9 @@ internal static class PoolFormat
 
     /// <summary>
     /// Checks magic, checksum and version of a header whose layout starts magic(8) version(2) minCompat(2) headerBytes(4)
-    /// and ends with a CRC32C of everything before it. Throws <see cref="PoolFormatException"/> with a clear message.
+    /// and ends with a CRC32C of everything before it; returns the version. Throws <see cref="PoolFormatException"/> with a clear message.
     /// </summary>
-    public static void CheckHeader(ReadOnlySpan<byte> header, ReadOnlySpan<byte> magic, string what, string location)
+    public static ushort CheckHeader(ReadOnlySpan<byte> header, ReadOnlySpan<byte> magic, string what, string location)
     {
         if (header.Length < 16 || !header[..8].SequenceEqual(magic))
         {
@@ -58,6 +62,7 @@ internal static class PoolFormat
                 $"{what} in '{location}' uses format version {version}, which needs a reader of version {minCompatible} or newer; " +
                 $"this build reads up to version {MaxReadableVersion}. Upgrade Cairn to open this pool.");
         }
+        return version;
     }
 
     public static void WriteCommonHeader(Span<byte> header, ReadOnlySpan<byte> magic, int headerBytes)

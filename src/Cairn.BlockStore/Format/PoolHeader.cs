@@ -14,6 +14,22 @@ internal sealed record PoolHeader(string Name, long CapacityBytes, DateTimeOffse
     public const int MaxNameBytes = 255;
     public static ReadOnlySpan<byte> Magic => "CAIRNPOL"u8;
 
+    /// <summary>The version the file was written with (what <see cref="Encode"/> writes is always the current one).</summary>
+    public ushort Version { get; init; } = PoolFormat.Version;
+
+    /// <summary>Writes the header to its temp file, then renames it into place; the rename is durable when this returns.</summary>
+    public void WriteTo(IPoolMedium medium)
+    {
+        using (var tmp = medium.Open(PoolFormat.HeaderTempFile, create: true))
+        {
+            tmp.SetLength(0);
+            tmp.WriteAt(0, Encode());
+            tmp.Sync();
+        }
+        medium.Rename(PoolFormat.HeaderTempFile, PoolFormat.HeaderFile);
+        medium.SyncDirectory();
+    }
+
     public byte[] Encode()
     {
         var buffer = new byte[Bytes];
@@ -42,7 +58,7 @@ internal sealed record PoolHeader(string Name, long CapacityBytes, DateTimeOffse
             n = file.ReadAt(0, buffer);
         }
         var span = buffer.AsSpan(0, n);
-        PoolFormat.CheckHeader(span, Magic, "pool header", medium.Location);
+        ushort version = PoolFormat.CheckHeader(span, Magic, "pool header", medium.Location);
         int blockBytes = BinaryPrimitives.ReadInt32LittleEndian(span[16..]);
         if (blockBytes != PoolFormat.BlockBytes)
         {
@@ -57,6 +73,6 @@ internal sealed record PoolHeader(string Name, long CapacityBytes, DateTimeOffse
             PoolFormat.StrictUtf8.GetString(span.Slice(58, nameBytes)),
             BinaryPrimitives.ReadInt64LittleEndian(span[24..]),
             DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(span[32..])),
-            new Guid(span[40..56]));
+            new Guid(span[40..56])) { Version = version };
     }
 }
