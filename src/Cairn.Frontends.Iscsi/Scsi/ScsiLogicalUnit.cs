@@ -6,14 +6,23 @@ using Cairn.Core;
 namespace Cairn.Frontends.Iscsi.Scsi;
 
 /// <summary>
-/// A SCSI direct-access block device (SBC-3) over an <see cref="IBlockDevice"/>: 512-byte logical blocks, 4096-byte
-/// physical blocks, thin provisioned. Transport-neutral: it takes a CDB and the data-out bytes, fills a data-in buffer
+/// A SCSI direct-access block device (SBC-3) over an <see cref="IBlockDevice"/>: 512-byte logical and physical blocks
+/// with a 4 KiB optimal granularity, thin provisioned. Transport-neutral: it takes a CDB and the data-out bytes, fills a data-in buffer
 /// and says how the command ended. Split by concern: this file runs the IO commands, Inquiry.cs the descriptive ones.
 /// </summary>
 internal sealed partial class ScsiLogicalUnit
 {
     public const int BlockBytes = 512;
-    public const int PhysicalBlockExponent = 3; // 2^3 logical blocks per 4096-byte physical block
+    /// <summary>
+    /// Physical blocks reported as logical ones (512 bytes, exponent 0); the 4 KiB preference travels as the optimal
+    /// transfer and unmap granularity (VPD B0), which Linux turns into io_min and discard granularity. Reporting
+    /// 4096-byte physical blocks instead makes libiscsi 1.19's CompareAndWrite.InvalidDataOutSize install a PDU hook on
+    /// a thin LUN that it never removes: it rewrites CDB byte 13 of every later command, which breaks every 16-byte CDB
+    /// test after it (tgt never meets it because it reports full provisioning).
+    /// </summary>
+    public const int PhysicalBlockExponent = 0;
+    /// <summary>The volume's natural IO unit in logical blocks (4 KiB).</summary>
+    public const int PreferredGranularityBlocks = 8;
     /// <summary>Largest READ/WRITE in blocks (32 MiB, as the NBD frontend), reported in the Block Limits VPD page; libiscsi's tests send 65536-block writes.</summary>
     public const uint MaxTransferBlocks = 65536;
     /// <summary>libiscsi's conformance tests require at most 1 Mi blocks here.</summary>
