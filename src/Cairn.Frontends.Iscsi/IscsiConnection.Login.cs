@@ -134,7 +134,8 @@ internal sealed partial class IscsiConnection
         {
             return LoginStatus.NotFound;
         }
-        _unit = new ScsiLogicalUnit(_session.Device, exportName, target);
+        string initiatorPort = $"{Parameters.InitiatorName},i,0x{_isid:x12}";
+        _unit = new ScsiLogicalUnit(_session.Device, exportName, target, _server.ReservationsOf(_session.Device), initiatorPort);
         answers.Add(new("TargetPortalGroupTag", TargetLimits.TargetPortalGroupTag.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         return null;
     }

@@ -35,10 +35,16 @@ internal sealed partial class ScsiLogicalUnit
     private readonly string _exportName;
     private readonly string _targetName;
     private readonly byte[] _identity;
+    private readonly PersistentReservations _reservations;
+    private readonly string _initiatorPort;
 
-    public ScsiLogicalUnit(IBlockDevice device, string exportName, string targetName)
+    /// <param name="reservations">The unit's reservation state, shared by every session to it (a fresh one when omitted).</param>
+    /// <param name="initiatorPort">This session's I_T nexus, "IQN,i,0xISID", as reservations name it.</param>
+    public ScsiLogicalUnit(IBlockDevice device, string exportName, string targetName, PersistentReservations? reservations = null, string initiatorPort = "")
     {
         _device = device;
+        _reservations = reservations ?? new PersistentReservations();
+        _initiatorPort = initiatorPort;
         _exportName = exportName;
         _targetName = targetName;
         // Identifiers derive from the export name only, so every node serving the volume reports the same ones (multipath).
@@ -54,6 +60,10 @@ internal sealed partial class ScsiLogicalUnit
         if (!lunExists && opcode is not (ScsiOpcode.Inquiry or ScsiOpcode.ReportLuns or ScsiOpcode.RequestSense))
         {
             return ScsiResult.Check(SenseData.LogicalUnitNotSupported);
+        }
+        if (_reservations.Conflicts(_initiatorPort, AccessOf(cdb.Span)))
+        {
+            return new ScsiResult(ScsiStatus.ReservationConflict, SenseData.None, 0);
         }
         try
         {
@@ -73,6 +83,8 @@ internal sealed partial class ScsiLogicalUnit
                 ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 => await SynchronizeCacheAsync(cdb, ct),
                 ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16 => await WriteSameAsync(cdb, dataOut, ct),
                 ScsiOpcode.Unmap => await UnmapAsync(cdb, dataOut, ct),
+                ScsiOpcode.PersistentReserveIn => _reservations.In(cdb.Span, dataIn.Span),
+                ScsiOpcode.PersistentReserveOut => _reservations.Out(cdb.Span, _initiatorPort, dataOut.Span),
                 _ => ScsiResult.Check(SenseData.InvalidOpcode),
             };
         }
@@ -81,6 +93,17 @@ internal sealed partial class ScsiLogicalUnit
             return ScsiResult.Check(SenseFor(e.Error, opcode));
         }
     }
+
+    /// <summary>Which reservations block a command (SPC-4 table 5.13.1): reads and writes of the medium, and what describes it.</summary>
+    private static MediumAccess AccessOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
+    {
+        ScsiOpcode.Read6 or ScsiOpcode.Read10 or ScsiOpcode.Read12 or ScsiOpcode.Read16 or ScsiOpcode.Verify10 or ScsiOpcode.Verify16
+            or ScsiOpcode.ModeSense6 or ScsiOpcode.ModeSense10 => MediumAccess.Read,
+        ScsiOpcode.ServiceActionIn16 when (cdb[1] & 0x1f) == ScsiOpcode.GetLbaStatusServiceAction => MediumAccess.Read,
+        ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16 or ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16
+            or ScsiOpcode.Unmap or ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 => MediumAccess.Write,
+        _ => MediumAccess.None,
+    };
 
     /// <summary>Maps a device failure to sense data. Shutdown reads as "not ready": the volume is going away under us.</summary>
     internal static SenseData SenseFor(BlockError error, byte opcode) => error switch

@@ -1,0 +1,340 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Cairn.Frontends.Iscsi.Scsi;
+
+/// <summary>The persistent reservation types of SPC-4 §5.13.1 (the TYPE field).</summary>
+internal enum ReservationType : byte
+{
+    WriteExclusive = 1,
+    ExclusiveAccess = 3,
+    WriteExclusiveRegistrantsOnly = 5,
+    ExclusiveAccessRegistrantsOnly = 6,
+    WriteExclusiveAllRegistrants = 7,
+    ExclusiveAccessAllRegistrants = 8,
+}
+
+/// <summary>How a command touches the medium, which decides whether a reservation held elsewhere blocks it.</summary>
+internal enum MediumAccess
+{
+    /// <summary>Allowed whatever the reservation (INQUIRY, REPORT LUNS, READ CAPACITY, TEST UNIT READY, ...).</summary>
+    None,
+    Read,
+    Write,
+}
+
+/// <summary>
+/// The persistent reservation state of one logical unit (SPC-4 §5.13), shared by every session to it: registered keys
+/// per I_T nexus and at most one reservation. An I_T nexus is named by its initiator port, "IQN,i,0xISID" (the
+/// target has one port). Kept in memory only: nothing survives a restart, so APTPL is refused (PTPL_C = 0).
+/// Thread-safe: sessions run commands concurrently.
+/// </summary>
+internal sealed class PersistentReservations
+{
+    private const int ParameterListBytes = 24;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, ulong> _keys = new(StringComparer.Ordinal);
+    private uint _generation;
+    /// <summary>The holder's initiator port, or null for the all-registrants types (every registrant holds it).</summary>
+    private string? _holder;
+    private ReservationType? _type;
+
+    /// <summary>True when a reservation held by someone else forbids this nexus the access (RESERVATION CONFLICT).</summary>
+    public bool Conflicts(string nexus, MediumAccess access)
+    {
+        if (access == MediumAccess.None)
+        {
+            return false;
+        }
+        lock (_lock)
+        {
+            if (_type is not { } type || IsHolder(nexus))
+            {
+                return false;
+            }
+            bool registered = _keys.ContainsKey(nexus);
+            return type switch
+            {
+                ReservationType.WriteExclusive => access == MediumAccess.Write,
+                ReservationType.ExclusiveAccess => true,
+                ReservationType.WriteExclusiveRegistrantsOnly or ReservationType.WriteExclusiveAllRegistrants => !registered && access == MediumAccess.Write,
+                _ => !registered,
+            };
+        }
+    }
+
+    /// <summary>PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL STATUS.</summary>
+    public ScsiResult In(ReadOnlySpan<byte> cdb, Span<byte> dataIn)
+    {
+        int allocation = BinaryPrimitives.ReadUInt16BigEndian(cdb[7..]);
+        lock (_lock)
+        {
+            byte[]? response = (cdb[1] & 0x1f) switch
+            {
+                0 => ReadKeys(),
+                1 => ReadReservation(),
+                2 => ReportCapabilities(),
+                3 => ReadFullStatus(),
+                _ => null,
+            };
+            if (response is null)
+            {
+                return ScsiResult.Check(SenseData.InvalidFieldInCdb);
+            }
+            int transfer = Math.Min(response.Length, allocation);
+            response.AsSpan(0, Math.Min(transfer, dataIn.Length)).CopyTo(dataIn);
+            return ScsiResult.Good(transfer);
+        }
+    }
+
+    /// <summary>PERSISTENT RESERVE OUT from <paramref name="nexus"/>. REGISTER AND MOVE is not supported.</summary>
+    public ScsiResult Out(ReadOnlySpan<byte> cdb, string nexus, ReadOnlySpan<byte> parameters)
+    {
+        byte action = (byte)(cdb[1] & 0x1f);
+        uint listLength = BinaryPrimitives.ReadUInt32BigEndian(cdb[5..]);
+        if (action > 6)
+        {
+            return ScsiResult.Check(SenseData.InvalidFieldInCdb);
+        }
+        if (listLength != ParameterListBytes || parameters.Length < ParameterListBytes)
+        {
+            return ScsiResult.Check(SenseData.ParameterListLengthError);
+        }
+        if ((parameters[20] & 0x0D) != 0)
+        {
+            return ScsiResult.Check(SenseData.InvalidFieldInParameterList); // SPEC_I_PT, ALL_TG_PT, APTPL: not supported
+        }
+        ulong key = BinaryPrimitives.ReadUInt64BigEndian(parameters);
+        ulong serviceKey = BinaryPrimitives.ReadUInt64BigEndian(parameters[8..]);
+        lock (_lock)
+        {
+            if (action is 0 or 6)
+            {
+                return Register(nexus, key, serviceKey, ignoreExisting: action == 6);
+            }
+            if (!_keys.TryGetValue(nexus, out ulong registered) || registered != key)
+            {
+                return Conflict;
+            }
+            if (action == 3)
+            {
+                Clear();
+                return ScsiResult.Good(ParameterListBytes);
+            }
+            if ((cdb[2] >> 4) != 0 || !Enum.IsDefined((ReservationType)(cdb[2] & 0x0f)))
+            {
+                return ScsiResult.Check(SenseData.InvalidFieldInCdb); // only LU_SCOPE, only the six types
+            }
+            var type = (ReservationType)(cdb[2] & 0x0f);
+            return action switch
+            {
+                1 => Reserve(nexus, type),
+                2 => Release(nexus, type),
+                _ => Preempt(nexus, serviceKey, type),
+            };
+        }
+    }
+
+    private static ScsiResult Conflict => new(ScsiStatus.ReservationConflict, SenseData.None, 0);
+
+    private static bool IsAllRegistrants(ReservationType type) =>
+        type is ReservationType.WriteExclusiveAllRegistrants or ReservationType.ExclusiveAccessAllRegistrants;
+
+    private bool IsHolder(string nexus) =>
+        _type is { } type && (IsAllRegistrants(type) ? _keys.ContainsKey(nexus) : _holder == nexus);
+
+    private ScsiResult Register(string nexus, ulong key, ulong serviceKey, bool ignoreExisting)
+    {
+        bool registered = _keys.TryGetValue(nexus, out ulong current);
+        if (!ignoreExisting && (registered ? current != key : key != 0))
+        {
+            return Conflict;
+        }
+        if (serviceKey != 0)
+        {
+            _keys[nexus] = serviceKey;
+            _generation++;
+        }
+        else if (registered)
+        {
+            Unregister(nexus);
+            _generation++;
+        }
+        return ScsiResult.Good(ParameterListBytes);
+    }
+
+    /// <summary>Removes a registration; a reservation goes with its holder (for all-registrants, with the last registrant).</summary>
+    private void Unregister(string nexus)
+    {
+        bool held = IsHolder(nexus);
+        _keys.Remove(nexus);
+        if (held && (_holder is not null || _keys.Count == 0))
+        {
+            _holder = null;
+            _type = null;
+        }
+    }
+
+    private ScsiResult Reserve(string nexus, ReservationType type)
+    {
+        if (_type is { } existing)
+        {
+            return IsHolder(nexus) && existing == type ? ScsiResult.Good(ParameterListBytes) : Conflict;
+        }
+        _type = type;
+        _holder = IsAllRegistrants(type) ? null : nexus;
+        return ScsiResult.Good(ParameterListBytes);
+    }
+
+    private ScsiResult Release(string nexus, ReservationType type)
+    {
+        if (_type is not { } existing || !IsHolder(nexus))
+        {
+            return ScsiResult.Good(ParameterListBytes); // nothing of ours to release
+        }
+        if (existing != type)
+        {
+            return ScsiResult.Check(SenseData.InvalidReleaseOfPersistentReservation);
+        }
+        _type = null;
+        _holder = null;
+        return ScsiResult.Good(ParameterListBytes);
+    }
+
+    private void Clear()
+    {
+        _keys.Clear();
+        _type = null;
+        _holder = null;
+        _generation++;
+    }
+
+    /// <summary>
+    /// PREEMPT (SPC-4 §5.13.11.2.4): removes the registrations with <paramref name="serviceKey"/>; when that names the
+    /// holder (or, for an all-registrants reservation, with key 0 for everybody else) the caller takes the reservation.
+    /// </summary>
+    private ScsiResult Preempt(string nexus, ulong serviceKey, ReservationType type)
+    {
+        bool allRegistrants = _type is { } held && IsAllRegistrants(held);
+        bool takesReservation;
+        if (allRegistrants && serviceKey == 0)
+        {
+            foreach (var other in _keys.Keys.Where(n => n != nexus).ToList())
+            {
+                _keys.Remove(other);
+            }
+            takesReservation = true;
+        }
+        else
+        {
+            if (serviceKey == 0)
+            {
+                return ScsiResult.Check(SenseData.InvalidFieldInParameterList);
+            }
+            takesReservation = !allRegistrants && _holder is not null && _keys.GetValueOrDefault(_holder) == serviceKey;
+            var preempted = _keys.Where(k => k.Value == serviceKey && k.Key != nexus).Select(k => k.Key).ToList();
+            if (preempted.Count == 0 && !takesReservation)
+            {
+                return Conflict;
+            }
+            foreach (var other in preempted)
+            {
+                _keys.Remove(other);
+            }
+            if (allRegistrants && _keys.Count == 0)
+            {
+                _type = null;
+            }
+        }
+        if (takesReservation)
+        {
+            _type = type;
+            _holder = IsAllRegistrants(type) ? null : nexus;
+        }
+        _generation++;
+        return ScsiResult.Good(ParameterListBytes);
+    }
+
+    private byte[] ReadKeys()
+    {
+        var r = new byte[8 + (8 * _keys.Count)];
+        BinaryPrimitives.WriteUInt32BigEndian(r, _generation);
+        BinaryPrimitives.WriteUInt32BigEndian(r.AsSpan(4), (uint)(8 * _keys.Count));
+        int at = 8;
+        foreach (ulong key in _keys.Values)
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(r.AsSpan(at), key);
+            at += 8;
+        }
+        return r;
+    }
+
+    private byte[] ReadReservation()
+    {
+        var r = new byte[_type is null ? 8 : 24];
+        BinaryPrimitives.WriteUInt32BigEndian(r, _generation);
+        if (_type is { } type)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(r.AsSpan(4), 16);
+            // All-registrants reservations report key 0 (SPC-4 §6.16.3).
+            ulong key = _holder is null ? 0 : _keys[_holder];
+            BinaryPrimitives.WriteUInt64BigEndian(r.AsSpan(8), key);
+            r[21] = (byte)type; // scope 0: logical unit
+        }
+        return r;
+    }
+
+    private static byte[] ReportCapabilities()
+    {
+        var r = new byte[8];
+        r[1] = 8;
+        r[3] = 0x80; // TMV: the type mask below is valid; CRH, SIP_C, ATP_C, PTPL_C all 0
+        r[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02; // WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX
+        r[5] = 0x01; // EX_AC_AR
+        return r;
+    }
+
+    /// <summary>READ FULL STATUS: one descriptor per registration with the initiator's iSCSI TransportID (SPC-4 §7.6.4.2).</summary>
+    private byte[] ReadFullStatus()
+    {
+        var descriptors = new List<byte[]>();
+        foreach (var (nexus, key) in _keys)
+        {
+            byte[] transportId = IscsiTransportId(nexus);
+            var d = new byte[24 + transportId.Length];
+            BinaryPrimitives.WriteUInt64BigEndian(d, key);
+            if (IsHolder(nexus))
+            {
+                d[12] = 0x01; // R_HOLDER
+                d[13] = (byte)_type!.Value;
+            }
+            BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(18), 1); // relative target port 1
+            BinaryPrimitives.WriteUInt32BigEndian(d.AsSpan(20), (uint)transportId.Length);
+            transportId.CopyTo(d, 24);
+            descriptors.Add(d);
+        }
+        int length = descriptors.Sum(d => d.Length);
+        var r = new byte[8 + length];
+        BinaryPrimitives.WriteUInt32BigEndian(r, _generation);
+        BinaryPrimitives.WriteUInt32BigEndian(r.AsSpan(4), (uint)length);
+        int at = 8;
+        foreach (var d in descriptors)
+        {
+            d.CopyTo(r, at);
+            at += d.Length;
+        }
+        return r;
+    }
+
+    /// <summary>Format 01b (name with ISID): "IQN,i,0xISID", NUL-terminated, padded to a multiple of 4, at least 24 bytes.</summary>
+    private static byte[] IscsiTransportId(string initiatorPort)
+    {
+        int nameBytes = Encoding.UTF8.GetByteCount(initiatorPort) + 1;
+        int padded = Math.Max(20, (nameBytes + 3) & ~3);
+        var id = new byte[4 + padded];
+        id[0] = 0x40 | 0x05; // format 01b, protocol identifier 5 (iSCSI)
+        BinaryPrimitives.WriteUInt16BigEndian(id.AsSpan(2), (ushort)padded);
+        Encoding.UTF8.GetBytes(initiatorPort, id.AsSpan(4));
+        return id;
+    }
+}
