@@ -165,6 +165,10 @@ internal sealed partial class IscsiConnection
         string prefix = _server.Options.TargetPrefix;
         foreach (var export in _server.Catalog.ListExports())
         {
+            if (!(export.IscsiAccess ?? Cairn.Core.IscsiAccess.Open).Allows(Parameters.InitiatorName ?? ""))
+            {
+                continue; // never reveal a target this initiator may not log in to
+            }
             string target = prefix + export.Name;
             bool wanted = value == "All" && Parameters.SessionType == SessionType.Discovery
                 || value.Length == 0 && target == Parameters.TargetName

@@ -1,4 +1,5 @@
 using System.Net;
+using Cairn.Core;
 
 namespace Cairn.Frontends.Iscsi.Tests;
 
@@ -25,13 +26,14 @@ public sealed class ServerHarness : IAsyncDisposable
     /// <summary>The libiscsi URL of an export's LUN 0.</summary>
     public string Url(string export = "disk") => $"iscsi://127.0.0.1:{Port}/{Prefix}{export}/0";
 
-    public static async Task<ServerHarness> StartAsync(long diskBytes = DiskBytes)
+    /// <param name="diskAccess">Who may log in to "disk" (anyone, without authentication, when null).</param>
+    public static async Task<ServerHarness> StartAsync(long diskBytes = DiskBytes, IscsiAccess? diskAccess = null)
     {
         var disk = new RamBlockDevice(diskBytes);
         var ro = new RamBlockDevice(1 << 20, readOnly: true);
         ro.Data.Fill(0xA5);
         var catalog = new TestCatalog()
-            .Add("disk", disk, "the test disk")
+            .Add("disk", disk, "the test disk", iscsiAccess: diskAccess)
             .Add("ro", ro, "a read-only disk", readOnly: true);
         var server = new IscsiServer(catalog, new IscsiServerOptions { Endpoint = new IPEndPoint(IPAddress.Loopback, 0) });
         await server.StartAsync();
