@@ -23,7 +23,13 @@ internal sealed record VolumeDto(
     string? Node = null,
     IscsiDto? Iscsi = null);
 
-internal sealed record IscsiDto(string Portal, string Target, int Lun);
+internal sealed record IscsiDto(string Portal, string Target, int Lun, IscsiAccessDto? Access = null, IReadOnlyList<string>? Login = null);
+
+internal sealed record IscsiAccessDto(IReadOnlyList<string>? AllowedInitiators, bool Chap, string? ChapUser, bool MutualChap, string? MutualChapUser);
+
+internal sealed record ChapDto(string User, string Secret);
+
+internal sealed record SetIscsiAccessDto(IReadOnlyList<string> AllowedInitiators, ChapDto? Chap, ChapDto? MutualChap);
 
 internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
 
@@ -77,5 +83,6 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(CreateVolumeDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
+[JsonSerializable(typeof(SetIscsiAccessDto))]
 [JsonSerializable(typeof(DeletedDto))]
 internal sealed partial class CliJson : JsonSerializerContext;

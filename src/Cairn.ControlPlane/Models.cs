@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Cairn.Core;
 
 namespace Cairn.ControlPlane;
 
@@ -8,7 +9,8 @@ namespace Cairn.ControlPlane;
 /// The node that owns (stores and serves) the volume. Null in specs written before clustering, which belong to the
 /// single node of an embedded store. Volume names are unique in the whole cluster; ownership is per node.
 /// </param>
-public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null);
+/// <param name="IscsiAccess">Who may log in over iSCSI (allow list, CHAP secrets); null = anyone, no authentication.</param>
+public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null, IscsiAccess? IscsiAccess = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
@@ -17,6 +19,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
 /// <param name="Node">The node that owns and serves the volume.</param>
 /// <param name="Iscsi">The volume's iSCSI portal, target and LUN; null while no iSCSI target listens.</param>
+/// <param name="IscsiAccess">Who may log in over iSCSI; null = anyone. Carries secrets: the API shows only user names.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -28,7 +31,8 @@ public sealed record VolumeInfo(
     IReadOnlyList<ClientInfo> Clients,
     bool Available,
     string? Node = null,
-    IscsiAddress? Iscsi = null);
+    IscsiAddress? Iscsi = null,
+    IscsiAccess? IscsiAccess = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

@@ -16,7 +16,7 @@ public sealed partial class VolumeService
             return [.. _volumes.Values
                 .Where(v => v.Engine is not null && !v.Deleting)
                 .OrderBy(v => v.Spec.Name, StringComparer.Ordinal)
-                .Select(v => new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly))];
+                .Select(v => new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly, v.Spec.IscsiAccess))];
         }
     }
 

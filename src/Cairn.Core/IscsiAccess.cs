@@ -30,22 +30,22 @@ public sealed record IscsiAccess(IReadOnlyList<string> AllowedInitiators, ChapCr
     {
         if (AllowedInitiators.Count > MaxInitiators)
         {
-            return ("allowedInitiators", $"at most {MaxInitiators} initiator names, not {AllowedInitiators.Count}");
+            return ("allowedInitiators", $"allowedInitiators holds at most {MaxInitiators} initiator names, not {AllowedInitiators.Count}");
         }
         for (int i = 0; i < AllowedInitiators.Count; i++)
         {
             if (NameProblem(AllowedInitiators[i]) is { } problem)
             {
-                return ($"allowedInitiators[{i}]", problem);
+                return ($"allowedInitiators[{i}]", $"allowedInitiators[{i}]: {problem}");
             }
         }
         if (MutualChap is not null && Chap is null)
         {
-            return ("mutualChap", "mutual CHAP needs CHAP too: the target only answers an initiator that proved itself first");
+            return ("mutualChap", "mutualChap needs chap too: the target only proves itself to an initiator that proved itself first");
         }
         return CredentialProblem("chap", Chap) ?? CredentialProblem("mutualChap", MutualChap)
             ?? (MutualChap is not null && MutualChap.Secret == Chap!.Secret
-                ? ("mutualChap.secret", "must differ from chap.secret: RFC 7143 §12.1.3 forbids one secret for both directions")
+                ? ("mutualChap.secret", "mutualChap.secret must differ from chap.secret: RFC 7143 §12.1.3 forbids one secret for both directions")
                 : null);
     }
 
@@ -75,12 +75,12 @@ public sealed record IscsiAccess(IReadOnlyList<string> AllowedInitiators, ChapCr
         }
         if (string.IsNullOrEmpty(credentials.User) || credentials.User.Length > 255 || credentials.User.Any(char.IsControl))
         {
-            return ($"{field}.user", "the CHAP user name must be 1-255 characters without control characters");
+            return ($"{field}.user", $"{field}.user must be 1-255 characters without control characters");
         }
         int secretBytes = Encoding.UTF8.GetByteCount(credentials.Secret ?? "");
         if (secretBytes is < MinSecretBytes or > MaxSecretBytes || credentials.Secret!.Any(char.IsControl))
         {
-            return ($"{field}.secret", $"the CHAP secret must be {MinSecretBytes}-{MaxSecretBytes} bytes without control characters (it is {secretBytes})");
+            return ($"{field}.secret", $"{field}.secret must be {MinSecretBytes}-{MaxSecretBytes} bytes without control characters (RFC 3720 §8.2.1; open-iscsi takes at most 16); it is {secretBytes}");
         }
         return null;
     }

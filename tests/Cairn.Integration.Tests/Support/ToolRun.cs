@@ -21,7 +21,7 @@ internal static class ToolRun
     private static readonly Dictionary<string, string> PackageOf = new()
     {
         ["nbdinfo"] = "libnbd-bin", ["nbdcopy"] = "libnbd-bin", ["fio"] = "fio",
-        ["qemu-img"] = "qemu-utils", ["nbdkit"] = "nbdkit", ["etcd"] = "etcd-server", ["iscsi-ls"] = "libiscsi-bin",
+        ["qemu-img"] = "qemu-utils", ["nbdkit"] = "nbdkit", ["etcd"] = "etcd-server", ["iscsi-ls"] = "libiscsi-bin", ["iscsi-inq"] = "libiscsi-bin",
     };
 
     public static async Task<ToolResult> RunAsync(string program, IEnumerable<string> args, TimeSpan timeout,
