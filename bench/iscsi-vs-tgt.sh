@@ -6,28 +6,17 @@
 #   bench/iscsi-vs-tgt.sh [--runtime SECONDS] [--size SIZE]    (needs root for tgtd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNTIME=10; SIZE=1G
-while (($#)); do case $1 in
-  --runtime) RUNTIME=$2; shift 2;; --size) SIZE=$2; shift 2;;
-  *) echo "usage: $0 [--runtime SECONDS] [--size SIZE]" >&2; exit 2;; esac; done
-
-bash scripts/setup.sh >/dev/null
-command -v tgtd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tgt >/dev/null; }
+source bench/lib.sh
 source scripts/lib/tgt.sh
-WORK=$(mktemp -d /var/tmp/cairn-bench.XXXXXX)   # same disk for both targets
-OUT=.artifacts/bench; mkdir -p "$OUT"
-dotnet publish src/Cairn.Daemon -c Release -o "$OUT/cairnd" --nologo -v quiet
-dotnet publish src/Cairn.Cli -c Release -o "$OUT/cairn" --nologo -v quiet
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_parse_args "$@"
+command -v tgtd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tgt >/dev/null; }
+bench_prepare
 CAIRN_ISCSI=$(free_port); CAIRN_API=$(free_port); TGT_PORT=$(free_port)
-CAIRND=""
-cleanup() { [[ -n $CAIRND ]] && kill "$CAIRND" 2>/dev/null; tgt_stop; wait 2>/dev/null || true; rm -rf "$WORK"; }
+CAIRND_PID=""
+cleanup() { if [[ -n $CAIRND_PID ]]; then kill "$CAIRND_PID" 2>/dev/null || true; fi; tgt_stop; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$OUT/cairnd/cairnd" --data-dir "$WORK/cairn" --nbd-listen 127.0.0.1:0 --iscsi-listen 127.0.0.1:$CAIRN_ISCSI --api-listen http://127.0.0.1:$CAIRN_API >"$WORK/cairnd.log" 2>&1 &
-CAIRND=$!
-for _ in $(seq 300); do grep -q "cairnd: ready" "$WORK/cairnd.log" && break; sleep 0.1; done
+start_cairnd 0 "$CAIRN_ISCSI" "$CAIRN_API"
 "$OUT/cairn/cairn" --api http://127.0.0.1:$CAIRN_API volume create bench --size "$SIZE" >/dev/null
 
 # The same bytes behind both targets: random data in tgt's backing file, copied onto the Cairn volume over iSCSI.

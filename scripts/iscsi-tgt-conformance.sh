@@ -12,7 +12,8 @@ source scripts/lib/tgt.sh
 
 WORK=$(mktemp -d)
 trap 'tgt_stop; rm -rf "$WORK"' EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source bench/lib.sh
+PORT=$(free_port)
 IQN=iqn.2026-11.io.cairn.peer:tgt
 truncate -s 64M "$WORK/lun.img"
 tgt_start "$PORT" "$WORK/lun.img" "$IQN"
