@@ -6,6 +6,8 @@ namespace Cairn.Frontends.Iscsi.Scsi;
 /// <summary>The persistent reservation types of SPC-4 §5.13.1 (the TYPE field).</summary>
 internal enum ReservationType : byte
 {
+    /// <summary>No reservation (not a TYPE value on the wire).</summary>
+    None = 0,
     WriteExclusive = 1,
     ExclusiveAccess = 3,
     WriteExclusiveRegistrantsOnly = 5,
@@ -37,7 +39,8 @@ internal sealed class PersistentReservations
     private uint _generation;
     /// <summary>The holder's initiator port, or null for the all-registrants types (every registrant holds it).</summary>
     private string? _holder;
-    private ReservationType? _type;
+    /// <summary>Written under the lock; read without it first, so commands pay nothing while nothing is reserved.</summary>
+    private volatile ReservationType _type;
 
     /// <summary>True when a reservation held by someone else forbids this nexus the access (RESERVATION CONFLICT).</summary>
     public bool Conflicts(string nexus, MediumAccess access)
@@ -46,9 +49,14 @@ internal sealed class PersistentReservations
         {
             return false;
         }
+        if (_type == ReservationType.None)
+        {
+            return false;
+        }
         lock (_lock)
         {
-            if (_type is not { } type || IsHolder(nexus))
+            var type = _type;
+            if (type == ReservationType.None || IsHolder(nexus))
             {
                 return false;
             }
@@ -121,7 +129,7 @@ internal sealed class PersistentReservations
                 Clear();
                 return ScsiResult.Good(ParameterListBytes);
             }
-            if ((cdb[2] >> 4) != 0 || !Enum.IsDefined((ReservationType)(cdb[2] & 0x0f)))
+            if ((cdb[2] >> 4) != 0 || (cdb[2] & 0x0f) == 0 || !Enum.IsDefined((ReservationType)(cdb[2] & 0x0f)))
             {
                 return ScsiResult.Check(SenseData.InvalidFieldInCdb); // only LU_SCOPE, only the six types
             }
@@ -141,7 +149,7 @@ internal sealed class PersistentReservations
         type is ReservationType.WriteExclusiveAllRegistrants or ReservationType.ExclusiveAccessAllRegistrants;
 
     private bool IsHolder(string nexus) =>
-        _type is { } type && (IsAllRegistrants(type) ? _keys.ContainsKey(nexus) : _holder == nexus);
+        _type != ReservationType.None && (IsAllRegistrants(_type) ? _keys.ContainsKey(nexus) : _holder == nexus);
 
     private ScsiResult Register(string nexus, ulong key, ulong serviceKey, bool ignoreExisting)
     {
@@ -171,13 +179,13 @@ internal sealed class PersistentReservations
         if (held && (_holder is not null || _keys.Count == 0))
         {
             _holder = null;
-            _type = null;
+            _type = ReservationType.None;
         }
     }
 
     private ScsiResult Reserve(string nexus, ReservationType type)
     {
-        if (_type is { } existing)
+        if (_type is var existing and not ReservationType.None)
         {
             return IsHolder(nexus) && existing == type ? ScsiResult.Good(ParameterListBytes) : Conflict;
         }
@@ -188,7 +196,8 @@ internal sealed class PersistentReservations
 
     private ScsiResult Release(string nexus, ReservationType type)
     {
-        if (_type is not { } existing || !IsHolder(nexus))
+        var existing = _type;
+        if (existing == ReservationType.None || !IsHolder(nexus))
         {
             return ScsiResult.Good(ParameterListBytes); // nothing of ours to release
         }
@@ -196,7 +205,7 @@ internal sealed class PersistentReservations
         {
             return ScsiResult.Check(SenseData.InvalidReleaseOfPersistentReservation);
         }
-        _type = null;
+        _type = ReservationType.None;
         _holder = null;
         return ScsiResult.Good(ParameterListBytes);
     }
@@ -204,7 +213,7 @@ internal sealed class PersistentReservations
     private void Clear()
     {
         _keys.Clear();
-        _type = null;
+        _type = ReservationType.None;
         _holder = null;
         _generation++;
     }
@@ -215,7 +224,7 @@ internal sealed class PersistentReservations
     /// </summary>
     private ScsiResult Preempt(string nexus, ulong serviceKey, ReservationType type)
     {
-        bool allRegistrants = _type is { } held && IsAllRegistrants(held);
+        bool allRegistrants = IsAllRegistrants(_type);
         bool takesReservation;
         if (allRegistrants && serviceKey == 0)
         {
@@ -243,7 +252,7 @@ internal sealed class PersistentReservations
             }
             if (allRegistrants && _keys.Count == 0)
             {
-                _type = null;
+                _type = ReservationType.None;
             }
         }
         if (takesReservation)
@@ -271,9 +280,9 @@ internal sealed class PersistentReservations
 
     private byte[] ReadReservation()
     {
-        var r = new byte[_type is null ? 8 : 24];
+        var r = new byte[_type == ReservationType.None ? 8 : 24];
         BinaryPrimitives.WriteUInt32BigEndian(r, _generation);
-        if (_type is { } type)
+        if (_type is var type and not ReservationType.None)
         {
             BinaryPrimitives.WriteUInt32BigEndian(r.AsSpan(4), 16);
             // All-registrants reservations report key 0 (SPC-4 §6.16.3).
@@ -306,7 +315,7 @@ internal sealed class PersistentReservations
             if (IsHolder(nexus))
             {
                 d[12] = 0x01; // R_HOLDER
-                d[13] = (byte)_type!.Value;
+                d[13] = (byte)_type;
             }
             BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(18), 1); // relative target port 1
             BinaryPrimitives.WriteUInt32BigEndian(d.AsSpan(20), (uint)transportId.Length);
