@@ -1,4 +1,5 @@
 using System.Net;
+using Cairn.Core;
 using Cairn.Frontends.Iscsi.Login;
 using Cairn.Frontends.Iscsi.Pdus;
 using Microsoft.Extensions.Logging;
@@ -165,7 +166,7 @@ internal sealed partial class IscsiConnection
         string prefix = _server.Options.TargetPrefix;
         foreach (var export in _server.Catalog.ListExports())
         {
-            if (!(export.IscsiAccess ?? Cairn.Core.IscsiAccess.Open).Allows(Parameters.InitiatorName ?? ""))
+            if (!(export.IscsiAccess ?? IscsiAccess.Open).Allows(Parameters.InitiatorName ?? ""))
             {
                 continue; // never reveal a target this initiator may not log in to
             }

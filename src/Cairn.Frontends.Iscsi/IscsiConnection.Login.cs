@@ -17,6 +17,7 @@ internal sealed partial class IscsiConnection
     private bool _firstLoginRequest = true;
     private ulong _isid;
     private ushort _tsih;
+    private string? _exportName;
 
     /// <summary>Runs login requests until the full-feature phase starts (true) or login fails or the initiator leaves (false).</summary>
     private async ValueTask<bool> LoginPhaseAsync()
@@ -95,7 +96,7 @@ internal sealed partial class IscsiConnection
         {
             return (LoginStatus.InitiatorError, [], false);
         }
-        bool first = _session is null && Parameters.InitiatorName is null;
+        bool first = Parameters.InitiatorName is null;
         var answers = _negotiator.Negotiate(keys);
         if (first && FirstRequestChecks(answers) is { } refused)
         {
@@ -108,6 +109,10 @@ internal sealed partial class IscsiConnection
         }
         // While a CHAP exchange is under way the target holds the initiator in the security stage (T=0).
         bool transit = request.Transit && _security.Authenticated;
+        if (transit && request.NextStage == LoginStage.FullFeature && !OpenExport())
+        {
+            return (LoginStatus.NotFound, [], false);
+        }
         if (request.CurrentStage == LoginStage.Operational || (transit && request.NextStage == LoginStage.FullFeature))
         {
             _negotiator.AddDeclarations(answers);
@@ -115,7 +120,10 @@ internal sealed partial class IscsiConnection
         return (LoginStatus.Success, answers, transit);
     }
 
-    /// <summary>The first request names the initiator and, for a normal session, the target: open its export now.</summary>
+    /// <summary>
+    /// The first request names the initiator and, for a normal session, the target: check that it exists and that this
+    /// initiator may use it, and learn whether it needs CHAP. The export is opened only once login succeeds.
+    /// </summary>
     private LoginStatus? FirstRequestChecks(List<KeyValuePair<string, string>> answers)
     {
         if (string.IsNullOrEmpty(Parameters.InitiatorName))
@@ -137,22 +145,36 @@ internal sealed partial class IscsiConnection
         {
             return LoginStatus.NotFound;
         }
-        string exportName = target[prefix.Length..];
-        var access = _server.Catalog.Find(exportName)?.IscsiAccess ?? IscsiAccess.Open;
+        _exportName = target[prefix.Length..];
+        if (_server.Catalog.Find(_exportName) is not { } export)
+        {
+            return LoginStatus.NotFound;
+        }
+        var access = export.IscsiAccess ?? IscsiAccess.Open;
         if (!access.Allows(Parameters.InitiatorName))
         {
             return LoginStatus.AuthorizationFailure;
         }
         _security.Require(access.Chap, access.MutualChap);
-        _session = _server.Catalog.TryOpen(exportName, ClientDescription);
-        if (_session is null)
-        {
-            return LoginStatus.NotFound;
-        }
-        string initiatorPort = $"{Parameters.InitiatorName},i,0x{_isid:x12}";
-        _unit = new ScsiLogicalUnit(_session.Device, exportName, target, _server.ReservationsOf(_session.Device), initiatorPort);
         answers.Add(new("TargetPortalGroupTag", TargetLimits.TargetPortalGroupTag.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         return null;
+    }
+
+    /// <summary>Opens the export of a normal session as login completes; false when it went away meanwhile.</summary>
+    private bool OpenExport()
+    {
+        if (Parameters.SessionType == SessionType.Discovery)
+        {
+            return true;
+        }
+        _session = _server.Catalog.TryOpen(_exportName!, ClientDescription);
+        if (_session is null)
+        {
+            return false;
+        }
+        string initiatorPort = $"{Parameters.InitiatorName},i,0x{_isid:x12}";
+        _unit = new ScsiLogicalUnit(_session.Device, _exportName!, Parameters.TargetName!, _server.ReservationsOf(_session.Device), initiatorPort);
+        return true;
     }
 
     private ValueTask SendLoginResponseAsync(in LoginRequest request, LoginStatus status, bool transit, ReadOnlySpan<byte> keys)

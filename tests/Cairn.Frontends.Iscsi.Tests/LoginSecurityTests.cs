@@ -58,6 +58,14 @@ public sealed class LoginSecurityTests
     }
 
     [Fact]
+    public void A_key_sent_twice_fails_authentication_instead_of_throwing()
+    {
+        var (s, _) = Challenged();
+        Assert.False(Take(s, ("CHAP_N", "alice"), ("CHAP_N", "bob"), ("CHAP_R", "0x00")).Ok);
+        Assert.Contains("sent twice", s.Failure, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_volume_with_a_secret_refuses_initiators_that_do_not_offer_chap()
     {
         var s = new LoginSecurity();

@@ -45,7 +45,14 @@ internal sealed class LoginSecurity
     /// <summary>Takes the security keys of one request and adds the answers; false = authentication failed (status 0x0201).</summary>
     public bool Take(IReadOnlyList<KeyValuePair<string, string>> keys, List<KeyValuePair<string, string>> answers)
     {
-        var k = keys.Where(p => IsSecurityKey(p.Key)).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
+        var k = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in keys.Where(p => IsSecurityKey(p.Key)))
+        {
+            if (!k.TryAdd(key, value))
+            {
+                return Fail($"{key} sent twice in one request");
+            }
+        }
         if (k.Count == 0)
         {
             return true;
