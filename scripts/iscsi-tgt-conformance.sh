@@ -5,7 +5,7 @@
 #   scripts/iscsi-tgt-conformance.sh [FIXTURE]   (needs root for tgtd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FIXTURE=${1:-tests/Cairn.Frontends.Iscsi.Tests/Fixtures/iscsi-test-cu-tgt-passes.txt}
+FIXTURE=${1:-tests/Shared/Fixtures/iscsi-test-cu-tgt-passes.txt}
 command -v tgtd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tgt >/dev/null; }
 command -v iscsi-test-cu >/dev/null || bash scripts/setup.sh >/dev/null
 source scripts/lib/tgt.sh

@@ -50,6 +50,16 @@ public sealed class IscsiClientTests
     }
 
     [Fact]
+    public async Task Iscsi_test_cu_against_a_real_volume_passes_every_test_tgt_passes()
+    {
+        await using var cairn = await CairnDaemon.StartAsync();
+        (await cairn.CliAsync("volume", "create", "conformance", "--size", "64MiB")).EnsureSuccess();
+        var allow = IscsiConformance.TestInitiators.SelectMany(name => new[] { "--allow", name });
+        (await cairn.CliAsync(["volume", "iscsi-access", "conformance", .. allow])).EnsureSuccess();
+        await IscsiConformance.RunAndCheckAsync($"iscsi://127.0.0.1:{cairn.IscsiPort}/iqn.2026-11.io.cairn:conformance/0", "cairnd");
+    }
+
+    [Fact]
     public async Task Access_policy_set_through_the_cli_admits_only_allowed_initiators_with_the_chap_secret_and_survives_a_restart()
     {
         const string Secret = "s3cret-for-lun";
