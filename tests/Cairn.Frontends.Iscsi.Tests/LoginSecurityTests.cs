@@ -58,6 +58,20 @@ public sealed class LoginSecurityTests
     }
 
     [Fact]
+    public void Auth_method_and_algorithm_in_one_request_get_the_challenge_at_once()
+    {
+        var s = new LoginSecurity();
+        s.Require(Initiator, null);
+        var (ok, answers) = Take(s, ("AuthMethod", "CHAP"), ("CHAP_A", "5"));
+        Assert.True(ok);
+        Assert.Equal("CHAP", answers["AuthMethod"]);
+        Assert.Equal("5", answers["CHAP_A"]);
+        Assert.True(Take(s, ("CHAP_N", "alice"), ("CHAP_R", Respond(answers["CHAP_I"], Initiator.Secret, answers["CHAP_C"]))).Ok);
+        Assert.True(s.Authenticated);
+        Assert.False(Take(new LoginSecurity(), ("CHAP_R", "0x00")).Ok); // a response before any challenge
+    }
+
+    [Fact]
     public void A_key_sent_twice_fails_authentication_instead_of_throwing()
     {
         var (s, _) = Challenged();

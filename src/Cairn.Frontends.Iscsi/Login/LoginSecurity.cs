@@ -57,16 +57,20 @@ internal sealed class LoginSecurity
         {
             return true;
         }
-        if (k.TryGetValue("AuthMethod", out string? methods))
+        // Steps in order, so an initiator that sends AuthMethod and CHAP_A together is served in one round trip.
+        if (k.Remove("AuthMethod", out string? methods) && !ChooseMethod(methods.Split(','), answers))
         {
-            return ChooseMethod(methods.Split(','), answers);
+            return false;
         }
-        return _step switch
+        if (_step == Step.Algorithm && k.Remove("CHAP_A", out string? algorithms))
         {
-            Step.Algorithm when k.TryGetValue("CHAP_A", out string? algorithms) => SendChallenge(algorithms.Split(','), answers),
-            Step.Response when k.ContainsKey("CHAP_N") && k.ContainsKey("CHAP_R") => CheckResponse(k, answers),
-            _ => Fail($"CHAP keys out of order ({string.Join(", ", k.Keys)})"),
-        };
+            return k.Count == 0 ? SendChallenge(algorithms.Split(','), answers) : Fail($"unexpected {string.Join(", ", k.Keys)} with CHAP_A");
+        }
+        if (_step == Step.Response && k.ContainsKey("CHAP_N") && k.ContainsKey("CHAP_R"))
+        {
+            return CheckResponse(k, answers);
+        }
+        return k.Count == 0 || Fail($"CHAP keys out of order ({string.Join(", ", k.Keys)})");
     }
 
     private bool ChooseMethod(string[] offered, List<KeyValuePair<string, string>> answers)
