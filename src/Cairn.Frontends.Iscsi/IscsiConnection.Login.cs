@@ -173,7 +173,8 @@ internal sealed partial class IscsiConnection
             return false;
         }
         string initiatorPort = $"{Parameters.InitiatorName},i,0x{_isid:x12}";
-        _unit = new ScsiLogicalUnit(_session.Device, _exportName!, Parameters.TargetName!, _server.ReservationsOf(_session.Device), initiatorPort);
+        // The names checked at the first request, whatever TargetName later requests repeat.
+        _unit = new ScsiLogicalUnit(_session.Device, _exportName!, _server.Options.TargetPrefix + _exportName, _server.ReservationsOf(_session.Device), initiatorPort);
         return true;
     }
 
