@@ -4,27 +4,16 @@
 #   bench/nbd-vs-nbdkit.sh [--runtime SECONDS] [--size SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNTIME=10; SIZE=1G
-while (($#)); do case $1 in
-  --runtime) RUNTIME=$2; shift 2;; --size) SIZE=$2; shift 2;;
-  *) echo "usage: $0 [--runtime SECONDS] [--size SIZE]" >&2; exit 2;; esac; done
-
-bash scripts/setup.sh >/dev/null
-command -v python3 >/dev/null || { apt-get install -y -qq python3-minimal >/dev/null; }
-WORK=$(mktemp -d /var/tmp/cairn-bench.XXXXXX)   # same disk for both targets
-OUT=.artifacts/bench; mkdir -p "$OUT"
-dotnet publish src/Cairn.Daemon -c Release -o "$OUT/cairnd" --nologo -v quiet
-dotnet publish src/Cairn.Cli -c Release -o "$OUT/cairn" --nologo -v quiet
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
+bench_parse_args "$@"
+bench_prepare
 CAIRN_NBD=$(free_port); CAIRN_API=$(free_port); NBDKIT_PORT=$(free_port)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$OUT/cairnd/cairnd" --data-dir "$WORK/cairn" --nbd-listen 127.0.0.1:$CAIRN_NBD --iscsi-listen 127.0.0.1:0 --api-listen http://127.0.0.1:$CAIRN_API >"$WORK/cairnd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 300); do grep -q "cairnd: ready" "$WORK/cairnd.log" && break; sleep 0.1; done
+start_cairnd "$CAIRN_NBD" 0 "$CAIRN_API"
+PIDS+=("$CAIRND_PID")
 "$OUT/cairn/cairn" --api http://127.0.0.1:$CAIRN_API volume create bench --size "$SIZE" >/dev/null
 
 truncate -s "$SIZE" "$WORK/nbdkit.img"

@@ -9,6 +9,9 @@ CONFIG=Release
 dotnet build Cairn.slnx -c $CONFIG --nologo -v quiet -clp:ErrorsOnly || { echo "0 passed, 1 failed"; exit 1; }
 
 mkdir -p .artifacts/test-logs
+# Tests that run a long external suite (iscsi-test-cu) leave its log and a one-line summary here.
+export CAIRN_TEST_LOG_DIR=$PWD/.artifacts/test-logs
+rm -f "$CAIRN_TEST_LOG_DIR"/*.summary
 passed=0; failed=0; skipped=0; status=0
 # Unit and protocol tests first (fast), then integration tests that start real processes.
 PROJECTS=$(ls -d tests/*.Tests | grep -v Integration; echo tests/Cairn.Integration.Tests)
@@ -29,6 +32,7 @@ for project in $PROJECTS; do
   [[ $rc -ne 0 ]] && status=1
 done
 echo
+cat "$CAIRN_TEST_LOG_DIR"/*.summary 2>/dev/null
 echo "Tests: $passed passed, $failed failed, $skipped skipped"
 ((failed > 0)) && status=1
 exit $status

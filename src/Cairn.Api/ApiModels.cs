@@ -24,8 +24,54 @@ public sealed record UpdateVolumeRequest(JsonElement? Size);
 
 public sealed record ClientResponse(string Client, DateTimeOffset ConnectedAt);
 
-/// <summary>How an iSCSI initiator reaches the volume.</summary>
-public sealed record IscsiResponse(string Portal, string Target, int Lun);
+/// <summary>PUT /api/v1/volumes/{name}/iscsi-access: replaces who may log in. <c>{}</c> opens the volume to anyone.</summary>
+/// <param name="AllowedInitiators">Initiator names (iqn./eui./naa.) allowed to log in; empty or absent = any.</param>
+/// <param name="Chap">CHAP the initiator must pass (secret 12-16 bytes); absent = no authentication.</param>
+/// <param name="MutualChap">Credentials the target proves back when the initiator asks (needs chap, another secret).</param>
+public sealed record IscsiAccessRequest(IReadOnlyList<string>? AllowedInitiators, ChapRequest? Chap, ChapRequest? MutualChap)
+{
+    public IscsiAccess ToAccess() => new(AllowedInitiators ?? [], Chap?.ToCredentials(), MutualChap?.ToCredentials());
+}
+
+public sealed record ChapRequest(string? User, string? Secret)
+{
+    public ChapCredentials ToCredentials() => new(User ?? "", Secret ?? "");
+}
+
+/// <summary>Who may log in; user names only, never secrets.</summary>
+public sealed record IscsiAccessResponse(IReadOnlyList<string> AllowedInitiators, bool Chap, string? ChapUser, bool MutualChap, string? MutualChapUser)
+{
+    public static IscsiAccessResponse From(IscsiAccess? a) =>
+        new(a?.AllowedInitiators ?? [], a?.Chap is not null, a?.Chap?.User, a?.MutualChap is not null, a?.MutualChap?.User);
+}
+
+/// <summary>How an iSCSI initiator reaches the volume, who may, and the open-iscsi commands that log in.</summary>
+/// <param name="Login">The iscsiadm lines to run in order; secrets appear as placeholders.</param>
+public sealed record IscsiResponse(string Portal, string Target, int Lun, IscsiAccessResponse Access, IReadOnlyList<string> Login)
+{
+    public static IscsiResponse From(IscsiAddress address, IscsiAccess? access) =>
+        new(address.Portal, address.Target, address.Lun, IscsiAccessResponse.From(access), LoginCommands(address, access));
+
+    private static List<string> LoginCommands(IscsiAddress a, IscsiAccess? access)
+    {
+        string node = $"iscsiadm -m node -T {a.Target} -p {a.Portal}";
+        var lines = new List<string> { $"iscsiadm -m discovery -t sendtargets -p {a.Portal}" };
+        void Set(string name, string value) => lines.Add($"{node} -o update -n node.session.auth.{name} -v {value}");
+        if (access?.Chap is { } chap)
+        {
+            Set("authmethod", "CHAP");
+            Set("username", chap.User);
+            Set("password", "'<chap secret>'");
+        }
+        if (access?.MutualChap is { } mutual)
+        {
+            Set("username_in", mutual.User);
+            Set("password_in", "'<mutual chap secret>'");
+        }
+        lines.Add($"{node} --login");
+        return lines;
+    }
+}
 
 /// <summary>A volume. Byte counts are numbers; the unsuffixed twins ("size", "allocated") are for people.</summary>
 /// <param name="Export">Where to attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
@@ -51,7 +97,7 @@ public sealed record VolumeResponse(
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
         v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
-        v.Iscsi is { } i ? new IscsiResponse(i.Portal, i.Target, i.Lun) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default));
+        v.Iscsi is { } i ? IscsiResponse.From(i, v.IscsiAccess) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default));
 }
 
 /// <summary>The controller's judgement of a volume: "Healthy" or "Unavailable", why, and since when. Null until it judged.</summary>
@@ -149,6 +195,7 @@ public sealed record ClusterResponse(string Store, string ThisNode, string? Lead
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(CreateVolumeRequest))]
 [JsonSerializable(typeof(UpdateVolumeRequest))]
+[JsonSerializable(typeof(IscsiAccessRequest))]
 [JsonSerializable(typeof(VolumeResponse))]
 [JsonSerializable(typeof(VolumeListResponse))]
 [JsonSerializable(typeof(PlacementResponse))]

@@ -39,6 +39,9 @@ public static partial class CairnApi
             .ProducesProblem(StatusCodes.Status404NotFound);
         volumes.MapPatch("/{name}", UpdateVolume).WithName("UpdateVolume").WithSummary("Grows a volume (volumes never shrink).")
             .Accepts<UpdateVolumeRequest>("application/json").ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
+        volumes.MapPut("/{name}/iscsi-access", SetIscsiAccess).WithName("SetIscsiAccess").Accepts<IscsiAccessRequest>("application/json")
+            .WithSummary("Replaces who may log in over iSCSI: allowed initiator names, CHAP and mutual CHAP. Secrets are never returned.")
+            .ProducesProblem(StatusCodes.Status400BadRequest).ProducesProblem(StatusCodes.Status404NotFound);
         volumes.MapDelete("/{name}", DeleteVolume).WithName("DeleteVolume")
             .WithSummary("Deletes a volume; refused while clients are connected unless force=true, which disconnects them.")
             .ProducesProblem(StatusCodes.Status404NotFound).ProducesProblem(StatusCodes.Status409Conflict);
@@ -70,6 +73,16 @@ public static partial class CairnApi
         {
             var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"}", cancellationToken);
             var volume = await service.GrowAsync(name, ApiErrors.ParseSize(body.Size), cancellationToken);
+            return TypedResults.Ok(VolumeResponse.From(volume));
+        }, cancellationToken);
+
+    private static Task<IResult> SetIscsiAccess(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,
+        NodeForwarder forwarder, CancellationToken cancellationToken) =>
+        VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder, async () =>
+        {
+            var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.IscsiAccessRequest,
+                "{\"allowedInitiators\": [\"iqn.1993-08.org.debian:01:host\"], \"chap\": {\"user\": \"u\", \"secret\": \"12-16 bytes\"}}", cancellationToken);
+            var volume = await service.SetIscsiAccessAsync(name, body.ToAccess(), cancellationToken);
             return TypedResults.Ok(VolumeResponse.From(volume));
         }, cancellationToken);
 

@@ -40,6 +40,9 @@ internal sealed partial class ApiClient : IDisposable
     public Task<Reply<VolumeDto>> GrowVolumeAsync(string name, string size, CancellationToken ct) =>
         SendAsync(HttpMethod.Patch, VolumePath(name), JsonContent.Create(new GrowVolumeDto(size), CliJson.Default.GrowVolumeDto), CliJson.Default.VolumeDto, ct);
 
+    public Task<Reply<VolumeDto>> SetIscsiAccessAsync(string name, SetIscsiAccessDto access, CancellationToken ct) =>
+        SendAsync(HttpMethod.Put, VolumePath(name) + "/iscsi-access", JsonContent.Create(access, CliJson.Default.SetIscsiAccessDto), CliJson.Default.VolumeDto, ct);
+
     public async Task DeleteVolumeAsync(string name, bool force, CancellationToken ct)
     {
         using var response = await SendRawAsync(HttpMethod.Delete, VolumePath(name) + (force ? "?force=true" : ""), null, ct);

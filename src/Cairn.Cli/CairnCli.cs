@@ -148,12 +148,67 @@ public static partial class CairnCli
             output.Line($"Deleted volume '{volume}'.");
         });
 
-        var volume = new Command("volume", "Create, list, show, grow, delete, clone, revert and scrub volumes.") { create, list, show, grow, delete };
+        var volume = new Command("volume", "Create, list, show, grow, delete, clone, revert and scrub volumes; set who may log in over iSCSI.") { create, list, show, grow, delete, IscsiAccessCommand(g, stdout, env, NameArgument()) };
         foreach (var command in VolumeSnapshotCommands(g, stdout, env))
         {
             volume.Add(command);
         }
         return volume;
+    }
+
+    private static Command IscsiAccessCommand(Globals g, TextWriter stdout, Func<string, string?> env, Argument<string> name)
+    {
+        var allow = new Option<string[]>("--allow") { Description = "An initiator name (iqn....) that may log in; repeat for several. Without it any initiator may.", HelpName = "IQN", AllowMultipleArgumentsPerToken = false };
+        var chapUser = new Option<string?>("--chap-user") { Description = "CHAP user name initiators must log in with.", HelpName = "USER" };
+        var chapSecret = new Option<FileInfo?>("--chap-secret-file") { Description = "File holding the CHAP secret (12-16 bytes; one trailing newline is ignored).", HelpName = "FILE" };
+        var mutualUser = new Option<string?>("--mutual-chap-user") { Description = "User name the target answers with when the initiator asks for mutual CHAP.", HelpName = "USER" };
+        var mutualSecret = new Option<FileInfo?>("--mutual-chap-secret-file") { Description = "File holding the target's secret for mutual CHAP (not the CHAP secret).", HelpName = "FILE" };
+        var open = new Option<bool>("--open") { Description = "Let any initiator in without authentication (the default of a new volume)." };
+        var command = new Command("iscsi-access", "Set who may log in to a volume over iSCSI (replaces the whole policy). Secrets are never shown back.")
+        {
+            name, allow, chapUser, chapSecret, mutualUser, mutualSecret, open,
+        };
+        Bind(command, g, stdout, env, async (r, api, output, ct) =>
+        {
+            string[] allowed = r.GetValue(allow) ?? [];
+            var chap = ReadCredentials("--chap", r.GetValue(chapUser), r.GetValue(chapSecret));
+            var mutual = ReadCredentials("--mutual-chap", r.GetValue(mutualUser), r.GetValue(mutualSecret));
+            bool restricted = allowed.Length > 0 || chap is not null || mutual is not null;
+            if (r.GetValue(open) == restricted)
+            {
+                throw new CliException(CliException.Failed, restricted
+                    ? "--open lets everyone in; it cannot be combined with --allow or CHAP options"
+                    : "say who may log in: --allow IQN and/or --chap-user with --chap-secret-file, or --open for anyone");
+            }
+            var reply = await api.SetIscsiAccessAsync(r.GetValue(name)!, new SetIscsiAccessDto(allowed, chap, mutual), ct);
+            Print(output, reply, output.Volume);
+        });
+        return command;
+    }
+
+    /// <summary>A user and the secret read from a file, or null when neither option was given.</summary>
+    private static ChapDto? ReadCredentials(string prefix, string? user, FileInfo? secretFile)
+    {
+        if (user is null && secretFile is null)
+        {
+            return null;
+        }
+        if (user is null || secretFile is null)
+        {
+            throw new CliException(CliException.Failed, $"{prefix}-user and {prefix}-secret-file go together");
+        }
+        string secret;
+        try
+        {
+            secret = File.ReadAllText(secretFile.FullName);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException(CliException.Failed, $"cannot read {prefix}-secret-file {secretFile.FullName}: {e.Message}");
+        }
+        // Editors and `echo` add one line end; it is not part of the secret.
+        string trimmed = secret.EndsWith("\r\n", StringComparison.Ordinal) ? secret[..^2] : secret.EndsWith('\n') ? secret[..^1] : secret;
+        return new ChapDto(user, trimmed);
     }
 
     private static Command PoolCommands(Globals g, TextWriter stdout, Func<string, string?> env)

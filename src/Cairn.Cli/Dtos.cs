@@ -34,7 +34,13 @@ internal sealed record PlacementDto(
     string Volume, string Size, PlacementPolicyDto Policy, bool Placed, string? Reason,
     IReadOnlyList<ReplicaPlacementDto> Replicas, IReadOnlyList<PlacementVerdictDto> Nodes);
 
-internal sealed record IscsiDto(string Portal, string Target, int Lun);
+internal sealed record IscsiDto(string Portal, string Target, int Lun, IscsiAccessDto? Access = null, IReadOnlyList<string>? Login = null);
+
+internal sealed record IscsiAccessDto(IReadOnlyList<string>? AllowedInitiators, bool Chap, string? ChapUser, bool MutualChap, string? MutualChapUser);
+
+internal sealed record ChapDto(string User, string Secret);
+
+internal sealed record SetIscsiAccessDto(IReadOnlyList<string> AllowedInitiators, ChapDto? Chap, ChapDto? MutualChap);
 
 internal sealed record VolumeListDto(IReadOnlyList<VolumeDto> Volumes);
 
@@ -89,6 +95,7 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(CreateVolumeDto))]
 [JsonSerializable(typeof(PlacementDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
+[JsonSerializable(typeof(SetIscsiAccessDto))]
 [JsonSerializable(typeof(DeletedDto))]
 [JsonSerializable(typeof(SnapshotDto))]
 [JsonSerializable(typeof(SnapshotListDto))]

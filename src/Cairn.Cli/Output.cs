@@ -76,11 +76,21 @@ internal sealed partial class Output(TextWriter writer, bool json)
         if (v.Iscsi is { } iscsi && v.Available)
         {
             Row("iSCSI", $"portal {iscsi.Portal}, target {iscsi.Target}, LUN {iscsi.Lun.ToString(CultureInfo.InvariantCulture)}");
-            Row("Log in", $"iscsiadm -m discovery -t sendtargets -p {iscsi.Portal} && iscsiadm -m node -T {iscsi.Target} -p {iscsi.Portal} --login");
+            Row("iSCSI access", AccessOf(iscsi.Access));
+            Row("Log in", string.Join('\n', iscsi.Login ?? []));
         }
         var clients = v.Clients ?? [];
         Row("Clients", clients.Count == 0 ? "none" : string.Join(", ", clients.Select(c => c.Client)));
         _console.Write(grid);
+    }
+
+    /// <summary>Who may log in, in words; the API never sends secrets, and neither would this print them.</summary>
+    private static string AccessOf(IscsiAccessDto? access)
+    {
+        string initiators = access?.AllowedInitiators is { Count: > 0 } names ? string.Join(", ", names) : "any";
+        string chap = access is { Chap: true } ? $"enabled, user {access.ChapUser}" : "none";
+        string mutual = access is { MutualChap: true } ? $"; mutual chap: enabled, user {access.MutualChapUser}" : "";
+        return $"initiators: {initiators}; chap: {chap}{mutual}";
     }
 
     public void Pools(IReadOnlyList<PoolDto> pools)

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Cairn.ControlPlane.Placement;
+using Cairn.Core;
 
 namespace Cairn.ControlPlane;
 
@@ -11,8 +12,9 @@ namespace Cairn.ControlPlane;
 /// </param>
 /// <param name="Placement">Replica count and spread the volume was placed by; null in specs written before placement (one replica).</param>
 /// <param name="Source">For a clone, the snapshot it was made from (null for other volumes).</param>
+/// <param name="IscsiAccess">Who may log in over iSCSI (allow list, CHAP secrets); null = anyone, no authentication.</param>
 public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null,
-    PlacementPolicy? Placement = null, VolumeSource? Source = null);
+    PlacementPolicy? Placement = null, VolumeSource? Source = null, IscsiAccess? IscsiAccess = null);
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
@@ -21,6 +23,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
 /// <param name="Node">The node that owns and serves the volume.</param>
 /// <param name="Iscsi">The volume's iSCSI portal, target and LUN; null while no iSCSI target listens.</param>
+/// <param name="IscsiAccess">Who may log in over iSCSI; null = anyone. Carries secrets: the API shows only user names.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -33,7 +36,8 @@ public sealed record VolumeInfo(
     bool Available,
     string? Node = null,
     IscsiAddress? Iscsi = null,
-    PlacementPolicy? Placement = null);
+    PlacementPolicy? Placement = null,
+    IscsiAccess? IscsiAccess = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

@@ -17,7 +17,7 @@ public sealed partial class VolumeService
                 .Where(v => v.Engine is not null && !v.Deleting)
                 .OrderBy(v => v.Spec.Name, StringComparer.Ordinal)
                 .SelectMany(v => SnapshotExports(v).Prepend(
-                    new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly)))];
+                    new ExportDescription(v.Spec.Name, $"Cairn volume {v.Spec.Name} (pool {v.Spec.Pool})", v.Engine!.SizeBytes, v.Engine.IsReadOnly, v.Spec.IscsiAccess)))];
         }
     }
 

@@ -302,7 +302,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
             _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName,
-            _addresses.IscsiAddressFor(spec.Name), spec.Placement);
+            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess);
     }
 
     private static void ValidateSize(long sizeBytes)

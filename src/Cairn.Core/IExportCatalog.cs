@@ -13,9 +13,13 @@ public interface IExportCatalog
 
     /// <summary>Opens an export for one client connection, or returns null when no export has that name.</summary>
     ExportSession? TryOpen(string exportName, string clientDescription);
+
+    /// <summary>One export's description, or null when there is none of that name.</summary>
+    ExportDescription? Find(string exportName) => ListExports().FirstOrDefault(e => e.Name == exportName);
 }
 
-public sealed record ExportDescription(string Name, string Description, long SizeBytes, bool IsReadOnly);
+/// <param name="IscsiAccess">Who may log in over iSCSI; null means <see cref="Cairn.Core.IscsiAccess.Open"/>.</param>
+public sealed record ExportDescription(string Name, string Description, long SizeBytes, bool IsReadOnly, IscsiAccess? IscsiAccess = null);
 
 /// <summary>One client's hold on an export. Dispose when the connection ends.</summary>
 public sealed class ExportSession : IDisposable

@@ -74,7 +74,7 @@ public sealed class CairnDaemon : IAsyncDisposable
             app.Services.GetRequiredService<ExportAddresses>().SetNbd(options.EffectiveAdvertiseHost(nbdBound), nbdBound.Port);
 
             var iscsiLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Frontends.Iscsi");
-            var iscsiOptions = new IscsiServerOptions { Endpoint = options.IscsiListen };
+            var iscsiOptions = new IscsiServerOptions { Endpoint = options.IscsiListen, AdvertisedHost = options.AdvertiseHost };
             iscsi = new IscsiServer(volumes, iscsiOptions, iscsiLogger);
             await iscsi.StartAsync(cancellationToken);
             var iscsiBound = iscsi.LocalEndpoint;

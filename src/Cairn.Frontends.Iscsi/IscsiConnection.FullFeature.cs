@@ -1,4 +1,5 @@
 using System.Net;
+using Cairn.Core;
 using Cairn.Frontends.Iscsi.Login;
 using Cairn.Frontends.Iscsi.Pdus;
 using Microsoft.Extensions.Logging;
@@ -161,10 +162,19 @@ internal sealed partial class IscsiConnection
     /// <summary>SendTargets=All lists every export (discovery); empty or a target name lists that target (RFC 7143 §13.3).</summary>
     private void AddTargets(string value, List<KeyValuePair<string, string>> answers)
     {
-        string address = FormatPortal((IPEndPoint)_socket.LocalEndPoint!);
+        var local = (IPEndPoint)_socket.LocalEndPoint!;
+        string address = _server.Options.AdvertisedHost is { } host ? FormatPortal(host, local.Port) : FormatPortal(local);
         string prefix = _server.Options.TargetPrefix;
         foreach (var export in _server.Catalog.ListExports())
         {
+            if (export.Name.Contains('@', StringComparison.Ordinal))
+            {
+                continue; // snapshot exports (VOLUME@SNAPSHOT) are NBD only: '@' is not allowed in an iSCSI name
+            }
+            if (!(export.IscsiAccess ?? IscsiAccess.Open).Allows(Parameters.InitiatorName ?? ""))
+            {
+                continue; // never reveal a target this initiator may not log in to
+            }
             string target = prefix + export.Name;
             bool wanted = value == "All" && Parameters.SessionType == SessionType.Discovery
                 || value.Length == 0 && target == Parameters.TargetName
@@ -176,6 +186,9 @@ internal sealed partial class IscsiConnection
             }
         }
     }
+
+    private static string FormatPortal(string host, int port) =>
+        $"{(host.Contains(':', StringComparison.Ordinal) && !host.StartsWith('[') ? $"[{host}]" : host)}:{port},{TargetLimits.TargetPortalGroupTag}";
 
     private static string FormatPortal(IPEndPoint endpoint)
     {

@@ -1,5 +1,7 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using Cairn.Core;
+using Cairn.Frontends.Iscsi.Scsi;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -16,6 +18,8 @@ public sealed class IscsiServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly FrontendListener _frontend;
     private int _nextTsih;
+    /// <summary>Reservation state per volume, keyed by the device so a deleted and recreated volume starts clean.</summary>
+    private readonly ConditionalWeakTable<IBlockDevice, PersistentReservations> _reservations = [];
 
     public IscsiServer(IExportCatalog catalog, IscsiServerOptions options, ILogger? logger = null)
     {
@@ -45,6 +49,9 @@ public sealed class IscsiServer : IAsyncDisposable
     internal IExportCatalog Catalog => _catalog;
     internal IscsiServerOptions Options => _options;
     internal ILogger Logger => _logger;
+
+    /// <summary>The persistent reservations of a volume, shared by every session to it.</summary>
+    internal PersistentReservations ReservationsOf(IBlockDevice device) => _reservations.GetValue(device, static _ => new PersistentReservations());
 
     /// <summary>A session handle for a new session: never 0, which means "new session" on the wire.</summary>
     internal ushort AllocateTsih()

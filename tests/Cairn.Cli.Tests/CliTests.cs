@@ -204,6 +204,50 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Iscsi_access_sets_and_shows_the_policy_without_ever_printing_a_secret()
+    {
+        await Cairn("volume", "create", "lun", "--size", "1GiB");
+        string dir = Directory.CreateTempSubdirectory("cairn-cli-").FullName;
+        try
+        {
+            string secret = Path.Combine(dir, "chap"), mutual = Path.Combine(dir, "mutual"), shortSecret = Path.Combine(dir, "short");
+            await File.WriteAllTextAsync(secret, "chap-secret-12\r\n");
+            await File.WriteAllTextAsync(mutual, "target-secret-1\n");
+            await File.WriteAllTextAsync(shortSecret, "abc\n");
+
+            var set = await Cairn("volume", "iscsi-access", "lun", "--allow", "iqn.2026-11.test:a", "--allow", "iqn.2026-11.test:b",
+                "--chap-user", "host", "--chap-secret-file", secret, "--mutual-chap-user", "cairn", "--mutual-chap-secret-file", mutual);
+            AssertSucceeds(set);
+            Assert.Contains("initiators: iqn.2026-11.test:a, iqn.2026-11.test:b; chap: enabled, user host; mutual chap: enabled, user cairn", set.Out, StringComparison.Ordinal);
+            Assert.Contains("-n node.session.auth.username_in -v cairn", set.Out, StringComparison.Ordinal);
+            var json = await Cairn("volume", "show", "lun", "--json");
+            foreach (var text in new[] { set.Out, json.Out, (await Cairn("volume", "list", "--json")).Out })
+            {
+                Assert.DoesNotContain("chap-secret-12", text, StringComparison.Ordinal);
+                Assert.DoesNotContain("target-secret-1", text, StringComparison.Ordinal);
+            }
+            Assert.Equal("host", json.Json.GetProperty("iscsi").GetProperty("access").GetProperty("chapUser").GetString());
+
+            AssertFails(await Cairn("volume", "iscsi-access", "lun"), 1, "say who may log in");
+            AssertFails(await Cairn("volume", "iscsi-access", "lun", "--open", "--allow", "iqn.2026-11.test:a"), 1, "--open lets everyone in");
+            AssertFails(await Cairn("volume", "iscsi-access", "lun", "--chap-user", "host"), 1, "--chap-user and --chap-secret-file go together");
+            AssertFails(await Cairn("volume", "iscsi-access", "lun", "--chap-user", "host", "--chap-secret-file", shortSecret), 1, "chap.secret must be 12-16 bytes");
+            AssertFails(await Cairn("volume", "iscsi-access", "lun", "--allow", "host1"), 1, "allowedInitiators[0]: 'host1' is not an iSCSI name");
+            AssertFails(await Cairn("volume", "iscsi-access", "nope", "--open"), 1, "no volume named 'nope'");
+            // Refusals changed nothing.
+            Assert.True((await Cairn("volume", "show", "lun", "--json")).Json.GetProperty("iscsi").GetProperty("access").GetProperty("mutualChap").GetBoolean());
+
+            var open = await Cairn("volume", "iscsi-access", "lun", "--open");
+            AssertSucceeds(open);
+            Assert.Contains("initiators: any; chap: none", open.Out, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Unreachable_api_exits_2_and_says_so()
     {
         var run = await CairnWithEnv(null, "--api", "http://127.0.0.1:1", "volume", "list");
@@ -236,7 +280,7 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Contains("pool", root.Out, StringComparison.Ordinal);
         Assert.Contains("--json", root.Out, StringComparison.Ordinal);
         var volume = await Cairn("volume", "--help");
-        foreach (var command in new[] { "create", "list", "show", "grow", "delete" })
+        foreach (var command in new[] { "create", "list", "show", "grow", "delete", "iscsi-access" })
         {
             Assert.Contains(volume.Out.Split('\n'), l => l.TrimStart().StartsWith(command, StringComparison.Ordinal) && l.Trim().Length > command.Length + 4);
         }

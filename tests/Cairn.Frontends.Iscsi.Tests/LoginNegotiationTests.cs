@@ -92,14 +92,13 @@ public sealed class LoginNegotiationTests
     }
 
     [Fact]
-    public void Auth_method_none_is_accepted_and_chap_only_refused()
+    public void Security_keys_are_left_to_login_security()
     {
-        var none = new LoginNegotiator();
-        Assert.Equal("None", Answers(none, "AuthMethod=CHAP,None")["AuthMethod"]);
-        Assert.Equal("None", none.AuthMethod);
-        var chap = new LoginNegotiator();
-        Assert.Equal("Reject", Answers(chap, "AuthMethod=CHAP")["AuthMethod"]);
-        Assert.Null(chap.AuthMethod);
+        var n = new LoginNegotiator();
+        var answers = Answers(n, "AuthMethod=CHAP,None|CHAP_A=5|HeaderDigest=None");
+        Assert.False(answers.ContainsKey("AuthMethod"));
+        Assert.False(answers.ContainsKey("CHAP_A"));
+        Assert.Equal("None", answers["HeaderDigest"]);
     }
 
     [Fact]

@@ -48,6 +48,39 @@ public sealed class ProtocolTests
     }
 
     [Fact]
+    public async Task Login_refusals_name_authorization_and_authentication_and_the_chap_exchange_holds_the_stage()
+    {
+        var access = new Cairn.Core.IscsiAccess(["iqn.2026-11.test:client"], new Cairn.Core.ChapCredentials("u", "twelve-bytes"));
+        await using var h = await ServerHarness.StartAsync(diskAccess: access);
+
+        await using (var stranger = await IscsiTestClient.ConnectAsync(h.Port))
+        {
+            var refused = await stranger.LoginAsync($"InitiatorName=iqn.2026-11.test:other|TargetName={Disk}|SessionType=Normal");
+            Assert.Equal((int)LoginStatus.AuthorizationFailure, Status(refused));
+            Assert.True(await stranger.ClosedByTargetAsync());
+        }
+        await using (var skipper = await IscsiTestClient.ConnectAsync(h.Port))
+        {
+            // Straight to the operational stage: no way to authenticate there.
+            var refused = await skipper.LoginAsync($"InitiatorName=iqn.2026-11.test:client|TargetName={Disk}|SessionType=Normal");
+            Assert.Equal((int)LoginStatus.AuthenticationFailure, Status(refused));
+            Assert.True(await skipper.ClosedByTargetAsync());
+        }
+        await using var c = await IscsiTestClient.ConnectAsync(h.Port);
+        var method = await c.LoginAsync($"InitiatorName=iqn.2026-11.test:client|TargetName={Disk}|AuthMethod=CHAP,None", LoginStage.Security, LoginStage.Operational);
+        Assert.Equal(0, Status(method));
+        Assert.Equal(0, method.Bhs[1] & 0x80); // T=0: the target keeps the initiator in the security stage
+        Assert.Equal("CHAP", TextKeys.Parse(method.Data)!.ToDictionary()["AuthMethod"]);
+        var challenge = await c.LoginAsync("CHAP_A=5", LoginStage.Security, LoginStage.Operational);
+        Assert.Equal(0, challenge.Bhs[1] & 0x80);
+        Assert.StartsWith("0x", TextKeys.Parse(challenge.Data)!.ToDictionary()["CHAP_C"], StringComparison.Ordinal);
+        var wrong = await c.LoginAsync("CHAP_N=u|CHAP_R=0x00112233445566778899aabbccddeeff", LoginStage.Security, LoginStage.Operational);
+        Assert.Equal((int)LoginStatus.AuthenticationFailure, Status(wrong));
+        Assert.True(await c.ClosedByTargetAsync());
+        Assert.Equal(0, h.Catalog.OpenSessions); // the export opens only once login succeeds
+    }
+
+    [Fact]
     public async Task Login_through_the_security_stage_declares_portal_group_and_receive_limit()
     {
         await using var h = await ServerHarness.StartAsync();
@@ -95,6 +128,26 @@ public sealed class ProtocolTests
         var reject = await c.ReceiveAsync();
         Assert.Equal(Opcode.Reject, reject.Opcode);
         Assert.Equal((byte)RejectReason.ProtocolError, reject.Bhs[2]);
+    }
+
+    [Fact]
+    public async Task Discovery_answers_the_advertised_host_and_leaves_snapshot_exports_to_nbd()
+    {
+        await using var h = await ServerHarness.StartAsync(advertisedHost: "10.0.2.2", withSnapshotExport: true);
+        await using var c = await IscsiTestClient.ConnectAsync(h.Port);
+        Assert.Equal(0, Status(await c.LoginAsync("InitiatorName=iqn.x|SessionType=Discovery")));
+
+        var text = new byte[Bhs.Length];
+        text[0] = (byte)Opcode.TextRequest;
+        text[1] = 0x80;
+        Bhs.Put(text, 16, 5u);
+        Bhs.Put(text, 20, Bhs.ReservedTag);
+        Bhs.Put(text, 24, c.CmdSn++);
+        await c.SendAsync(text, "SendTargets=All\0"u8.ToArray());
+        var targets = await c.ReceiveAsync();
+
+        Assert.Contains($"TargetName={Disk}\0TargetAddress=10.0.2.2:{h.Port},1\0", targets.Text);
+        Assert.DoesNotContain("@", targets.Text, StringComparison.Ordinal);
     }
 
     [Fact]

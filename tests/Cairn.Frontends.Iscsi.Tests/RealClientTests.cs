@@ -33,7 +33,7 @@ public sealed class RealClientTests
     }
 
     [Fact]
-    public async Task Read_capacity_16_reports_512_byte_blocks_and_4096_byte_physical_blocks()
+    public async Task Read_capacity_16_reports_512_byte_blocks_and_block_limits_a_4_KiB_granularity()
     {
         await using var h = await ServerHarness.StartAsync();
         var r = await ExternalTool.RunAsync("iscsi-readcapacity16", "libiscsi-bin", Deadline, h.Url());
@@ -42,7 +42,13 @@ public sealed class RealClientTests
         string text = r.StandardOutput.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant();
         Assert.True(text.Contains($"RETURNEDLOGICALBLOCKADDRESS:{(ServerHarness.DiskBytes / 512) - 1}\n", StringComparison.Ordinal), r.StandardOutput);
         Assert.True(text.Contains("LOGICALBLOCKLENGTHINBYTES:512\n", StringComparison.Ordinal), r.StandardOutput);
-        Assert.True(text.Contains("LOGICALBLOCKSPERPHYSICALBLOCKEXPONENT:3\n", StringComparison.Ordinal) && text.Contains("LBPME:1LBPRZ:1\n", StringComparison.Ordinal), r.StandardOutput);
+        Assert.True(text.Contains("LOGICALBLOCKSPERPHYSICALBLOCKEXPONENT:0\n", StringComparison.Ordinal) && text.Contains("LBPME:1LBPRZ:1\n", StringComparison.Ordinal), r.StandardOutput);
+
+        // The 4 KiB preference travels in the Block Limits page instead (see ScsiLogicalUnit.PhysicalBlockExponent).
+        var limits = await ExternalTool.RunAsync("iscsi-inq", "libiscsi-bin", Deadline, "-e", "1", "-c", "176", h.Url());
+        Assert.True(limits.ExitCode == 0, limits.Describe("iscsi-inq -e 1 -c 0xb0"));
+        string limitsText = limits.StandardOutput.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant();
+        Assert.True(limitsText.Contains("OPTIMALTRANSFERLENGTHGRANULARITY:8\n", StringComparison.Ordinal), limits.StandardOutput);
     }
 
     [Fact]

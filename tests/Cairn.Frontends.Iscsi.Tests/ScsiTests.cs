@@ -174,7 +174,7 @@ public sealed class ScsiTests
     }
 
     [Fact]
-    public async Task Read_capacity_reports_blocks_and_the_physical_exponent()
+    public async Task Read_capacity_reports_blocks_and_block_limits_a_4_KiB_granularity()
     {
         var (rc10, data10) = await Run([0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8);
         Assert.Equal(ScsiResult.Good(8), rc10);
@@ -188,8 +188,13 @@ public sealed class ScsiTests
         var (rc16, data16) = await Run(cdb, 32);
         Assert.Equal(ScsiResult.Good(32), rc16);
         Assert.Equal((ulong)(_disk.SizeBytes / Block) - 1, BinaryPrimitives.ReadUInt64BigEndian(data16));
-        Assert.Equal(3, data16[13] & 0x0F);
+        Assert.Equal(0, data16[13] & 0x0F); // physical = logical blocks; 4 KiB is the optimal granularity below
         Assert.Equal(0xC0, data16[14]); // LBPME, LBPRZ
+
+        var (limits, page) = await Run([0x12, 1, 0xB0, 0, 255, 0], 255);
+        Assert.Equal(ScsiStatus.Good, limits.Status);
+        Assert.Equal(8, BinaryPrimitives.ReadUInt16BigEndian(page.AsSpan(6))); // optimal transfer length granularity
+        Assert.Equal(8u, BinaryPrimitives.ReadUInt32BigEndian(page.AsSpan(28))); // optimal unmap granularity
     }
 
     [Fact]

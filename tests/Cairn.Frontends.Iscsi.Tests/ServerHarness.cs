@@ -1,4 +1,5 @@
 using System.Net;
+using Cairn.Core;
 
 namespace Cairn.Frontends.Iscsi.Tests;
 
@@ -25,15 +26,23 @@ public sealed class ServerHarness : IAsyncDisposable
     /// <summary>The libiscsi URL of an export's LUN 0.</summary>
     public string Url(string export = "disk") => $"iscsi://127.0.0.1:{Port}/{Prefix}{export}/0";
 
-    public static async Task<ServerHarness> StartAsync(long diskBytes = DiskBytes)
+    /// <param name="diskAccess">Who may log in to "disk" (anyone, without authentication, when null).</param>
+    /// <param name="advertisedHost">What SendTargets answers as the portal host (null: the address dialled).</param>
+    /// <param name="withSnapshotExport">Also export "disk@snap", as a volume's snapshot is exported over NBD.</param>
+    public static async Task<ServerHarness> StartAsync(long diskBytes = DiskBytes, IscsiAccess? diskAccess = null, string? advertisedHost = null,
+        bool withSnapshotExport = false)
     {
         var disk = new RamBlockDevice(diskBytes);
         var ro = new RamBlockDevice(1 << 20, readOnly: true);
         ro.Data.Fill(0xA5);
         var catalog = new TestCatalog()
-            .Add("disk", disk, "the test disk")
+            .Add("disk", disk, "the test disk", iscsiAccess: diskAccess)
             .Add("ro", ro, "a read-only disk", readOnly: true);
-        var server = new IscsiServer(catalog, new IscsiServerOptions { Endpoint = new IPEndPoint(IPAddress.Loopback, 0) });
+        if (withSnapshotExport)
+        {
+            catalog.Add("disk@snap", new RamBlockDevice(1 << 20, readOnly: true), "a snapshot of the test disk", readOnly: true);
+        }
+        var server = new IscsiServer(catalog, new IscsiServerOptions { Endpoint = new IPEndPoint(IPAddress.Loopback, 0), AdvertisedHost = advertisedHost });
         await server.StartAsync();
         return new ServerHarness(server, catalog, disk, ro);
     }

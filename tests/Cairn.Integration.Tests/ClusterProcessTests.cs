@@ -3,7 +3,6 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Cairn.Integration.Tests.Support;
-using Cairn.Testing;
 
 namespace Cairn.Integration.Tests;
 

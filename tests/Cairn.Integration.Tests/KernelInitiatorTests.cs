@@ -21,7 +21,8 @@ public sealed class KernelInitiatorTests
     [Fact]
     public async Task Open_iscsi_logs_in_makes_ext4_and_reads_back_what_it_wrote()
     {
-        await using var cairn = await CairnDaemon.StartAsync();
+        // The guest reaches the host as 10.0.2.2 (QEMU user networking): advertised, discovery hands out a portal it can dial.
+        await using var cairn = await CairnDaemon.StartAsync(null, "--advertise-host", "10.0.2.2");
         (await cairn.CliAsync("volume", "create", "guest-iscsi", "--size", "64MiB")).EnsureSuccess();
         long allocatedBefore = await AllocatedBytesAsync(cairn, "guest-iscsi");
 

@@ -10,7 +10,11 @@ public static class ExternalTool
         public string Describe(string tool) => $"{tool} exited {ExitCode}\n--- stdout ---\n{StandardOutput}\n--- stderr ---\n{StandardError}";
     }
 
-    public static async Task<Result> RunAsync(string tool, string package, TimeSpan timeout, params string[] arguments)
+    public static Task<Result> RunAsync(string tool, string package, TimeSpan timeout, params string[] arguments) =>
+        RunAsync(tool, package, timeout, new Dictionary<string, string>(), arguments);
+
+    /// <summary>Runs the tool with extra environment variables (libiscsi takes the mutual CHAP secret that way).</summary>
+    public static async Task<Result> RunAsync(string tool, string package, TimeSpan timeout, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
         string path = Find(tool) ?? throw new Xunit.Sdk.XunitException(
             $"'{tool}' is not installed; these interoperability tests need it. Install it with: apt-get install -y {package}");
@@ -23,6 +27,10 @@ public static class ExternalTool
         foreach (var argument in arguments)
         {
             start.ArgumentList.Add(argument);
+        }
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
         }
         using var process = Process.Start(start) ?? throw new Xunit.Sdk.XunitException($"could not start {path}");
         var stdout = process.StandardOutput.ReadToEndAsync();

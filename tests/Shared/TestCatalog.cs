@@ -5,7 +5,7 @@ namespace Cairn.Testing;
 /// <summary>A fixed set of exports; counts open sessions so tests can check that connections release them.</summary>
 public sealed class TestCatalog : IExportCatalog
 {
-    private readonly Dictionary<string, (IBlockDevice Device, string Description, bool ReadOnly)> _exports = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (IBlockDevice Device, string Description, bool ReadOnly, IscsiAccess? Access)> _exports = new(StringComparer.Ordinal);
     private readonly List<ExportSession> _sessions = [];
     private int _open;
 
@@ -24,14 +24,14 @@ public sealed class TestCatalog : IExportCatalog
         }
     }
 
-    public TestCatalog Add(string name, IBlockDevice device, string description = "", bool readOnly = false)
+    public TestCatalog Add(string name, IBlockDevice device, string description = "", bool readOnly = false, IscsiAccess? iscsiAccess = null)
     {
-        _exports[name] = (device, description, readOnly);
+        _exports[name] = (device, description, readOnly, iscsiAccess);
         return this;
     }
 
     public IReadOnlyList<ExportDescription> ListExports() =>
-        _exports.Select(e => new ExportDescription(e.Key, e.Value.Description, e.Value.Device.SizeBytes, e.Value.ReadOnly || e.Value.Device.IsReadOnly)).ToList();
+        _exports.Select(e => new ExportDescription(e.Key, e.Value.Description, e.Value.Device.SizeBytes, e.Value.ReadOnly || e.Value.Device.IsReadOnly, e.Value.Access)).ToList();
 
     public ExportSession? TryOpen(string exportName, string clientDescription)
     {

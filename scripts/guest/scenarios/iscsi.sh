@@ -15,13 +15,11 @@ start_iscsid() {
 discover() {
   iscsiadm -m discovery -t sendtargets -p "$portal" >/tmp/discovery.txt || return 1
   cat /tmp/discovery.txt
-  grep -qF " $target" /tmp/discovery.txt
+  grep -qF "$portal,1 $target" /tmp/discovery.txt # cairnd runs with --advertise-host 10.0.2.2: the portal this guest reaches
 }
 
-# Cairn answers SendTargets with the address the connection reached (the host's 127.0.0.1 behind QEMU's NAT), so
-# the node record for the portal the guest can reach is added by hand, as one does for any target behind NAT.
+# Log in through the node record discovery made.
 log_in() {
-  iscsiadm -m node -o new -T "$target" -p "$portal" >/dev/null || return 1
   iscsiadm -m node -T "$target" -p "$portal" --login || return 1
   wait_until 60 sh -c 'ls /sys/class/iscsi_session/*/device/target*/*/block 2>/dev/null | grep -q sd' || return 1
   disk=$(lun_device)

@@ -15,18 +15,15 @@ internal sealed class LoginNegotiator
 
     public SessionParameters Parameters { get; } = new();
 
-    /// <summary>The first value of the initiator's AuthMethod list that we accept, once it sent one.</summary>
-    public string? AuthMethod { get; private set; }
-
     /// <summary>Answers one request's keys. Keys the initiator only declares get no answer; unknown keys get NotUnderstood.</summary>
     public List<KeyValuePair<string, string>> Negotiate(IReadOnlyList<KeyValuePair<string, string>> keys)
     {
         var answers = new List<KeyValuePair<string, string>>();
         foreach (var (key, value) in keys)
         {
-            if (value is "NotUnderstood" or "Irrelevant" or "Reject")
+            if (value is "NotUnderstood" or "Irrelevant" or "Reject" || LoginSecurity.IsSecurityKey(key))
             {
-                continue; // the initiator answering a key we declared: nothing to negotiate
+                continue; // the initiator answering a key we declared, or a security key (LoginSecurity answers those)
             }
             if (Answer(key, value) is { } answer)
             {
@@ -77,9 +74,6 @@ internal sealed class LoginNegotiator
                 }
                 p.SessionType = value == "Discovery" ? SessionType.Discovery : SessionType.Normal;
                 return null;
-            case "AuthMethod":
-                AuthMethod = List(value).Contains("None") ? "None" : null;
-                return AuthMethod ?? "Reject";
             case "HeaderDigest":
                 return Digest(value, on => p.HeaderDigest = on);
             case "DataDigest":

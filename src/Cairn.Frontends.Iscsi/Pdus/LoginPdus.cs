@@ -14,6 +14,7 @@ internal enum LoginStatus : ushort
     Success = 0x0000,
     InitiatorError = 0x0200,
     AuthenticationFailure = 0x0201,
+    AuthorizationFailure = 0x0202,
     NotFound = 0x0203,
     UnsupportedVersion = 0x0205,
     MissingParameter = 0x0207,

@@ -19,6 +19,8 @@ internal static class ScsiOpcode
     public const byte WriteSame10 = 0x41;
     public const byte Unmap = 0x42;
     public const byte ModeSense10 = 0x5A;
+    public const byte PersistentReserveIn = 0x5E;
+    public const byte PersistentReserveOut = 0x5F;
     public const byte Read16 = 0x88;
     public const byte Write16 = 0x8A;
     public const byte Verify16 = 0x8F;

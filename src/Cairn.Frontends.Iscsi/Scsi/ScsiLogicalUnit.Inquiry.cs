@@ -121,12 +121,12 @@ internal sealed partial class ScsiLogicalUnit
     private static int BlockLimits(Span<byte> r)
     {
         r[0] = 0x01; // WSNZ: WRITE SAME with zero blocks is refused
-        BinaryPrimitives.WriteUInt16BigEndian(r[2..], 1 << PhysicalBlockExponent); // optimal transfer granularity
+        BinaryPrimitives.WriteUInt16BigEndian(r[2..], PreferredGranularityBlocks); // optimal transfer granularity
         BinaryPrimitives.WriteUInt32BigEndian(r[4..], MaxTransferBlocks);
         BinaryPrimitives.WriteUInt32BigEndian(r[8..], 2048); // optimal transfer: 1 MiB
         BinaryPrimitives.WriteUInt32BigEndian(r[16..], MaxUnmapBlocks);
         BinaryPrimitives.WriteUInt32BigEndian(r[20..], MaxUnmapDescriptors);
-        BinaryPrimitives.WriteUInt32BigEndian(r[24..], 1 << PhysicalBlockExponent); // optimal unmap granularity
+        BinaryPrimitives.WriteUInt32BigEndian(r[24..], PreferredGranularityBlocks); // optimal unmap granularity
         BinaryPrimitives.WriteUInt32BigEndian(r[28..], 0x8000_0000); // UGAVALID, alignment 0
         BinaryPrimitives.WriteUInt64BigEndian(r[32..], MaxWriteSameBlocks);
         return 0x3C;

@@ -6,14 +6,23 @@ using Cairn.Core;
 namespace Cairn.Frontends.Iscsi.Scsi;
 
 /// <summary>
-/// A SCSI direct-access block device (SBC-3) over an <see cref="IBlockDevice"/>: 512-byte logical blocks, 4096-byte
-/// physical blocks, thin provisioned. Transport-neutral: it takes a CDB and the data-out bytes, fills a data-in buffer
+/// A SCSI direct-access block device (SBC-3) over an <see cref="IBlockDevice"/>: 512-byte logical and physical blocks
+/// with a 4 KiB optimal granularity, thin provisioned. Transport-neutral: it takes a CDB and the data-out bytes, fills a data-in buffer
 /// and says how the command ended. Split by concern: this file runs the IO commands, Inquiry.cs the descriptive ones.
 /// </summary>
 internal sealed partial class ScsiLogicalUnit
 {
     public const int BlockBytes = 512;
-    public const int PhysicalBlockExponent = 3; // 2^3 logical blocks per 4096-byte physical block
+    /// <summary>
+    /// Physical blocks reported as logical ones (512 bytes, exponent 0); the 4 KiB preference travels as the optimal
+    /// transfer and unmap granularity (VPD B0), which Linux turns into io_min and discard granularity. Reporting
+    /// 4096-byte physical blocks instead makes libiscsi 1.19's CompareAndWrite.InvalidDataOutSize install a PDU hook on
+    /// a thin LUN that it never removes: it rewrites CDB byte 13 of every later command, which breaks every 16-byte CDB
+    /// test after it (tgt never meets it because it reports full provisioning).
+    /// </summary>
+    public const int PhysicalBlockExponent = 0;
+    /// <summary>The volume's natural IO unit in logical blocks (4 KiB).</summary>
+    public const int PreferredGranularityBlocks = 8;
     /// <summary>Largest READ/WRITE in blocks (32 MiB, as the NBD frontend), reported in the Block Limits VPD page; libiscsi's tests send 65536-block writes.</summary>
     public const uint MaxTransferBlocks = 65536;
     /// <summary>libiscsi's conformance tests require at most 1 Mi blocks here.</summary>
@@ -26,10 +35,16 @@ internal sealed partial class ScsiLogicalUnit
     private readonly string _exportName;
     private readonly string _targetName;
     private readonly byte[] _identity;
+    private readonly PersistentReservations _reservations;
+    private readonly string _initiatorPort;
 
-    public ScsiLogicalUnit(IBlockDevice device, string exportName, string targetName)
+    /// <param name="reservations">The unit's reservation state, shared by every session to it (a fresh one when omitted).</param>
+    /// <param name="initiatorPort">This session's I_T nexus, "IQN,i,0xISID", as reservations name it.</param>
+    public ScsiLogicalUnit(IBlockDevice device, string exportName, string targetName, PersistentReservations? reservations = null, string initiatorPort = "")
     {
         _device = device;
+        _reservations = reservations ?? new PersistentReservations();
+        _initiatorPort = initiatorPort;
         _exportName = exportName;
         _targetName = targetName;
         // Identifiers derive from the export name only, so every node serving the volume reports the same ones (multipath).
@@ -45,6 +60,10 @@ internal sealed partial class ScsiLogicalUnit
         if (!lunExists && opcode is not (ScsiOpcode.Inquiry or ScsiOpcode.ReportLuns or ScsiOpcode.RequestSense))
         {
             return ScsiResult.Check(SenseData.LogicalUnitNotSupported);
+        }
+        if (_reservations.Conflicts(_initiatorPort, AccessOf(cdb.Span)))
+        {
+            return new ScsiResult(ScsiStatus.ReservationConflict, SenseData.None, 0);
         }
         try
         {
@@ -64,6 +83,8 @@ internal sealed partial class ScsiLogicalUnit
                 ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 => await SynchronizeCacheAsync(cdb, ct),
                 ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16 => await WriteSameAsync(cdb, dataOut, ct),
                 ScsiOpcode.Unmap => await UnmapAsync(cdb, dataOut, ct),
+                ScsiOpcode.PersistentReserveIn => _reservations.In(cdb.Span, dataIn.Span),
+                ScsiOpcode.PersistentReserveOut => _reservations.Out(cdb.Span, _initiatorPort, dataOut.Span),
                 _ => ScsiResult.Check(SenseData.InvalidOpcode),
             };
         }
@@ -72,6 +93,17 @@ internal sealed partial class ScsiLogicalUnit
             return ScsiResult.Check(SenseFor(e.Error, opcode));
         }
     }
+
+    /// <summary>Which reservations block a command (SPC-4 table 5.13.1): reads and writes of the medium, and what describes it.</summary>
+    private static MediumAccess AccessOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
+    {
+        ScsiOpcode.Read6 or ScsiOpcode.Read10 or ScsiOpcode.Read12 or ScsiOpcode.Read16 or ScsiOpcode.Verify10 or ScsiOpcode.Verify16
+            or ScsiOpcode.ModeSense6 or ScsiOpcode.ModeSense10 => MediumAccess.Read,
+        ScsiOpcode.ServiceActionIn16 when (cdb[1] & 0x1f) == ScsiOpcode.GetLbaStatusServiceAction => MediumAccess.Read,
+        ScsiOpcode.Write6 or ScsiOpcode.Write10 or ScsiOpcode.Write12 or ScsiOpcode.Write16 or ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16
+            or ScsiOpcode.Unmap or ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 => MediumAccess.Write,
+        _ => MediumAccess.None,
+    };
 
     /// <summary>Maps a device failure to sense data. Shutdown reads as "not ready": the volume is going away under us.</summary>
     internal static SenseData SenseFor(BlockError error, byte opcode) => error switch

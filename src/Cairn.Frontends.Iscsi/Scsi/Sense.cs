@@ -8,6 +8,7 @@ internal static class ScsiStatus
     public const byte Good = 0x00;
     public const byte CheckCondition = 0x02;
     public const byte Busy = 0x08;
+    public const byte ReservationConflict = 0x18;
     public const byte TaskSetFull = 0x28;
 }
 
@@ -37,6 +38,7 @@ internal readonly record struct SenseData(SenseKey Key, byte Asc, byte Ascq, ulo
     public static readonly SenseData InvalidFieldInCdb = new(SenseKey.IllegalRequest, 0x24, 0x00);
     public static readonly SenseData LogicalUnitNotSupported = new(SenseKey.IllegalRequest, 0x25, 0x00);
     public static readonly SenseData InvalidFieldInParameterList = new(SenseKey.IllegalRequest, 0x26, 0x00);
+    public static readonly SenseData InvalidReleaseOfPersistentReservation = new(SenseKey.IllegalRequest, 0x26, 0x04);
     public static readonly SenseData ParameterListLengthError = new(SenseKey.IllegalRequest, 0x1A, 0x00);
     public static readonly SenseData SavingParametersNotSupported = new(SenseKey.IllegalRequest, 0x39, 0x00);
     public static readonly SenseData WriteProtected = new(SenseKey.DataProtect, 0x27, 0x00);

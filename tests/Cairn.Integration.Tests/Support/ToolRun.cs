@@ -21,7 +21,7 @@ internal static class ToolRun
     private static readonly Dictionary<string, string> PackageOf = new()
     {
         ["nbdinfo"] = "libnbd-bin", ["nbdcopy"] = "libnbd-bin", ["fio"] = "fio",
-        ["qemu-img"] = "qemu-utils", ["nbdkit"] = "nbdkit", ["etcd"] = "etcd-server", ["iscsi-ls"] = "libiscsi-bin",
+        ["qemu-img"] = "qemu-utils", ["nbdkit"] = "nbdkit", ["etcd"] = "etcd-server", ["iscsi-ls"] = "libiscsi-bin", ["iscsi-inq"] = "libiscsi-bin",
         ["qemu-system-x86_64"] = "qemu-system-x86", ["debugfs"] = "e2fsprogs",
     };
 
