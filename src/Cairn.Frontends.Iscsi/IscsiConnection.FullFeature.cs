@@ -231,9 +231,14 @@ internal sealed partial class IscsiConnection
             case TaskManagementFunction.AbortTaskSet or TaskManagementFunction.ClearTaskSet or TaskManagementFunction.LogicalUnitReset:
                 response = request.Lun == 0 ? response : TaskManagementResponseCode.LunDoesNotExist;
                 ReleasePendingWrites();
+                if (request.Function == TaskManagementFunction.LogicalUnitReset && request.Lun == 0)
+                {
+                    _unit?.Reset();
+                }
                 break;
             case TaskManagementFunction.TargetWarmReset or TaskManagementFunction.TargetColdReset:
                 ReleasePendingWrites();
+                _unit?.Reset();
                 break;
             case TaskManagementFunction.TaskReassign:
                 response = TaskManagementResponseCode.ReassignmentNotSupported;

@@ -91,6 +91,7 @@ internal sealed partial class IscsiConnection : IFrontendConnection
             await revoked.DisposeAsync();
             CloseSocket();
             ReleasePendingWrites();
+            _unit?.EndNexus(); // one connection per session: the I_T nexus ends with it
             _session?.Dispose();
             ArrayPool<byte>.Shared.Return(_recv);
             ArrayPool<byte>.Shared.Return(_send);

@@ -202,3 +202,79 @@ public sealed class PersistentReservationTests
         Assert.Equal("iqn.2026-11.test:a,i,0x400000000001", transportId);
     }
 }
+
+/// <summary>SCSI-2 RESERVE/RELEASE (6) and (10), as VMware ESXi uses them to lock VMFS without atomic test-and-set.</summary>
+public sealed class Scsi2ReservationTests
+{
+    private readonly RamBlockDevice _disk = new(1 << 20);
+    private readonly PersistentReservations _state = new();
+
+    private ScsiLogicalUnit Session(string nexus) => new(_disk, "vol", "iqn.2026-11.io.cairn:vol", _state, nexus);
+
+    private static async Task<byte> Run(ScsiLogicalUnit unit, params byte[] cdb)
+    {
+        bool writes = cdb[0] == 0x2A;
+        var result = await unit.ExecuteAsync(cdb, true, writes ? new byte[512] : ReadOnlyMemory<byte>.Empty, new byte[512], CancellationToken.None);
+        return result.Status;
+    }
+
+    private static readonly byte[] Reserve6 = [0x16, 0, 0, 0, 0, 0];
+    private static readonly byte[] Release6 = [0x17, 0, 0, 0, 0, 0];
+    private static readonly byte[] Reserve10 = [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    private static readonly byte[] Read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    private static readonly byte[] Write10 = [0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    private static readonly byte[] Inquiry = [0x12, 0, 0, 0, 36, 0];
+    private static readonly byte[] TestUnitReady = [0x00, 0, 0, 0, 0, 0];
+
+    [Fact]
+    public async Task The_holder_has_the_unit_and_everyone_else_gets_conflicts_until_it_releases()
+    {
+        var a = Session("iqn.2026-11.test:a,i,0x1");
+        var b = Session("iqn.2026-11.test:b,i,0x2");
+
+        Assert.Equal(ScsiStatus.Good, await Run(a, Reserve6));
+        Assert.Equal(ScsiStatus.Good, await Run(a, Reserve10)); // the holder may reserve again
+        Assert.Equal(ScsiStatus.Good, await Run(a, Write10));
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(b, Read10));
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(b, Write10));
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(b, TestUnitReady));
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(b, Reserve6));
+        Assert.Equal(ScsiStatus.Good, await Run(b, Inquiry));
+        Assert.Equal(ScsiStatus.Good, await Run(b, Release6)); // someone else's release changes nothing ...
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(b, Read10)); // ... as this shows
+
+        Assert.Equal(ScsiStatus.Good, await Run(a, Release6));
+        Assert.Equal(ScsiStatus.Good, await Run(b, Reserve6));
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(a, Write10));
+    }
+
+    [Fact]
+    public async Task A_reset_or_the_holder_s_session_ending_frees_the_unit()
+    {
+        var a = Session("iqn.2026-11.test:a,i,0x1");
+        var b = Session("iqn.2026-11.test:b,i,0x2");
+        await Run(a, Reserve6);
+
+        b.Reset(); // a logical unit reset from the host taking over
+        Assert.Equal(ScsiStatus.Good, await Run(b, Reserve6));
+
+        b.EndNexus();
+        Assert.Equal(ScsiStatus.Good, await Run(a, Write10));
+    }
+
+    [Fact]
+    public async Task Reserve_gives_way_to_persistent_reservations_and_refuses_obsolete_fields()
+    {
+        var a = Session("iqn.2026-11.test:a,i,0x1");
+        var register = new byte[10];
+        register[0] = 0x5F;
+        register[8] = 24;
+        var parameters = new byte[24];
+        parameters[15] = 7; // service action key 7
+        Assert.Equal(ScsiStatus.Good, (await a.ExecuteAsync(register, true, parameters, Memory<byte>.Empty, CancellationToken.None)).Status);
+
+        Assert.Equal(ScsiStatus.ReservationConflict, await Run(a, Reserve6));
+        var extent = new byte[] { 0x16, 0x01, 0, 0, 0, 0 };
+        Assert.Equal(ScsiStatus.CheckCondition, await Run(Session("iqn.2026-11.test:c,i,0x3"), extent));
+    }
+}

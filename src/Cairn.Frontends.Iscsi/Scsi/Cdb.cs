@@ -19,6 +19,10 @@ internal static class ScsiOpcode
     public const byte WriteSame10 = 0x41;
     public const byte Unmap = 0x42;
     public const byte ModeSense10 = 0x5A;
+    public const byte Reserve6 = 0x16;
+    public const byte Release6 = 0x17;
+    public const byte Reserve10 = 0x56;
+    public const byte Release10 = 0x57;
     public const byte PersistentReserveIn = 0x5E;
     public const byte PersistentReserveOut = 0x5F;
     public const byte Read16 = 0x88;

@@ -61,7 +61,7 @@ internal sealed partial class ScsiLogicalUnit
         {
             return ScsiResult.Check(SenseData.LogicalUnitNotSupported);
         }
-        if (_reservations.Conflicts(_initiatorPort, AccessOf(cdb.Span)))
+        if (_reservations.Scsi2Conflicts(_initiatorPort, opcode) || _reservations.Conflicts(_initiatorPort, AccessOf(cdb.Span)))
         {
             return new ScsiResult(ScsiStatus.ReservationConflict, SenseData.None, 0);
         }
@@ -83,6 +83,8 @@ internal sealed partial class ScsiLogicalUnit
                 ScsiOpcode.SynchronizeCache10 or ScsiOpcode.SynchronizeCache16 => await SynchronizeCacheAsync(cdb, ct),
                 ScsiOpcode.WriteSame10 or ScsiOpcode.WriteSame16 => await WriteSameAsync(cdb, dataOut, ct),
                 ScsiOpcode.Unmap => await UnmapAsync(cdb, dataOut, ct),
+                ScsiOpcode.Reserve6 or ScsiOpcode.Reserve10 => _reservations.ReserveScsi2(cdb.Span, _initiatorPort),
+                ScsiOpcode.Release6 or ScsiOpcode.Release10 => _reservations.ReleaseScsi2(_initiatorPort),
                 ScsiOpcode.PersistentReserveIn => _reservations.In(cdb.Span, dataIn.Span),
                 ScsiOpcode.PersistentReserveOut => _reservations.Out(cdb.Span, _initiatorPort, dataOut.Span),
                 _ => ScsiResult.Check(SenseData.InvalidOpcode),
@@ -93,6 +95,12 @@ internal sealed partial class ScsiLogicalUnit
             return ScsiResult.Check(SenseFor(e.Error, opcode));
         }
     }
+
+    /// <summary>This unit's session ended: what its nexus held only while connected (a SCSI-2 reservation) is released.</summary>
+    public void EndNexus() => _reservations.NexusLost(_initiatorPort);
+
+    /// <summary>A logical unit or target reset arrived through this session.</summary>
+    public void Reset() => _reservations.ResetScsi2();
 
     /// <summary>Which reservations block a command (SPC-4 table 5.13.1): reads and writes of the medium, and what describes it.</summary>
     private static MediumAccess AccessOf(ReadOnlySpan<byte> cdb) => cdb[0] switch
