@@ -19,7 +19,7 @@ public sealed class NodeForwarder(HttpClient http)
     public static bool IsForwarded(HttpRequest request) => request.Headers.ContainsKey(ForwardedHeader);
 
     /// <summary>Sends <paramref name="method"/> <paramref name="pathAndQuery"/> to <paramref name="node"/>'s API and returns its answer as a result to relay.</summary>
-    public async Task<IResult> ForwardAsync(NodeRecord node, string fromNode, HttpMethod method, string pathAndQuery, byte[]? jsonBody, CancellationToken cancellationToken)
+    public async Task<RelayedResult> ForwardAsync(NodeRecord node, string fromNode, HttpMethod method, string pathAndQuery, byte[]? jsonBody, CancellationToken cancellationToken)
     {
         using var response = await SendAsync(node, fromNode, method, pathAndQuery, jsonBody, cancellationToken);
         byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
@@ -52,8 +52,11 @@ public sealed class NodeForwarder(HttpClient http)
         }
     }
 
-    private sealed class RelayedResult(int status, string? contentType, string? location, byte[] body) : IResult
+    /// <summary>Another node's answer, relayed byte for byte.</summary>
+    public sealed class RelayedResult(int status, string? contentType, string? location, byte[] body) : IResult
     {
+        public int StatusCode => status;
+
         public async Task ExecuteAsync(HttpContext httpContext)
         {
             var response = httpContext.Response;

@@ -72,7 +72,10 @@ internal static class VolumeEndpoints
         var forward = new CreateVolumeRequest(body.Name, JsonSerializer.SerializeToElement(size), policy.Replicas, SpreadText(policy), target.Node, pool);
         var result = await forwarder.ForwardAsync(owner, cluster.ThisNode, HttpMethod.Post, CairnApi.VolumesPath,
             JsonSerializer.SerializeToUtf8Bytes(forward, ApiJsonContext.Default.CreateVolumeRequest), cancellationToken);
-        await view.WaitUntilAsync(() => view.FindVolume(body.Name) is not null, ViewWait, cancellationToken);
+        if (result.StatusCode == StatusCodes.Status201Created)
+        {
+            await view.WaitUntilAsync(() => view.FindVolume(body.Name) is not null, ViewWait, cancellationToken); // the next placement sees it
+        }
         return result;
     }
 
