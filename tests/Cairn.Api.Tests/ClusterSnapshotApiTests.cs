@@ -10,13 +10,7 @@ public sealed class ClusterSnapshotApiTests(EtcdFixture etcd) : IClassFixture<Et
     [Fact]
     public async Task Snapshot_requests_and_clones_through_any_node_reach_the_volume_s_owner()
     {
-        await using (var store = Cairn.ClusterStore.ClusterStoreFactory.Open(etcd.Server.Spec))
-        {
-            foreach (var kv in (await store.RangeAsync("/cairn/")).Items)
-            {
-                await store.DeleteAsync(kv.Key);
-            }
-        }
+        await etcd.WipeAsync();
         await using var a = await DaemonFixture.StartAsync(realPools: true, cluster: new DaemonFixture.ClusterOptions(etcd.Server.Spec, "a", "z1"));
         await using var b = await DaemonFixture.StartAsync(realPools: true, cluster: new DaemonFixture.ClusterOptions(etcd.Server.Spec, "b", "z2"));
 

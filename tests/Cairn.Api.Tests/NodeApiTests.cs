@@ -98,6 +98,16 @@ public sealed class EtcdFixture : IAsyncLifetime
     public async ValueTask InitializeAsync() => Server = await EtcdServer.StartAsync();
 
     public async ValueTask DisposeAsync() => await Server.DisposeAsync();
+
+    /// <summary>Tests sharing this etcd each start from an empty /cairn/.</summary>
+    public async Task WipeAsync()
+    {
+        await using var store = Cairn.ClusterStore.ClusterStoreFactory.Open(Server.Spec);
+        foreach (var kv in (await store.RangeAsync("/cairn/")).Items)
+        {
+            await store.DeleteAsync(kv.Key);
+        }
+    }
 }
 
 /// <summary>Two cairnd nodes on one real etcd: one view of the cluster from either, volumes per node, 503 when etcd is gone.</summary>
@@ -105,15 +115,7 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
 
-    /// <summary>Tests in this class share one etcd: each starts from an empty /cairn/.</summary>
-    private async Task WipeAsync()
-    {
-        await using var store = Cairn.ClusterStore.ClusterStoreFactory.Open(etcd.Server.Spec);
-        foreach (var kv in (await store.RangeAsync("/cairn/")).Items)
-        {
-            await store.DeleteAsync(kv.Key);
-        }
-    }
+    private Task WipeAsync() => etcd.WipeAsync();
 
     private Task<DaemonFixture> Node(string name, string zone) =>
         DaemonFixture.StartAsync(cluster: new DaemonFixture.ClusterOptions(etcd.Server.Spec, name, zone, "r1"));

@@ -16,13 +16,7 @@ public sealed class PlacementApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixt
 
     public async ValueTask InitializeAsync()
     {
-        await using (var store = Cairn.ClusterStore.ClusterStoreFactory.Open(etcd.Server.Spec))
-        {
-            foreach (var kv in (await store.RangeAsync("/cairn/")).Items)
-            {
-                await store.DeleteAsync(kv.Key);
-            }
-        }
+        await etcd.WipeAsync();
         foreach (var (name, zone, rack) in new[] { ("a", "z1", "r1"), ("b", "z1", "r2"), ("c", "z2", "r1") })
         {
             _nodes[name] = await DaemonFixture.StartAsync(cluster: new DaemonFixture.ClusterOptions(etcd.Server.Spec, name, zone, rack));
