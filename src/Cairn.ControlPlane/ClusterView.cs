@@ -26,7 +26,8 @@ public sealed class ClusterView : IAsyncDisposable
     private readonly Dictionary<string, VolumeSpec> _volumes = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Node, string Pool), long> _provisioned = [];
     private readonly Dictionary<string, VolumeHealth> _health = new(StringComparer.Ordinal);
-    private TaskCompletionSource _changed = NewSignal();
+    private TaskCompletionSource _changed = NewSignal();   // any applied event: wakes revision waiters
+    private TaskCompletionSource _reshaped = NewSignal();  // a change of state: wakes reconcile loops
     private long _revision;
     private Task? _watch;
 
@@ -91,12 +92,17 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
-    /// <summary>Completes at the next change the view applies (for loops that reconcile on change).</summary>
+    /// <summary>
+    /// Completes at the next change of the cluster's state — a node joining, going Down or coming Up, a registration
+    /// (Draining) or a volume spec changing — for loops that reconcile on change. A heartbeat rewriting a live node's
+    /// record and the controller's own health records do not count: at 1,000 nodes heartbeats alone arrive hundreds
+    /// of times a second, and a reconcile pass per heartbeat would keep the controller busy doing nothing.
+    /// </summary>
     public Task NextChangeAsync(CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            return _changed.Task.WaitAsync(cancellationToken);
+            return _reshaped.Task.WaitAsync(cancellationToken);
         }
     }
 
@@ -177,7 +183,7 @@ public sealed class ClusterView : IAsyncDisposable
                 Apply(WatchEventType.Put, kv);
             }
             _revision = range.Revision;
-            Signal();
+            Signal(reshaped: true);
         }
     }
 
@@ -191,9 +197,9 @@ public sealed class ClusterView : IAsyncDisposable
                 {
                     lock (_lock)
                     {
-                        Apply(change.Type, change.Kv);
+                        bool reshaped = Apply(change.Type, change.Kv);
                         _revision = Math.Max(_revision, change.Revision);
-                        Signal();
+                        Signal(reshaped);
                     }
                 }
             }
@@ -243,25 +249,33 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
-    private void Apply(WatchEventType type, KeyValue kv)
+    /// <summary>Applies one event; true when it changed the cluster's state (see <see cref="NextChangeAsync"/>).</summary>
+    private bool Apply(WatchEventType type, KeyValue kv)
     {
         string key = kv.Key;
         if (key.StartsWith(ClusterKeys.Volumes, StringComparison.Ordinal))
         {
             ApplyVolume(key[ClusterKeys.Volumes.Length..], type == WatchEventType.Put ? Read(kv, ControlPlaneJson.Default.VolumeSpec) : null);
+            return true;
         }
-        else if (key.StartsWith(ClusterKeys.Nodes, StringComparison.Ordinal))
+        if (key.StartsWith(ClusterKeys.Nodes, StringComparison.Ordinal))
         {
-            Set(_live, key[ClusterKeys.Nodes.Length..], type == WatchEventType.Put ? Read(kv, ClusterJson.Default.NodeRecord) : null);
+            string node = key[ClusterKeys.Nodes.Length..];
+            bool wasLive = _live.ContainsKey(node);
+            Set(_live, node, type == WatchEventType.Put ? Read(kv, ClusterJson.Default.NodeRecord) : null);
+            return wasLive != _live.ContainsKey(node); // a heartbeat rewrites a live record: no change of state
         }
-        else if (key.StartsWith(ClusterKeys.VolumeHealth, StringComparison.Ordinal))
+        if (key.StartsWith(ClusterKeys.VolumeHealth, StringComparison.Ordinal))
         {
             Set(_health, key[ClusterKeys.VolumeHealth.Length..], type == WatchEventType.Put ? Read(kv, ClusterJson.Default.VolumeHealth) : null);
+            return false; // the controller's own output
         }
-        else if (key.StartsWith(ClusterKeys.NodeRegistry, StringComparison.Ordinal))
+        if (key.StartsWith(ClusterKeys.NodeRegistry, StringComparison.Ordinal))
         {
             Set(_registrations, key[ClusterKeys.NodeRegistry.Length..], type == WatchEventType.Put ? Read(kv, ClusterJson.Default.NodeRegistration) : null);
+            return true;
         }
+        return false;
     }
 
     private void ApplyVolume(string name, VolumeSpec? spec)
@@ -322,11 +336,17 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
-    private void Signal()
+    private void Signal(bool reshaped)
     {
         var old = _changed;
         _changed = NewSignal();
         old.TrySetResult();
+        if (reshaped)
+        {
+            var oldShape = _reshaped;
+            _reshaped = NewSignal();
+            oldShape.TrySetResult();
+        }
     }
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);

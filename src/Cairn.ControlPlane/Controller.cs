@@ -7,9 +7,10 @@ namespace Cairn.ControlPlane;
 
 /// <summary>
 /// The cluster controller: runs on the elected node only (see <see cref="ControllerElection"/>). It reconciles the
-/// observed cluster (its <see cref="ClusterView"/>, kept current by a watch) with what it has recorded, whenever the view
-/// changes and at least every <see cref="ResyncInterval"/>. Today it judges each volume's health from its owner's state
-/// (Healthy, or Unavailable while the owner is Down); replica repair and failover build on this loop.
+/// observed cluster (its <see cref="ClusterView"/>, kept current by a watch) with what it has recorded, whenever the
+/// cluster's state changes (nodes joining or going Down, registrations, specs — not heartbeats) and at least every
+/// <see cref="ResyncInterval"/>. Today it judges each volume's health from its owner's state (Healthy, or Unavailable
+/// while the owner is Down); replica repair and failover build on this loop.
 /// Every write is one transaction conditioned on the leader key still carrying this leader's term, so a deposed leader
 /// that has not noticed yet writes nothing. It keeps no state of its own: a new or restarted controller recomputes
 /// everything from the view, so it is safe to stop at any moment.
