@@ -22,6 +22,20 @@ public interface IInSyncSet
     /// <summary>Removes <paramref name="replicas"/> from the in-sync set at <paramref name="epoch"/> and returns the new epoch.
     /// Throws <see cref="ReplicaFencedException"/> when <paramref name="epoch"/> is no longer current: another owner took over.</summary>
     ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default);
+
+    /// <summary>Adds a rebuilt replica to the in-sync set at <paramref name="epoch"/> and returns the new epoch.
+    /// Throws <see cref="ReplicaFencedException"/> when <paramref name="epoch"/> is no longer current.</summary>
+    ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default);
+}
+
+/// <summary>
+/// Whether the owner can still prove it owns the volume: its node's lease in the cluster store has not run out. The
+/// controller fails a volume over only after the owner's lease expired, so an owner that cannot renew must stop
+/// acknowledging writes before that moment, never after.
+/// </summary>
+public interface IOwnerLease
+{
+    bool IsHeld { get; }
 }
 
 /// <summary>This owner's epoch is no longer current: it must stop acknowledging writes.</summary>

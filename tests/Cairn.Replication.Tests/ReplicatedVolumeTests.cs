@@ -55,6 +55,16 @@ public sealed class ReplicatedVolumeTests
             Replicas.RemoveAll(replicas.Contains);
             return ++Epoch;
         }
+
+        public ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default)
+        {
+            if (epoch != Epoch)
+            {
+                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
+            }
+            Replicas.Add(replica);
+            return ValueTask.FromResult(++Epoch);
+        }
     }
 
     private static byte[] Pattern(int length, int seed)
