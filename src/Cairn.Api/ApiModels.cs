@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 using Cairn.ControlPlane;
 using Cairn.ControlPlane.Placement;
 using Cairn.Core;
+using Cairn.Replication;
 using Microsoft.AspNetCore.Http;
 
 namespace Cairn.Api;
@@ -16,8 +17,10 @@ namespace Cairn.Api;
 /// <param name="Spread">"node", "rack" or "zone", optionally ":required" (default) or ":preferred".</param>
 /// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply).</param>
 /// <param name="Pool">With <paramref name="Node"/>: the pool on that node.</param>
+/// <param name="PlacedOn">Set by the node that ran placement when it passes a create to the chosen owner: every copy's
+/// "node/pool", the owner first, so the owner does not place again and come to a different answer.</param>
 public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, int? Replicas = null, string? Spread = null, string? Node = null, string? Pool = null,
-    VolumeSourceRequest? Source = null);
+    VolumeSourceRequest? Source = null, IReadOnlyList<string>? PlacedOn = null);
 
 /// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c>.</summary>
 public sealed record UpdateVolumeRequest(JsonElement? Size);
@@ -92,12 +95,23 @@ public sealed record VolumeResponse(
     string? Node,
     IscsiResponse? Iscsi,
     PlacementPolicyResponse Placement,
-    VolumeHealthResponse? Health = null)
+    VolumeHealthResponse? Health = null,
+    ulong? Epoch = null,
+    IReadOnlyList<ReplicaResponse>? Replicas = null)
 {
     public static VolumeResponse From(VolumeInfo v) => new(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
         v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
-        v.Iscsi is { } i ? IscsiResponse.From(i, v.IscsiAccess) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default));
+        v.Iscsi is { } i ? IscsiResponse.From(i, v.IscsiAccess) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default),
+        Epoch: v.Replication?.Epoch, Replicas: ReplicaResponse.From(v.Node, v.Pool, v.Replication));
+}
+
+/// <summary>One copy of a volume: where it lives, whether it is the owner, and whether it is in sync (InSync, Rebuilding, Failed).</summary>
+public sealed record ReplicaResponse(string? Node, string Pool, string State, bool Owner, string? Reason)
+{
+    public static IReadOnlyList<ReplicaResponse> From(string? node, string pool, ReplicaSet? set) => set is null
+        ? [new ReplicaResponse(node, pool, nameof(ReplicaState.InSync), true, null)]
+        : [.. set.Members.Select(m => new ReplicaResponse(m.Node, m.Pool, m.State.ToString(), m.Node == set.Owner, m.Reason))];
 }
 
 /// <summary>The controller's judgement of a volume: "Healthy" or "Unavailable", why, and since when. Null until it judged.</summary>

@@ -49,17 +49,18 @@ internal static class VolumeEndpoints
         {
             return TypedResults.Ok(PlacementResponse.From(decision));
         }
-        decision.ThrowIfFailed();
-        if (policy.Replicas > 1)
+        var placed = body.PlacedOn is { } placedOn && NodeForwarder.IsForwarded(request)
+            ? ParsePlacedOn(placedOn)
+            : decision.ThrowIfFailed().Replicas.Select(r => new ReplicaPlacement(r.Node, r.Pool, r.Zone, r.Rack)).ToList();
+        if (placed.Count > 1 && !service.ReplicationEnabled && placed[0].Node == cluster.ThisNode)
         {
-            throw ApiErrors.Invalid("replicas",
-                $"volumes have one replica until replication is available; ask with dryRun=true (cairn volume create --dry-run) to see where {policy.Replicas} replicas would go");
+            throw ApiErrors.Invalid("replicas", "this node runs alone on an embedded store, so a volume has one copy; start the nodes with --cluster etcd://... to replicate");
         }
-        var target = decision.Replicas[0];
+        var target = placed[0];
         string pool = body.Pool ?? target.Pool;
         if (target.Node == cluster.ThisNode)
         {
-            var volume = await service.CreateAsync(body.Name, size, pool, policy, cancellationToken);
+            var volume = await service.CreateAsync(body.Name, size, pool, policy, placed, cancellationToken);
             await view.WaitUntilAsync(() => view.FindVolume(body.Name) is not null, ViewWait, cancellationToken);
             return TypedResults.Created($"{CairnApi.VolumesPath}/{volume.Name}", VolumeResponse.From(volume));
         }
@@ -69,7 +70,8 @@ internal static class VolumeEndpoints
                 $"node '{cluster.ThisNode}' was asked to create '{body.Name}' but places it on '{target.Node}' (the nodes' views of the cluster differ for a moment); retry");
         }
         var owner = view.FindLiveNode(target.Node) ?? throw NodeDown(target.Node, body.Name);
-        var forward = new CreateVolumeRequest(body.Name, JsonSerializer.SerializeToElement(size), policy.Replicas, SpreadText(policy), target.Node, pool);
+        var forward = new CreateVolumeRequest(body.Name, JsonSerializer.SerializeToElement(size), policy.Replicas, SpreadText(policy), target.Node, pool,
+            PlacedOn: [.. placed.Select(r => $"{r.Node}/{r.Pool}")]);
         var result = await forwarder.ForwardAsync(owner, cluster.ThisNode, HttpMethod.Post, CairnApi.VolumesPath,
             JsonSerializer.SerializeToUtf8Bytes(forward, ApiJsonContext.Default.CreateVolumeRequest), cancellationToken);
         if (result.StatusCode == StatusCodes.Status201Created)
@@ -77,6 +79,21 @@ internal static class VolumeEndpoints
             await view.WaitUntilAsync(() => view.FindVolume(body.Name) is not null, ViewWait, cancellationToken); // the next placement sees it
         }
         return result;
+    }
+
+    private static List<ReplicaPlacement> ParsePlacedOn(IReadOnlyList<string> placedOn)
+    {
+        var placed = new List<ReplicaPlacement>();
+        foreach (string entry in placedOn)
+        {
+            int slash = entry.IndexOf('/', StringComparison.Ordinal);
+            if (slash <= 0 || slash == entry.Length - 1)
+            {
+                throw ApiErrors.Invalid("placedOn", $"'{entry}' is not NODE/POOL");
+            }
+            placed.Add(new ReplicaPlacement(entry[..slash], entry[(slash + 1)..], "", ""));
+        }
+        return placed.Count > 0 ? placed : throw ApiErrors.Invalid("placedOn", "names no copy");
     }
 
     /// <summary>

@@ -22,7 +22,15 @@ internal sealed record VolumeDto(
     bool Available,
     string? Node = null,
     IscsiDto? Iscsi = null,
-    PlacementPolicyDto? Placement = null);
+    PlacementPolicyDto? Placement = null,
+    VolumeHealthDto? Health = null,
+    ulong? Epoch = null,
+    IReadOnlyList<ReplicaDto>? Replicas = null);
+
+internal sealed record VolumeHealthDto(string State, string Reason, DateTimeOffset Since);
+
+/// <param name="Progress">Percent copied while Rebuilding.</param>
+internal sealed record ReplicaDto(string? Node, string Pool, string State, bool Owner, string? Reason, double? Progress = null);
 
 internal sealed record PlacementPolicyDto(int Replicas, string Spread, string Mode);
 

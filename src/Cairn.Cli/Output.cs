@@ -71,6 +71,15 @@ internal sealed partial class Output(TextWriter writer, bool json)
         {
             Row("Placement", $"{p.Replicas.ToString(CultureInfo.InvariantCulture)} replica{(p.Replicas == 1 ? "" : "s")}, spread by {p.Spread} ({p.Mode})");
         }
+        if (v.Health is { } health)
+        {
+            Row("Health", $"{health.State}: {health.Reason}");
+        }
+        if (v.Replicas is { Count: > 1 } replicas)
+        {
+            Row("Epoch", v.Epoch?.ToString(CultureInfo.InvariantCulture) ?? "-");
+            Row("Replicas", string.Join('\n', replicas.Select(ReplicaLine)));
+        }
         Row("Created", v.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
         Row("Export", ExportOf(v));
         if (v.Iscsi is { } iscsi && v.Available)
@@ -82,6 +91,14 @@ internal sealed partial class Output(TextWriter writer, bool json)
         var clients = v.Clients ?? [];
         Row("Clients", clients.Count == 0 ? "none" : string.Join(", ", clients.Select(c => c.Client)));
         _console.Write(grid);
+    }
+
+    private static string ReplicaLine(ReplicaDto r)
+    {
+        string state = r.State == "Rebuilding" && r.Progress is { } percent ? $"Rebuilding {percent.ToString("F0", CultureInfo.InvariantCulture)}%" : r.State;
+        string role = r.Owner ? " (owner)" : "";
+        string reason = r.Reason is { } why && r.State != "InSync" ? $" — {why}" : "";
+        return $"{r.Node} pool {r.Pool}: {state}{role}{reason}";
     }
 
     /// <summary>Who may log in, in words; the API never sends secrets, and neither would this print them.</summary>

@@ -291,13 +291,20 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
+    /// <summary>Counts a volume's size against every pool holding a copy of it (thin: promised, not yet used).</summary>
     private void Provision(VolumeSpec spec, long bytes)
     {
-        if ((spec.Node ?? _localNode) is not { } node)
+        foreach (var (copyNode, pool) in spec.Copies())
         {
-            return;
+            if ((copyNode ?? _localNode) is { } node)
+            {
+                Provision((node, pool), bytes);
+            }
         }
-        var key = (node, spec.Pool);
+    }
+
+    private void Provision((string Node, string Pool) key, long bytes)
+    {
         long total = _provisioned.GetValueOrDefault(key) + bytes;
         if (total == 0)
         {

@@ -15,7 +15,7 @@ namespace Cairn.ControlPlane;
 /// that has not noticed yet writes nothing. It keeps no state of its own: a new or restarted controller recomputes
 /// everything from the view, so it is safe to stop at any moment.
 /// </summary>
-public sealed class Controller(string node, IClusterStore store, ClusterView view, Func<long> term, ILogger<Controller>? logger = null, TimeProvider? time = null)
+public sealed partial class Controller(string node, IClusterStore store, ClusterView view, Func<long> term, ILogger<Controller>? logger = null, TimeProvider? time = null)
 {
     private readonly ILogger _logger = (ILogger?)logger ?? NullLogger.Instance;
     private readonly TimeProvider _time = time ?? TimeProvider.System;
@@ -63,8 +63,12 @@ public sealed class Controller(string node, IClusterStore store, ClusterView vie
             return -1;
         }
         var nodes = view.PlacementCandidates().ToDictionary(n => n.Name, n => n.State, StringComparer.Ordinal);
+        int writes = await RepairReplicationAsync(fence, nodes, cancellationToken);
+        if (writes < 0)
+        {
+            return -1;
+        }
         var recorded = view.Health().ToDictionary(h => h.Volume, StringComparer.Ordinal);
-        int writes = 0;
         foreach (var volume in view.Volumes())
         {
             var (state, reason) = Judge(volume, nodes);
@@ -98,6 +102,10 @@ public sealed class Controller(string node, IClusterStore store, ClusterView vie
         if (volume.Node is not { } owner)
         {
             return (VolumeHealthState.Healthy, "served by the single node of an embedded store");
+        }
+        if (volume.Replication is { } set)
+        {
+            return JudgeReplicated(set, nodes);
         }
         return nodes.TryGetValue(owner, out var state)
             ? state == NodeState.Down

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Cairn.ControlPlane.Placement;
 using Cairn.Core;
+using Cairn.Replication;
 
 namespace Cairn.ControlPlane;
 
@@ -13,8 +14,26 @@ namespace Cairn.ControlPlane;
 /// <param name="Placement">Replica count and spread the volume was placed by; null in specs written before placement (one replica).</param>
 /// <param name="Source">For a clone, the snapshot it was made from (null for other volumes).</param>
 /// <param name="IscsiAccess">Who may log in over iSCSI (allow list, CHAP secrets); null = anyone, no authentication.</param>
+/// <param name="Replication">
+/// The volume's replicas, owner and epoch when it is replicated (more than one copy); null for a volume with one copy
+/// on <paramref name="Node"/>. Its owner and the owner's pool are always <paramref name="Node"/> and <paramref name="Pool"/>:
+/// change it only through <see cref="WithReplication"/>.
+/// </param>
 public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string Pool, DateTimeOffset CreatedAt, string? Node = null,
-    PlacementPolicy? Placement = null, VolumeSource? Source = null, IscsiAccess? IscsiAccess = null);
+    PlacementPolicy? Placement = null, VolumeSource? Source = null, IscsiAccess? IscsiAccess = null, ReplicaSet? Replication = null)
+{
+    /// <summary>This spec with a new replica set, keeping <see cref="Node"/> and <see cref="Pool"/> those of its owner.</summary>
+    public VolumeSpec WithReplication(ReplicaSet set) =>
+        this with { Replication = set, Node = set.Owner, Pool = set.Find(set.Owner)?.Pool ?? Pool };
+
+    /// <summary>Whether <paramref name="node"/> holds a copy of the volume (as owner or replica).</summary>
+    public bool IsHeldBy(string? node) =>
+        string.Equals(Node, node, StringComparison.Ordinal) || (node is not null && Replication?.Contains(node) == true);
+
+    /// <summary>Every (node, pool) holding a copy.</summary>
+    public IEnumerable<(string? Node, string Pool)> Copies() =>
+        Replication is { } set ? set.Members.Select(m => ((string?)m.Node, m.Pool)) : [(Node, Pool)];
+}
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
@@ -24,6 +43,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="Node">The node that owns and serves the volume.</param>
 /// <param name="Iscsi">The volume's iSCSI portal, target and LUN; null while no iSCSI target listens.</param>
 /// <param name="IscsiAccess">Who may log in over iSCSI; null = anyone. Carries secrets: the API shows only user names.</param>
+/// <param name="Replication">Replicas, owner and epoch of a replicated volume; null for one copy.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -37,10 +57,12 @@ public sealed record VolumeInfo(
     string? Node = null,
     IscsiAddress? Iscsi = null,
     PlacementPolicy? Placement = null,
-    IscsiAccess? IscsiAccess = null);
+    IscsiAccess? IscsiAccess = null,
+    ReplicaSet? Replication = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(VolumeSpec))]
+[JsonSerializable(typeof(ReplicaSet))]
 internal sealed partial class ControlPlaneJson : JsonSerializerContext;

@@ -21,7 +21,7 @@ public sealed class MembershipOptions
 /// <c>/cairn/nodes/NAME</c> alive on a lease, rewriting it each heartbeat with fresh pool figures. If the lease is lost
 /// (the store was unreachable for longer than the TTL), it grants a new one and registers again: same name, same identity.
 /// </summary>
-public sealed class NodeMembership : IAsyncDisposable
+public sealed class NodeMembership : IAsyncDisposable, Cairn.Replication.IOwnerLease
 {
     private readonly IClusterStore _store;
     private readonly NodeIdentity _identity;
@@ -34,6 +34,7 @@ public sealed class NodeMembership : IAsyncDisposable
     private DateTimeOffset _startedAt;
     private Task? _loop;
     private long _leaseId;
+    private long _leaseProvenUntilTicks; // UTC ticks until which the store cannot have expired our lease
 
     public NodeMembership(IClusterStore store, NodeIdentity identity, Func<IReadOnlyList<NodePool>> pools,
         string? apiAddress = null, string? nbdAddress = null, MembershipOptions? options = null, ILogger? logger = null, TimeProvider? time = null)
@@ -52,6 +53,19 @@ public sealed class NodeMembership : IAsyncDisposable
     public string? ApiAddress { get; }
 
     public string? NbdAddress { get; }
+
+    /// <summary>Where this node's replica service listens (host:port), published for owners of volumes with a copy here.</summary>
+    public string? ReplicaAddress { get; init; }
+
+    /// <summary>
+    /// Whether the store cannot yet have expired this node's lease: a keep-alive sent at time t that succeeded keeps the
+    /// lease alive until at least t + TTL on the store's clock. A safety margin of a quarter TTL covers clock rate
+    /// differences and the controller's reaction time. Owners of replicated volumes stop acknowledging IO once this is false.
+    /// </summary>
+    public bool IsHeld => LeaseId != 0 && _time.GetUtcNow().UtcTicks < Interlocked.Read(ref _leaseProvenUntilTicks);
+
+    private void LeaseProven(DateTimeOffset sentAt) =>
+        Interlocked.Exchange(ref _leaseProvenUntilTicks, (sentAt + _options.LeaseTtl * 0.75).UtcTicks);
 
     public string Name => _identity.Name;
 
@@ -103,6 +117,7 @@ public sealed class NodeMembership : IAsyncDisposable
 
     private async Task GoUpAsync(CancellationToken cancellationToken)
     {
+        var sentAt = _time.GetUtcNow();
         var lease = await _store.GrantLeaseAsync(_options.LeaseTtl, cancellationToken);
         try
         {
@@ -113,12 +128,13 @@ public sealed class NodeMembership : IAsyncDisposable
             await TryRevokeAsync(lease.Id);
             throw;
         }
+        LeaseProven(sentAt);
         Interlocked.Exchange(ref _leaseId, lease.Id);
     }
 
     private async Task PutRecordAsync(long leaseId, CancellationToken cancellationToken)
     {
-        var record = new NodeRecord(_identity.Name, ApiAddress, NbdAddress, _identity.Zone, _identity.Rack, _pools(), _startedAt, _time.GetUtcNow());
+        var record = new NodeRecord(_identity.Name, ApiAddress, NbdAddress, _identity.Zone, _identity.Rack, _pools(), _startedAt, _time.GetUtcNow(), ReplicaAddress);
         await _store.PutAsync(ClusterKeys.Node(_identity.Name), JsonSerializer.SerializeToUtf8Bytes(record, ClusterJson.Default.NodeRecord), leaseId, cancellationToken);
     }
 
@@ -137,7 +153,9 @@ public sealed class NodeMembership : IAsyncDisposable
                     _logger.LogInformation("node {Node} is Up again on heartbeat lease {LeaseId}", _identity.Name, LeaseId);
                     continue;
                 }
+                var sentAt = _time.GetUtcNow();
                 await _store.KeepAliveAsync(leaseId, stop);
+                LeaseProven(sentAt);
                 await PutRecordAsync(leaseId, stop);
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)

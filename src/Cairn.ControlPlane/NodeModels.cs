@@ -15,7 +15,7 @@ public sealed record NodePool(string Name, long CapacityBytes, long UsedBytes, l
 /// </summary>
 public sealed record NodeRecord(
     string Name, string? ApiAddress, string? NbdAddress, string Zone, string Rack,
-    IReadOnlyList<NodePool> Pools, DateTimeOffset StartedAt, DateTimeOffset HeartbeatAt);
+    IReadOnlyList<NodePool> Pools, DateTimeOffset StartedAt, DateTimeOffset HeartbeatAt, string? ReplicaAddress = null);
 
 /// <summary>
 /// A node that joined the cluster, under <c>/cairn/node-registry/NAME</c>, with no lease, so a Down node still lists.
@@ -60,6 +60,8 @@ public sealed record VolumeHealth(string Volume, VolumeHealthState State, string
 public enum VolumeHealthState
 {
     Healthy,
+    /// <summary>Served, but with fewer in-sync replicas than asked for: a further failure could lose it.</summary>
+    Degraded,
     Unavailable,
 }
 

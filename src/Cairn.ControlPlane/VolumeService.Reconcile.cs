@@ -31,7 +31,8 @@ public sealed partial class VolumeService
         }
         // Orphans are judged against every spec in the cluster: data another node's spec names is never deleted here.
         DeleteOrphans(specs.Select(s => s.Spec.Id).ToHashSet(StringComparer.Ordinal), storeIsNew: unreadable || await StoreLooksNewAsync(range, cancellationToken));
-        var owned = specs.Where(s => _ownership.Owns(s.Spec)).ToList();
+        // Replicated volumes are opened by SyncWithClusterAsync: whether this node owns or hosts them is the replica set's call.
+        var owned = specs.Where(s => _ownership.Owns(s.Spec) && s.Spec.Replication is null).ToList();
         foreach (var (spec, modRevision) in owned)
         {
             StoredVolume? stored = null;

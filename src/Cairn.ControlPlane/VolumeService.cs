@@ -2,6 +2,7 @@ using System.Text.Json;
 using Cairn.BlockStore;
 using Cairn.ClusterStore;
 using Cairn.ControlPlane.Placement;
+using Cairn.ControlPlane.Replication;
 using Cairn.Core;
 using Cairn.Engine;
 using Microsoft.Extensions.Logging;
@@ -46,13 +47,15 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         _time = time ?? TimeProvider.System;
     }
 
-    private sealed class VolumeState(VolumeSpec spec, long modRevision, StoredVolume? volume)
+    /// <param name="replicated">For a replicated volume this node owns: the device that writes to every in-sync replica.</param>
+    private sealed class VolumeState(VolumeSpec spec, long modRevision, StoredVolume? volume, OwnedReplication? replicated = null)
     {
         public VolumeSpec Spec { get; set; } = spec;
         public long ModRevision { get; set; } = modRevision;
         /// <summary>Null when the spec's pool is not open here.</summary>
         public StoredVolume? Volume { get; } = volume;
-        public VolumeEngine? Engine { get; } = volume is null ? null : new VolumeEngine(spec.Name, volume);
+        public OwnedReplication? Replicated { get; } = replicated;
+        public VolumeEngine? Engine { get; } = volume is null ? null : new VolumeEngine(spec.Name, (IBlockDevice?)replicated?.Device ?? volume);
         public List<ExportSession> Sessions { get; } = [];
         public bool Deleting { get; set; }
     }
@@ -61,8 +64,9 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
 
     /// <param name="pool">The pool to create it in (placement's choice); null picks this node's pool with the most free space.</param>
     /// <param name="placement">The policy placement used, recorded in the spec.</param>
+    /// <param name="replicas">Where placement put every copy, this node first; more than one makes a replicated volume.</param>
     public async Task<VolumeInfo> CreateAsync(string? name, long sizeBytes, string? pool = null, PlacementPolicy? placement = null,
-        CancellationToken cancellationToken = default)
+        IReadOnlyList<ReplicaPlacement>? replicas = null, CancellationToken cancellationToken = default)
     {
         VolumeNames.Validate(name);
         ValidateSize(sizeBytes);
@@ -81,6 +85,10 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             }
             var target = pool is null ? _pools.PickForNewVolume() : _pools.Find(pool) ?? throw NoSuchPool(pool);
             var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, target.Name, _time.GetUtcNow(), _ownership.NodeName, placement);
+            if (replicas is { Count: > 1 })
+            {
+                spec = spec.WithReplication(ReplicaSetFor(name, target.Name, replicas));
+            }
             var put = Transaction.If(Compare.Missing(KeyOf(name))).Then(TxnOp.Put(KeyOf(name), Serialize(spec)));
             var result = await _store.CommitAsync(put, cancellationToken);
             if (!result.Succeeded)
@@ -97,7 +105,9 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 await UndoCreateAsync(spec, result.Revision);
                 throw new CairnException(CairnErrorCode.Unavailable, $"pool '{target.Name}' could not create volume '{name}': {e.Message}", inner: e);
             }
-            var state = new VolumeState(spec, result.Revision, stored);
+            var state = spec.Replication is null
+                ? new VolumeState(spec, result.Revision, stored)
+                : await OpenReplicatedAsync(spec, stored, cancellationToken);
             lock (_lock)
             {
                 _volumes[name] = state;
@@ -216,6 +226,10 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             {
                 _volumes.Remove(name);
             }
+            if (state.Replicated is { } replicated)
+            {
+                await replicated.DisposeAsync(); // the replicas' nodes delete their copies when they see the spec gone
+            }
             DeleteStored(state.Spec, "deleted");
             _logger.LogInformation("deleted volume {Volume} ({Id}); revoked {Sessions} client sessions", name, state.Spec.Id, revoked.Count);
         }
@@ -302,7 +316,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
             _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName,
-            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess);
+            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess, spec.Replication);
     }
 
     private static void ValidateSize(long sizeBytes)

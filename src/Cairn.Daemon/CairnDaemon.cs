@@ -21,9 +21,12 @@ public sealed class CairnDaemon : IAsyncDisposable
     private readonly IscsiServer _iscsi;
     private readonly NodeMembership _membership;
     private readonly ControllerElection _election;
+    private readonly ReplicationAgent? _replication;
 
-    private CairnDaemon(WebApplication app, NbdServer nbd, IscsiServer iscsi, string apiAddress, NodeMembership membership, ControllerElection election)
+    private CairnDaemon(WebApplication app, NbdServer nbd, IscsiServer iscsi, string apiAddress, NodeMembership membership, ControllerElection election,
+        ReplicationAgent? replication)
     {
+        _replication = replication;
         _app = app;
         _nbd = nbd;
         _iscsi = iscsi;
@@ -60,6 +63,7 @@ public sealed class CairnDaemon : IAsyncDisposable
         IscsiServer? iscsi = null;
         NodeMembership? membership = null;
         ControllerElection? election = null;
+        ReplicationAgent? replication = null;
         try
         {
             var volumes = app.Services.GetRequiredService<VolumeService>();
@@ -80,6 +84,12 @@ public sealed class CairnDaemon : IAsyncDisposable
             var iscsiBound = iscsi.LocalEndpoint;
             app.Services.GetRequiredService<ExportAddresses>().SetIscsi(options.EffectiveAdvertiseHost(iscsiBound), iscsiBound.Port, iscsiOptions.TargetPrefix);
 
+            if (options.IsClustered)
+            {
+                replication = ReplicationAgent.Listen(options.ReplicaListen ?? new IPEndPoint(options.NbdListen.Address, 0), volumes, view,
+                    app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Cairn.Replication"));
+            }
+
             await app.StartAsync(cancellationToken);
             string apiAddress = BoundAddress(app);
 
@@ -90,10 +100,17 @@ public sealed class CairnDaemon : IAsyncDisposable
             membership = new NodeMembership(store, new NodeIdentity(nodeName, options.Zone, options.Rack),
                 NodeMembership.PoolsOf(app.Services.GetRequiredService<PoolManager>()),
                 AdvertisedApi(apiAddress, options.EffectiveAdvertiseHost(nbdBound)), app.Services.GetRequiredService<ExportAddresses>().NbdBase,
-                new MembershipOptions { LeaseTtl = options.LeaseTtl }, loggers.CreateLogger<NodeMembership>());
+                new MembershipOptions { LeaseTtl = options.LeaseTtl }, loggers.CreateLogger<NodeMembership>())
+            {
+                ReplicaAddress = replication is null ? null : $"{HostForAddress(options.EffectiveAdvertiseHost(replication.Endpoint))}:{replication.Endpoint.Port}",
+            };
             await membership.StartAsync(cancellationToken);
             // Placement must see this node before "ready": a create right after start would otherwise find no node Up.
             await view.WaitUntilAsync(() => view.FindLiveNode(nodeName) is not null, TimeSpan.FromSeconds(30), cancellationToken);
+            if (replication is not null)
+            {
+                await replication.StartAsync(nodeName, store, membership, cancellationToken);
+            }
             Controller? controller = null;
             election = new ControllerElection(store, nodeName, leading => controller!.RunAsync(leading), new ElectionOptions { LeaseTtl = options.LeaseTtl },
                 loggers.CreateLogger<ControllerElection>());
@@ -104,9 +121,13 @@ public sealed class CairnDaemon : IAsyncDisposable
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");
             options.Announce.WriteLine($"cairnd: nbd listening on {nbdBound}");
             options.Announce.WriteLine($"cairnd: iscsi listening on {iscsi.LocalEndpoint}");
+            if (replication is not null)
+            {
+                options.Announce.WriteLine($"cairnd: replica service listening on {replication.Endpoint}");
+            }
             options.Announce.WriteLine("cairnd: ready");
             options.Announce.Flush();
-            return new CairnDaemon(app, nbd, iscsi, apiAddress, membership, election);
+            return new CairnDaemon(app, nbd, iscsi, apiAddress, membership, election, replication);
         }
         catch
         {
@@ -117,6 +138,10 @@ public sealed class CairnDaemon : IAsyncDisposable
             if (membership is not null)
             {
                 await membership.DisposeAsync();
+            }
+            if (replication is not null)
+            {
+                await replication.DisposeAsync();
             }
             if (iscsi is not null)
             {
@@ -188,6 +213,10 @@ public sealed class CairnDaemon : IAsyncDisposable
         return $"{uri.Scheme}://{host}:{uri.Port}";
     }
 
+    /// <summary>An IPv6 literal in host:port form needs brackets.</summary>
+    private static string HostForAddress(string host) =>
+        host.Contains(':', StringComparison.Ordinal) && !host.StartsWith('[') ? $"[{host}]" : host;
+
     private static string BoundAddress(WebApplication app)
     {
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
@@ -220,6 +249,10 @@ public sealed class CairnDaemon : IAsyncDisposable
             await _membership.DisposeAsync(); // then show Down at once
             await _nbd.DisposeAsync();
             await _iscsi.DisposeAsync();
+            if (_replication is not null)
+            {
+                await _replication.DisposeAsync();
+            }
             using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
             await _app.StopAsync(grace.Token);
         }

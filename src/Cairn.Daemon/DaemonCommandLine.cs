@@ -20,6 +20,7 @@ public static class DaemonCommandLine
         };
         var nbdListen = new Option<string>("--nbd-listen") { Description = "Address and port the NBD server listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:10809", HelpName = "ADDR:PORT" };
         var iscsiListen = new Option<string>("--iscsi-listen") { Description = "Address and port the iSCSI target listens on (port 0 = any free port).", DefaultValueFactory = _ => "127.0.0.1:3260", HelpName = "ADDR:PORT" };
+        var replicaListen = new Option<string?>("--replica-listen") { Description = "Address and port the replica service listens on for other nodes (cluster mode). Default: the NBD listen address, any free port.", HelpName = "ADDR:PORT" };
         var apiListen = new Option<string>("--api-listen") { Description = "URL the REST API listens on (port 0 = any free port).", DefaultValueFactory = _ => "http://127.0.0.1:9410", HelpName = "URL" };
         var advertise = new Option<string?>("--advertise-host") { Description = "Host name or address put in export addresses. Default: the NBD listen address.", HelpName = "HOST" };
         var cluster = new Option<string?>("--cluster") { Description = "Cluster store: etcd://HOST:2379[,HOST:2379...]. Default: a single node on the embedded store in DATA/cluster-store.", HelpName = "SPEC" };
@@ -31,7 +32,7 @@ public static class DaemonCommandLine
         var scrubRate = new Option<string?>("--scrub-rate") { Description = "Bytes per second a scheduled scrub reads at most (default 50MiB).", HelpName = "SIZE" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, iscsiListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, scrubInterval, scrubRate,
+            dataDir, pools, nbdListen, iscsiListen, replicaListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, scrubInterval, scrubRate,
         };
 
         var parsed = root.Parse(args);
@@ -51,6 +52,7 @@ public static class DaemonCommandLine
                     Pools = [.. (result.GetValue(pools) ?? []).Select(ParsePool)],
                     NbdListen = ParseEndpoint(result.GetValue(nbdListen)!),
                     IscsiListen = ParseEndpoint(result.GetValue(iscsiListen)!, "--iscsi-listen", 3260),
+                    ReplicaListen = result.GetValue(replicaListen) is { } replica ? ParseEndpoint(replica, "--replica-listen", 10810) : null,
                     ApiListen = ParseApiUrl(result.GetValue(apiListen)!),
                     AdvertiseHost = result.GetValue(advertise),
                     Cluster = ParseCluster(result.GetValue(cluster)),

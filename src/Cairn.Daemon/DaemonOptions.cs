@@ -15,6 +15,10 @@ public sealed record DaemonOptions
 
     public IPEndPoint IscsiListen { get; init; } = new(IPAddress.Loopback, 3260);
 
+    /// <summary>Where the replica service listens for owners of replicated volumes (cluster mode only); null = the NBD
+    /// listen address on any free port.</summary>
+    public IPEndPoint? ReplicaListen { get; init; }
+
     public string ApiListen { get; init; } = "http://127.0.0.1:9410";
 
     /// <summary>Host put in export addresses; null = the NBD listen address (or this machine's name when listening on any address).</summary>

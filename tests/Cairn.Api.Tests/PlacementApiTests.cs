@@ -109,6 +109,18 @@ public sealed class PlacementApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixt
     }
 
     [Fact]
+    public async Task Replicated_creates_put_every_copy_on_its_own_node_in_sync_at_epoch_1()
+    {
+        var created = await Send(A, "/api/v1/volumes", new { name = "pair", size = "1GiB", replicas = 2 }, HttpStatusCode.Created);
+        var replicas = created.GetProperty("replicas").EnumerateArray().ToList();
+        Assert.Equal(2, replicas.Count);
+        Assert.Equal(2, replicas.Select(r => r.GetProperty("node").GetString()).Distinct().Count());
+        Assert.All(replicas, r => Assert.Equal("InSync", r.GetProperty("state").GetString()));
+        Assert.Equal(created.GetProperty("node").GetString(), replicas.Single(r => r.GetProperty("owner").GetBoolean()).GetProperty("node").GetString());
+        Assert.Equal(1UL, created.GetProperty("epoch").GetUInt64());
+    }
+
+    [Fact]
     public async Task Pinned_creates_go_to_the_named_node_and_bad_requests_name_the_field()
     {
         var pinned = await Send(A, "/api/v1/volumes", new { name = "pinned", size = "1GiB", node = "b", pool = "default" }, HttpStatusCode.Created);
@@ -120,7 +132,6 @@ public sealed class PlacementApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixt
             Assert.Contains(reason, problem.GetProperty("errors").GetProperty(field)[0].GetString(), StringComparison.Ordinal);
         }
         await BadRequest(new { name = "x", size = "1GiB", pool = "default" }, "pool", "give node as well");
-        await BadRequest(new { name = "x", size = "1GiB", replicas = 2 }, "replicas", "one replica until replication is available");
         await BadRequest(new { name = "x", size = "1GiB", replicas = 9 }, "replicas", "between 1 and 5");
         await BadRequest(new { name = "x", size = "1GiB", spread = "region" }, "spread", "not one of node, rack, zone");
         await BadRequest(new { name = "x", size = "1GiB", node = "Bad Name!" }, "node", "node name");

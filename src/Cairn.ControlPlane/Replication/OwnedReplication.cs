@@ -1,0 +1,114 @@
+using Cairn.Core;
+using Cairn.Replication;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.ControlPlane.Replication;
+
+/// <summary>
+/// A replicated volume as its owner runs it: the <see cref="ReplicatedVolume"/> over the local copy and one
+/// <see cref="ReplicaLink"/> per in-sync remote. Opening connects to every in-sync replica at the current epoch —
+/// which also raises their epoch, so a deposed owner is refused from then on — and drops, by compare-and-swap, those
+/// that do not answer in time before a single request is served.
+/// </summary>
+public sealed class OwnedReplication : IAsyncDisposable
+{
+    private readonly List<NodeChannel> _links;
+
+    private OwnedReplication(ReplicatedVolume device, List<NodeChannel> links)
+    {
+        Device = device;
+        _links = links;
+    }
+
+    public ReplicatedVolume Device { get; }
+
+    public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ReplicationContext context, ILogger logger,
+        CancellationToken cancellationToken)
+    {
+        var set = spec.Replication ?? throw new ArgumentException($"volume '{spec.Name}' is not replicated", nameof(spec));
+        var remotes = set.InSyncRemotes.ToList();
+        var connecting = remotes.Select(m => ConnectAsync(spec, m.Node, set.Epoch, context, logger, cancellationToken)).ToList();
+        var links = (await Task.WhenAll(connecting)).ToList();
+        var reached = links.OfType<NodeChannel>().ToList();
+        var unreachable = remotes.Where((m, i) => links[i] is null).Select(m => m.Node).ToList();
+        ulong epoch = set.Epoch;
+        var inSyncSet = new SpecInSyncSet(context.Writer, spec.Name, context.Node);
+        try
+        {
+            if (unreachable.Count > 0)
+            {
+                epoch = await inSyncSet.DropAsync(unreachable, epoch, cancellationToken);
+                logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer; dropped from the in-sync set (epoch {Epoch})",
+                    spec.Name, string.Join(", ", unreachable), epoch);
+            }
+        }
+        catch
+        {
+            foreach (var link in reached)
+            {
+                await link.DisposeAsync();
+            }
+            throw;
+        }
+        var device = new ReplicatedVolume(local, reached, epoch, inSyncSet);
+        logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
+            spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
+        return new OwnedReplication(device, reached);
+    }
+
+    /// <summary>Connects to one replica, retrying until <see cref="ReplicationContext.ConnectWithin"/>: a new replica's node creates it
+    /// only when its watch shows the volume. Null when it never answered.</summary>
+    private static async Task<NodeChannel?> ConnectAsync(VolumeSpec spec, string node, ulong epoch, ReplicationContext context, ILogger logger,
+        CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + context.ConnectWithin;
+        string? lastError = null;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (context.ReplicaEndpointOf(node) is { } endpoint)
+            {
+                try
+                {
+                    using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    attempt.CancelAfter(TimeSpan.FromSeconds(2));
+                    return new NodeChannel(node, await ReplicaLink.ConnectAsync(endpoint, spec.Id, epoch, attempt.Token));
+                }
+                catch (Exception e) when (e is ReplicaLinkException or System.Net.Sockets.SocketException or IOException
+                    || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+                {
+                    lastError = e.Message;
+                }
+            }
+            else
+            {
+                lastError = $"node {node} is Down or publishes no replica address";
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken);
+        }
+        logger.LogWarning("volume {Volume}: replica on {Node} unreachable: {Error}", spec.Name, node, lastError);
+        return null;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Device.Dispose();
+        foreach (var link in _links)
+        {
+            await link.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>A link to a replica named by the node that holds it: the in-sync set speaks of nodes, the replica service of volume ids.</summary>
+public sealed class NodeChannel(string node, ReplicaLink link) : IReplicaChannel, IAsyncDisposable
+{
+    public string Replica => node;
+
+    public ReplicaLink Link => link;
+
+    public ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+        Memory<byte> readInto, CancellationToken cancellationToken = default) =>
+        link.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+
+    public ValueTask DisposeAsync() => link.DisposeAsync();
+}

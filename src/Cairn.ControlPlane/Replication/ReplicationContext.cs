@@ -1,0 +1,29 @@
+using System.Net;
+using Cairn.Replication;
+
+namespace Cairn.ControlPlane.Replication;
+
+/// <summary>What a node needs to own and host replicated volumes: the cluster store writer, its lease, and where other nodes' replica services listen.</summary>
+/// <param name="Node">This node's name.</param>
+/// <param name="Lease">Whether this node can still prove its epochs; an owner stops acknowledging IO once it cannot.</param>
+/// <param name="ReplicaEndpointOf">A live node's replica service address, or null while it is Down or has none.</param>
+public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IOwnerLease Lease, Func<string, EndPoint?> ReplicaEndpointOf)
+{
+    /// <summary>How long a new owner waits for each in-sync replica to answer before dropping it from the in-sync set.</summary>
+    public TimeSpan ConnectWithin { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Parses "host:port" as published in a node record.</summary>
+    public static EndPoint? ParseEndpoint(string? address)
+    {
+        if (string.IsNullOrEmpty(address))
+        {
+            return null;
+        }
+        if (IPEndPoint.TryParse(address, out var ip))
+        {
+            return ip;
+        }
+        int colon = address.LastIndexOf(':');
+        return colon > 0 && int.TryParse(address.AsSpan(colon + 1), out int port) ? new DnsEndPoint(address[..colon], port) : null;
+    }
+}

@@ -1,0 +1,251 @@
+using System.Text.Json;
+using Cairn.BlockStore;
+using Cairn.ControlPlane.Placement;
+using Cairn.ControlPlane.Replication;
+using Cairn.Core;
+using Cairn.Engine;
+using Cairn.Replication;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.ControlPlane;
+
+// Replicated volumes on this node. A node holds a copy of a replicated volume either as its owner (it serves clients
+// and writes to every in-sync replica) or as a replica (its replica service takes the owner's requests). Which one is
+// decided by the spec's replica set in the cluster store alone; SyncWithClusterAsync makes this node match it
+// whenever the set changes: it opens newly owned volumes, hosts new replicas, hands a volume over when the
+// controller failed it over, and deletes copies the set no longer names.
+public sealed partial class VolumeService
+{
+    private readonly Dictionary<string, HostedReplica> _hosted = new(StringComparer.Ordinal); // by volume name, guarded by _lock
+    private ReplicationContext? _replication;
+
+    /// <summary>The replicas this node serves to owners elsewhere, by volume id: what the replica service looks up.</summary>
+    public ReplicaCatalog ReplicaCatalog { get; } = new();
+
+    /// <summary>Turns on replicated volumes (cluster mode); without it every volume has one copy.</summary>
+    public void EnableReplication(ReplicationContext context) => _replication = context;
+
+    public bool ReplicationEnabled => _replication is not null;
+
+    private sealed record HostedReplica(VolumeSpec Spec, StoredVolume Volume, ReplicaTarget Target, ClosableDevice Device);
+
+    /// <summary>The volumes this node hosts as a (non-owner) replica.</summary>
+    public IReadOnlyList<string> HostedReplicas()
+    {
+        lock (_lock)
+        {
+            return [.. _hosted.Keys.Order(StringComparer.Ordinal)];
+        }
+    }
+
+    /// <summary>Makes this node's copies match the replica sets in <paramref name="specs"/> (every spec in the cluster).</summary>
+    public async Task SyncWithClusterAsync(IReadOnlyList<VolumeSpec> specs, CancellationToken cancellationToken = default)
+    {
+        if (_replication is not { } context)
+        {
+            return;
+        }
+        await _mutations.WaitAsync(cancellationToken);
+        try
+        {
+            var byName = specs.ToDictionary(s => s.Name, StringComparer.Ordinal);
+            foreach (var spec in specs.Where(s => s.Replication is not null))
+            {
+                await SyncOneAsync(spec, context, cancellationToken);
+            }
+            foreach (var gone in HostedReplicas().Where(name => !byName.TryGetValue(name, out var s) || !s.IsHeldBy(context.Node)))
+            {
+                await UnhostAsync(gone, deleteData: true, "the volume no longer has a replica on this node");
+            }
+        }
+        finally
+        {
+            _mutations.Release();
+        }
+    }
+
+    private async Task SyncOneAsync(VolumeSpec spec, ReplicationContext context, CancellationToken cancellationToken)
+    {
+        var set = spec.Replication!;
+        var owned = Find(spec.Name);
+        bool ownsNow = string.Equals(set.Owner, context.Node, StringComparison.Ordinal);
+        if (owned is not null && !ownsNow)
+        {
+            await DemoteAsync(owned, $"the volume was failed over to {set.Owner} at epoch {set.Epoch}");
+            owned = null;
+        }
+        if (ownsNow)
+        {
+            if (owned is null)
+            {
+                await OpenOwnedAsync(spec, cancellationToken);
+            }
+            else if (owned.Spec != spec)
+            {
+                await RefreshSpecAsync(owned, cancellationToken);
+            }
+            return;
+        }
+        if (set.Find(context.Node) is { } member)
+        {
+            Host(spec, member);
+        }
+    }
+
+    private ReplicaSet ReplicaSetFor(string name, string localPool, IReadOnlyList<ReplicaPlacement> replicas)
+    {
+        if (_replication is not { } context)
+        {
+            throw new CairnException(CairnErrorCode.InvalidArgument,
+                $"volume '{name}' asks for {replicas.Count} replicas, but this node runs alone on an embedded store; start the nodes with --cluster etcd://... to replicate", "replicas");
+        }
+        if (!string.Equals(replicas[0].Node, context.Node, StringComparison.Ordinal))
+        {
+            throw new CairnException(CairnErrorCode.Busy, $"volume '{name}' was placed with {replicas[0].Node} as its owner, not {context.Node}; retry");
+        }
+        return ReplicaSet.Create([(context.Node, localPool), .. replicas.Skip(1).Select(r => (r.Node, r.Pool))]);
+    }
+
+    /// <summary>Connects an owned replicated volume to its in-sync replicas (a new volume's nodes create their empty copies on seeing its spec).</summary>
+    private async Task<VolumeState> OpenReplicatedAsync(VolumeSpec spec, StoredVolume stored, CancellationToken cancellationToken)
+    {
+        var replication = await OwnedReplication.OpenAsync(spec, stored, _replication!, _logger, cancellationToken);
+        var kv = await _store.GetAsync(KeyOf(spec.Name), cancellationToken);
+        var current = kv is null ? spec : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec) ?? spec;
+        return new VolumeState(current, kv?.ModRevision ?? 0, stored, replication);
+    }
+
+    /// <summary>Starts serving a replicated volume this node owns: takes the copy out of the replica service, connects to the other in-sync replicas.</summary>
+    private async Task OpenOwnedAsync(VolumeSpec spec, CancellationToken cancellationToken)
+    {
+        await UnhostAsync(spec.Name, deleteData: false, "this node now owns the volume");
+        StoredVolume? stored;
+        try
+        {
+            stored = EnsureStored(spec);
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "volume {Volume}: this node owns it but its copy cannot be opened", spec.Name);
+            return;
+        }
+        if (stored is null)
+        {
+            return;
+        }
+        VolumeState state;
+        try
+        {
+            state = await OpenReplicatedAsync(spec, stored, cancellationToken);
+        }
+        catch (ReplicaFencedException e)
+        {
+            _logger.LogWarning("volume {Volume}: not taking ownership: {Reason}", spec.Name, e.Message);
+            return;
+        }
+        lock (_lock)
+        {
+            _volumes[spec.Name] = state;
+        }
+        _logger.LogInformation("volume {Volume}: serving as owner at epoch {Epoch}", spec.Name, state.Replicated!.Device.Epoch);
+    }
+
+    /// <summary>Another node owns the volume now: stop serving it (clients must reconnect to the new owner) and keep the copy as a replica.</summary>
+    private async Task DemoteAsync(VolumeState state, string why)
+    {
+        List<ExportSession> sessions;
+        lock (_lock)
+        {
+            _volumes.Remove(state.Spec.Name);
+            sessions = [.. state.Sessions];
+        }
+        foreach (var session in sessions)
+        {
+            session.Revoke();
+        }
+        if (state.Replicated is { } replicated)
+        {
+            await replicated.DisposeAsync();
+        }
+        _logger.LogWarning("volume {Volume}: no longer served here: {Why}; revoked {Sessions} client sessions", state.Spec.Name, why, sessions.Count);
+    }
+
+    /// <summary>Re-reads an owned volume's spec and revision after someone else (a drop, the controller) changed it.</summary>
+    private async Task RefreshSpecAsync(VolumeState state, CancellationToken cancellationToken)
+    {
+        var kv = await _store.GetAsync(KeyOf(state.Spec.Name), cancellationToken);
+        if (kv is not null && JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec) is { } spec)
+        {
+            state.Spec = spec;
+            state.ModRevision = kv.ModRevision;
+        }
+    }
+
+    /// <summary>Serves this node's copy of a volume owned elsewhere through the replica service, creating it empty when new.</summary>
+    private void Host(VolumeSpec spec, ReplicaMember member)
+    {
+        lock (_lock)
+        {
+            if (_hosted.TryGetValue(spec.Name, out var hosted) && hosted.Spec.Id == spec.Id)
+            {
+                _hosted[spec.Name] = hosted with { Spec = spec };
+                return;
+            }
+        }
+        var pool = _pools.Find(member.Pool);
+        if (pool is null)
+        {
+            _logger.LogError("volume {Volume}: its replica here belongs in pool {Pool}, which is not open on this node", spec.Name, member.Pool);
+            return;
+        }
+        StoredVolume stored;
+        try
+        {
+            if (!pool.TryGetVolume(spec.Id, out var existing))
+            {
+                existing = pool.CreateVolume(spec.Id, spec.SizeBytes);
+                _logger.LogInformation("volume {Volume}: created an empty replica in pool {Pool}", spec.Name, member.Pool);
+            }
+            else if (existing.SizeBytes < spec.SizeBytes)
+            {
+                existing.Grow(spec.SizeBytes);
+            }
+            stored = existing;
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "volume {Volume}: cannot host its replica in pool {Pool}", spec.Name, member.Pool);
+            return;
+        }
+        var device = new ClosableDevice(new VolumeEngine(spec.Name, stored));
+        var target = new ReplicaTarget(spec.Id, device);
+        lock (_lock)
+        {
+            _hosted[spec.Name] = new HostedReplica(spec, stored, target, device);
+        }
+        ReplicaCatalog.Add(target);
+    }
+
+    /// <summary>Stops serving a hosted replica. Its epoch jumps to the maximum, so a sender still connected is told it is
+    /// stale and fences itself, and in-flight requests drain before the copy is deleted or taken over.</summary>
+    private async Task UnhostAsync(string name, bool deleteData, string why)
+    {
+        HostedReplica? hosted;
+        lock (_lock)
+        {
+            if (!_hosted.Remove(name, out hosted))
+            {
+                return;
+            }
+        }
+        ReplicaCatalog.Remove(hosted.Spec.Id);
+        hosted.Target.TryAdmit(ulong.MaxValue);
+        await hosted.Device.CloseAsync();
+        if (deleteData)
+        {
+            var member = hosted.Spec.Replication?.Find(_replication!.Node);
+            _logger.LogInformation("volume {Volume}: removing this node's replica: {Why}", name, why);
+            DeleteStored(hosted.Spec with { Pool = member?.Pool ?? hosted.Spec.Pool }, why);
+        }
+    }
+}
