@@ -22,8 +22,8 @@ namespace Cairn.Api;
 public sealed record CreateVolumeRequest(string? Name, JsonElement? Size, int? Replicas = null, string? Spread = null, string? Node = null, string? Pool = null,
     VolumeSourceRequest? Source = null, IReadOnlyList<string>? PlacedOn = null);
 
-/// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c>.</summary>
-public sealed record UpdateVolumeRequest(JsonElement? Size);
+/// <summary>PATCH /api/v1/volumes/{name}: grows the volume to <c>size</c> and/or asks for <c>replicas</c> copies.</summary>
+public sealed record UpdateVolumeRequest(JsonElement? Size, int? Replicas = null);
 
 public sealed record ClientResponse(string Client, DateTimeOffset ConnectedAt);
 

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Cairn.ControlPlane;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -71,9 +72,21 @@ public static partial class CairnApi
         NodeForwarder forwarder, CancellationToken cancellationToken) =>
         VolumeEndpoints.AtOwnerAsync(name, request, service, cluster, view, forwarder, async () =>
         {
-            var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"}", cancellationToken);
-            var volume = await service.GrowAsync(name, ApiErrors.ParseSize(body.Size), cancellationToken);
-            return TypedResults.Ok(VolumeResponse.From(volume));
+            var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"} or {\"replicas\": 3}", cancellationToken);
+            if (body.Size is null or { ValueKind: JsonValueKind.Null } && body.Replicas is null)
+            {
+                throw ApiErrors.Invalid("size", "give size (to grow the volume) or replicas (to change its replica count)");
+            }
+            VolumeInfo? volume = null;
+            if (body.Size is { ValueKind: not JsonValueKind.Null })
+            {
+                volume = await service.GrowAsync(name, ApiErrors.ParseSize(body.Size), cancellationToken);
+            }
+            if (body.Replicas is { } replicas)
+            {
+                volume = await service.SetReplicaCountAsync(name, replicas, cancellationToken);
+            }
+            return TypedResults.Ok(VolumeResponse.From(volume!));
         }, cancellationToken);
 
     private static Task<IResult> SetIscsiAccess(string name, HttpRequest request, VolumeService service, ClusterService cluster, ClusterView view,

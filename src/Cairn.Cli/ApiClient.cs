@@ -37,6 +37,9 @@ internal sealed partial class ApiClient : IDisposable
     public Task<Reply<PlacementDto>> PlanVolumeAsync(CreateVolumeDto request, CancellationToken ct) =>
         SendAsync(HttpMethod.Post, "api/v1/volumes?dryRun=true", JsonContent.Create(request, CliJson.Default.CreateVolumeDto), CliJson.Default.PlacementDto, ct);
 
+    public Task<Reply<VolumeDto>> SetReplicaCountAsync(string name, int replicas, CancellationToken ct) =>
+        SendAsync(HttpMethod.Patch, VolumePath(name), JsonContent.Create(new ReplicaCountDto(replicas), CliJson.Default.ReplicaCountDto), CliJson.Default.VolumeDto, ct);
+
     public Task<Reply<VolumeDto>> GrowVolumeAsync(string name, string size, CancellationToken ct) =>
         SendAsync(HttpMethod.Patch, VolumePath(name), JsonContent.Create(new GrowVolumeDto(size), CliJson.Default.GrowVolumeDto), CliJson.Default.VolumeDto, ct);
 

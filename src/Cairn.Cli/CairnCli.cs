@@ -133,6 +133,19 @@ public static partial class CairnCli
             Print(output, reply, v => output.Line($"Volume '{v.Name}' is now {v.Size}."));
         });
 
+        var replicasName = NameArgument();
+        var replicasCount = new Argument<int>("COUNT") { Description = "How many copies the volume should have (1-5)." };
+        var replicas = new Command("replicas", "Change a volume's replica count online: new replicas are copied in the background while IO goes on.")
+        {
+            replicasName, replicasCount,
+        };
+        Bind(replicas, g, stdout, env, async (r, api, output, ct) =>
+        {
+            var reply = await api.SetReplicaCountAsync(r.GetValue(replicasName)!, r.GetValue(replicasCount), ct);
+            Print(output, reply, v => output.Line(
+                $"Volume '{v.Name}' will have {r.GetValue(replicasCount)} replicas (has {v.Replicas?.Count ?? 1}); see progress with: cairn volume show {v.Name}"));
+        });
+
         var deleteName = NameArgument();
         var force = new Option<bool>("--force") { Description = "Delete even while clients are connected, disconnecting them." };
         var delete = new Command("delete", "Delete a volume and its data. Refused while clients are connected unless --force.") { deleteName, force };
@@ -148,7 +161,7 @@ public static partial class CairnCli
             output.Line($"Deleted volume '{volume}'.");
         });
 
-        var volume = new Command("volume", "Create, list, show, grow, delete, clone, revert and scrub volumes; set who may log in over iSCSI.") { create, list, show, grow, delete, IscsiAccessCommand(g, stdout, env, NameArgument()) };
+        var volume = new Command("volume", "Create, list, show, grow, delete, clone, revert and scrub volumes; change their replica count; set who may log in over iSCSI.") { create, list, show, grow, replicas, delete, IscsiAccessCommand(g, stdout, env, NameArgument()) };
         foreach (var command in VolumeSnapshotCommands(g, stdout, env))
         {
             volume.Add(command);

@@ -90,6 +90,8 @@ internal sealed record CreateVolumeDto(string Name, string Size, int? Replicas, 
 
 internal sealed record GrowVolumeDto(string Size);
 
+internal sealed record ReplicaCountDto(int Replicas);
+
 internal sealed record DeletedDto(string Name, bool Deleted);
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
@@ -103,6 +105,7 @@ internal sealed record DeletedDto(string Name, bool Deleted);
 [JsonSerializable(typeof(CreateVolumeDto))]
 [JsonSerializable(typeof(PlacementDto))]
 [JsonSerializable(typeof(GrowVolumeDto))]
+[JsonSerializable(typeof(ReplicaCountDto))]
 [JsonSerializable(typeof(SetIscsiAccessDto))]
 [JsonSerializable(typeof(DeletedDto))]
 [JsonSerializable(typeof(SnapshotDto))]

@@ -1,4 +1,5 @@
 using Cairn.ClusterStore;
+using Cairn.ControlPlane.Placement;
 using Cairn.ControlPlane.Replication;
 using Cairn.Replication;
 using Microsoft.Extensions.Logging;
@@ -44,6 +45,133 @@ public sealed partial class Controller
         return writes;
     }
 
+    /// <summary>When this controller first saw each node Down; a replica is replaced only after <see cref="ReplaceAfter"/>,
+    /// so a node that returns from a short outage is resynced from what changed instead of copied anew elsewhere.</summary>
+    private readonly Dictionary<string, DateTimeOffset> _downSince = new(StringComparer.Ordinal);
+
+    /// <summary>How long a replica's node may stay Down before the replica is replaced on another node.</summary>
+    public TimeSpan ReplaceAfter { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Keeps each replicated volume at its asked-for replica count: adds replicas (placed away from the others, as the
+    /// spread policy asks) when there are too few or when one's node has been Down longer than <see cref="ReplaceAfter"/>
+    /// (that one is removed in the same write), and removes replicas that are not in sync when there are too many. New
+    /// replicas start out of sync; their owner copies the data to them. Returns the number of writes, or -1 when the term is lost.
+    /// </summary>
+    private async Task<int> KeepReplicaCountAsync(long fence, Dictionary<string, NodeState> nodes, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        foreach (var (name, state) in nodes)
+        {
+            if (state == NodeState.Down)
+            {
+                _downSince.TryAdd(name, now);
+            }
+            else
+            {
+                _downSince.Remove(name);
+            }
+        }
+        int writes = 0;
+        var candidates = view.PlacementCandidates();
+        foreach (var volume in view.Volumes())
+        {
+            if (volume.Replication is not { } set || !IsUp(set.Owner, nodes) || Resize(volume, set, nodes, candidates, now) is not { } next)
+            {
+                continue;
+            }
+            var written = await Writer.UpdateAsync(volume.Name, current => current.Replication == set ? next : null,
+                Compare.ModRevisionIs(ClusterKeys.ControllerLeader, fence), cancellationToken);
+            if (written is null && await store.GetAsync(ClusterKeys.Volumes + volume.Name, cancellationToken) is not null)
+            {
+                return -1;
+            }
+            if (written?.Replication == next)
+            {
+                writes++;
+                _logger.LogInformation("volume {Volume}: replicas now {Replicas}", volume.Name,
+                    string.Join(", ", next.Members.Select(m => $"{m.Node} {m.State}")));
+            }
+        }
+        return writes;
+    }
+
+    /// <summary>The replica set with replicas added or removed to meet the policy, or null when it already does (or cannot yet).</summary>
+    private ReplicaSet? Resize(VolumeSpec volume, ReplicaSet set, Dictionary<string, NodeState> nodes, IReadOnlyList<NodeCandidate> candidates,
+        DateTimeOffset now)
+    {
+        int desired = volume.Placement?.Replicas ?? set.Members.Count;
+        var gone = set.Members.Where(m => m.Node != set.Owner && m.State != ReplicaState.InSync && !IsUp(m.Node, nodes)
+            && _downSince.TryGetValue(m.Node, out var since) && now - since >= ReplaceAfter).ToList();
+        var next = set;
+        if (set.Members.Count > desired)
+        {
+            // Too many: shed copies that are not in sync, dead ones first. In-sync ones stay: dropping one is the owner's call.
+            foreach (var extra in set.Members.Where(m => m.State != ReplicaState.InSync && m.Node != set.Owner)
+                .OrderBy(m => IsUp(m.Node, nodes)).Take(set.Members.Count - desired))
+            {
+                next = next.Remove(extra.Node);
+            }
+            return next == set ? null : next;
+        }
+        int missing = desired - (set.Members.Count - gone.Count);
+        if (missing <= 0)
+        {
+            return null;
+        }
+        var kept = set.Members.Where(m => !gone.Contains(m)).ToList();
+        var placed = PlaceMore(volume, kept, set.Members, candidates, missing);
+        foreach (var replaced in gone.Take(placed.Count))
+        {
+            next = next.Remove(replaced.Node); // only as many as have a replacement: a dead replica may yet come back
+        }
+        foreach (var added in placed)
+        {
+            next = next.Add(added.Node, added.Pool);
+        }
+        return next == set ? null : next;
+    }
+
+    /// <summary>Places up to <paramref name="count"/> more replicas on nodes holding none, in failure domains the kept replicas do not use when the policy asks.</summary>
+    private static List<ReplicaPlacement> PlaceMore(VolumeSpec volume, IReadOnlyList<ReplicaMember> kept, IReadOnlyList<ReplicaMember> all,
+        IReadOnlyList<NodeCandidate> candidates, int count)
+    {
+        var policy = volume.Placement ?? PlacementPolicy.Default;
+        var byName = candidates.ToDictionary(c => c.Name, StringComparer.Ordinal);
+        var excluded = all.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        string? Domain(NodeCandidate c) => policy.Spread switch
+        {
+            SpreadLevel.Zone => c.Zone,
+            SpreadLevel.Rack => c.Zone + "/" + c.Rack,
+            _ => null,
+        };
+        var usedDomains = kept.Select(m => byName.TryGetValue(m.Node, out var c) ? Domain(c) : null).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var request = new PlacementRequest(volume.Name, volume.SizeBytes, new PlacementPolicy(1, policy.Spread, policy.Mode));
+        var placed = new List<ReplicaPlacement>();
+        for (int i = 0; i < count; i++)
+        {
+            // The placer spreads within one request; across the replicas a volume already has, spreading is done here.
+            var apart = candidates.Where(c => Domain(c) is not { } d || !usedDomains.Contains(d)).ToList();
+            var decision = Placer.Place(request with { ExcludedNodes = excluded }, apart);
+            if (!decision.Succeeded && policy.Mode == SpreadMode.Preferred)
+            {
+                decision = Placer.Place(request with { ExcludedNodes = excluded }, candidates);
+            }
+            if (!decision.Succeeded)
+            {
+                break;
+            }
+            var chosen = decision.Replicas[0];
+            placed.Add(chosen);
+            excluded.Add(chosen.Node);
+            if (byName.TryGetValue(chosen.Node, out var node) && Domain(node) is { } domain)
+            {
+                usedDomains.Add(domain);
+            }
+        }
+        return placed;
+    }
+
     private static bool IsUp(string node, Dictionary<string, NodeState> nodes) =>
         nodes.TryGetValue(node, out var state) && state != NodeState.Down;
 
@@ -51,12 +179,16 @@ public sealed partial class Controller
     {
         if (!IsUp(set.Owner, nodes))
         {
-            return (VolumeHealthState.Unavailable, $"its owner {set.Owner} is Down and no in-sync replica can take over");
+            return (VolumeHealthState.Unavailable, set.Members.Count == 1
+                ? $"its node {set.Owner} is Down"
+                : $"its owner {set.Owner} is Down and no in-sync replica can take over");
         }
         var lagging = set.Members.Where(m => m.State != ReplicaState.InSync || !IsUp(m.Node, nodes)).ToList();
         if (lagging.Count == 0)
         {
-            return (VolumeHealthState.Healthy, $"all {set.Members.Count} replicas in sync; owner {set.Owner}, epoch {set.Epoch}");
+            return (VolumeHealthState.Healthy, set.Members.Count == 1
+                ? $"its node {set.Owner} is {nodes[set.Owner]}"
+                : $"all {set.Members.Count} replicas in sync; owner {set.Owner}, epoch {set.Epoch}");
         }
         string detail = string.Join(", ", lagging.Select(m => $"{m.Node} {(IsUp(m.Node, nodes) ? m.State.ToString() : "Down")}"));
         return (VolumeHealthState.Degraded, $"{set.Members.Count - lagging.Count} of {set.Members.Count} replicas in sync ({detail}); owner {set.Owner}, epoch {set.Epoch}");

@@ -64,10 +64,12 @@ public sealed partial class Controller(string node, IClusterStore store, Cluster
         }
         var nodes = view.PlacementCandidates().ToDictionary(n => n.Name, n => n.State, StringComparer.Ordinal);
         int writes = await RepairReplicationAsync(fence, nodes, cancellationToken);
-        if (writes < 0)
+        int resized = writes < 0 ? -1 : await KeepReplicaCountAsync(fence, nodes, cancellationToken);
+        if (resized < 0)
         {
             return -1;
         }
+        writes += resized;
         var recorded = view.Health().ToDictionary(h => h.Volume, StringComparer.Ordinal);
         foreach (var volume in view.Volumes())
         {

@@ -99,7 +99,7 @@ public sealed partial class VolumeService
             throw new CairnException(CairnErrorCode.InvalidArgument,
                 $"volume '{name}' asks for {replicas.Count} replicas, but this node runs alone on an embedded store; start the nodes with --cluster etcd://... to replicate", "replicas");
         }
-        if (!string.Equals(replicas[0].Node, context.Node, StringComparison.Ordinal))
+        if (replicas.Count > 0 && !string.Equals(replicas[0].Node, context.Node, StringComparison.Ordinal))
         {
             throw new CairnException(CairnErrorCode.Busy, $"volume '{name}' was placed with {replicas[0].Node} as its owner, not {context.Node}; retry");
         }
@@ -246,6 +246,44 @@ public sealed partial class VolumeService
             var member = hosted.Spec.Replication?.Find(_replication!.Node);
             _logger.LogInformation("volume {Volume}: removing this node's replica: {Why}", name, why);
             DeleteStored(hosted.Spec with { Pool = member?.Pool ?? hosted.Spec.Pool }, why);
+        }
+    }
+
+    /// <summary>
+    /// Asks for <paramref name="replicas"/> copies of the volume. Only the policy changes here; the controller then adds
+    /// replicas (which this owner copies the data to in the background) or removes surplus ones, while IO goes on.
+    /// </summary>
+    public async Task<VolumeInfo> SetReplicaCountAsync(string? name, int replicas, CancellationToken cancellationToken = default)
+    {
+        VolumeNames.Validate(name);
+        try
+        {
+            PlacementPolicy.ValidateReplicas(replicas);
+        }
+        catch (ArgumentException e)
+        {
+            throw new CairnException(CairnErrorCode.InvalidArgument, e.Message, "replicas");
+        }
+        await _mutations.WaitAsync(cancellationToken);
+        try
+        {
+            var state = Find(name) ?? throw NotFound(name);
+            if (state.Spec.Replication is null)
+            {
+                throw new CairnException(CairnErrorCode.InvalidArgument, _replication is null
+                    ? $"volume '{name}' lives on a single node with an embedded store, where a volume has one copy; run the nodes with --cluster etcd://... to replicate"
+                    : $"volume '{name}' was created before replication and keeps one copy; copy it into a new volume to replicate it", "replicas");
+            }
+            var writer = _replication!.Writer;
+            var updated = await writer.UpdateSpecAsync(name, spec => spec with { Placement = (spec.Placement ?? PlacementPolicy.Default) with { Replicas = replicas } },
+                cancellationToken) ?? throw NotFound(name);
+            await RefreshSpecAsync(state, cancellationToken);
+            _logger.LogInformation("volume {Volume}: replica count set to {Replicas} (has {Members})", name, replicas, updated.Replication!.Members.Count);
+            return Describe(state);
+        }
+        finally
+        {
+            _mutations.Release();
         }
     }
 }

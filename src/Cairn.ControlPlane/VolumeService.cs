@@ -85,9 +85,10 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             }
             var target = pool is null ? _pools.PickForNewVolume() : _pools.Find(pool) ?? throw NoSuchPool(pool);
             var spec = new VolumeSpec(name, Guid.NewGuid().ToString("N"), sizeBytes, target.Name, _time.GetUtcNow(), _ownership.NodeName, placement);
-            if (replicas is { Count: > 1 })
+            if (replicas is { Count: > 1 } || _replication is not null)
             {
-                spec = spec.WithReplication(ReplicaSetFor(name, target.Name, replicas));
+                // In a cluster every volume has a replica set, even of one, so its replica count can change online.
+                spec = spec.WithReplication(ReplicaSetFor(name, target.Name, replicas ?? []));
             }
             var put = Transaction.If(Compare.Missing(KeyOf(name))).Then(TxnOp.Put(KeyOf(name), Serialize(spec)));
             var result = await _store.CommitAsync(put, cancellationToken);
@@ -170,6 +171,11 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 return Describe(state); // idempotent: a retried grow succeeds
             }
             var volume = state.Volume ?? throw PoolUnavailable(state.Spec);
+            if (state.Spec.Replication is { Members.Count: > 1 })
+            {
+                throw new CairnException(CairnErrorCode.Busy,
+                    $"volume '{name}' has {state.Spec.Replication.Members.Count} replicas, and growing a replicated volume is not supported yet; lower its replica count to 1, grow it, then raise the count again");
+            }
             var spec = state.Spec with { SizeBytes = newSizeBytes };
             var result = await _store.CommitAsync(
                 Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Put(KeyOf(name), Serialize(spec))), cancellationToken);

@@ -115,7 +115,7 @@ public sealed class CairnDaemon : IAsyncDisposable
             election = new ControllerElection(store, nodeName, leading => controller!.RunAsync(leading), new ElectionOptions { LeaseTtl = options.LeaseTtl },
                 loggers.CreateLogger<ControllerElection>());
             var elected = election;
-            controller = new Controller(nodeName, store, view, () => elected.Term, loggers.CreateLogger<Controller>());
+            controller = new Controller(nodeName, store, view, () => elected.Term, loggers.CreateLogger<Controller>()) { ReplaceAfter = options.ReplaceAfter };
             election.Start();
 
             options.Announce.WriteLine($"cairnd: api listening on {apiAddress}");

@@ -28,11 +28,12 @@ public static class DaemonCommandLine
         var zone = new Option<string>("--zone") { Description = "Failure domain: the zone this node is in.", DefaultValueFactory = _ => "default", HelpName = "ZONE" };
         var rack = new Option<string>("--rack") { Description = "Failure domain: the rack this node is in.", DefaultValueFactory = _ => "default", HelpName = "RACK" };
         var leaseTtl = new Option<double>("--lease-ttl") { Description = "Seconds a node's heartbeat (and the controller's leadership) outlives its last keep-alive.", DefaultValueFactory = _ => 5, HelpName = "SECONDS" };
+        var replaceAfter = new Option<double>("--replace-after") { Description = "Seconds a replica's node may stay Down before its replica is rebuilt on another node (a node back sooner is resynced from what changed).", DefaultValueFactory = _ => 300, HelpName = "SECONDS" };
         var scrubInterval = new Option<string?>("--scrub-interval") { Description = "Scrub every volume and its snapshots this often in the background, e.g. 7d (default: off).", HelpName = "DURATION" };
         var scrubRate = new Option<string?>("--scrub-rate") { Description = "Bytes per second a scheduled scrub reads at most (default 50MiB).", HelpName = "SIZE" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, iscsiListen, replicaListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, scrubInterval, scrubRate,
+            dataDir, pools, nbdListen, iscsiListen, replicaListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, replaceAfter, scrubInterval, scrubRate,
         };
 
         var parsed = root.Parse(args);
@@ -60,6 +61,7 @@ public static class DaemonCommandLine
                     Zone = ParseName("--zone", result.GetValue(zone))!,
                     Rack = ParseName("--rack", result.GetValue(rack))!,
                     LeaseTtl = ParseLeaseTtl(result.GetValue(leaseTtl)),
+                    ReplaceAfter = ParseReplaceAfter(result.GetValue(replaceAfter)),
                     ScrubInterval = ScrubScheduler.ParseInterval(result.GetValue(scrubInterval)),
                     ScrubBytesPerSecond = ScrubScheduler.ParseRate(result.GetValue(scrubRate)),
                     Announce = stdout,
@@ -113,6 +115,11 @@ public static class DaemonCommandLine
         IPEndPoint.TryParse(text, out var endpoint) && text.Contains(':', StringComparison.Ordinal)
             ? endpoint
             : throw new FormatException($"{option} '{text}' is not ADDR:PORT, e.g. 127.0.0.1:{examplePort} or [::]:{examplePort}");
+
+    internal static TimeSpan ParseReplaceAfter(double seconds) =>
+        seconds is >= 0 and <= 30 * 24 * 3600
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new FormatException($"--replace-after {seconds} is not between 0 and 2592000 seconds (30 days)");
 
     /// <summary>Only etcd:// is a cluster; a directory store is chosen with --data-dir, so anything else is a typo.</summary>
     internal static string? ParseCluster(string? text)

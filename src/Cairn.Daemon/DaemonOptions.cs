@@ -19,6 +19,9 @@ public sealed record DaemonOptions
     /// listen address on any free port.</summary>
     public IPEndPoint? ReplicaListen { get; init; }
 
+    /// <summary>How long a replica's node may be Down before the controller replaces the replica on another node.</summary>
+    public TimeSpan ReplaceAfter { get; init; } = TimeSpan.FromMinutes(5);
+
     public string ApiListen { get; init; } = "http://127.0.0.1:9410";
 
     /// <summary>Host put in export addresses; null = the NBD listen address (or this machine's name when listening on any address).</summary>

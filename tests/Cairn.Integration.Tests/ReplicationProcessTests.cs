@@ -90,8 +90,8 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
             client.Write(8 << 20, second);
         }
         output.WriteLine($"write with a dead replica acknowledged after {clock.ElapsedMilliseconds} ms");
-        volume = await VolumeAsync(_nodes[owner], "db");
-        Assert.Equal("Failed", ReplicaStates(volume)[replica]);
+        await WaitAsync(async () => ReplicaStates(volume = await VolumeAsync(_nodes[owner], "db"))[replica] == "Failed",
+            "the owner reports the dead replica Failed");
         Assert.True(volume.GetProperty("epoch").GetUInt64() > epoch, "dropping a replica bumps the epoch");
 
         // The owner's node dies: the controller promotes the remaining in-sync replica.

@@ -14,13 +14,20 @@ public sealed class ReplicaSetWriter(IClusterStore store)
 {
     private const int MaxAttempts = 20;
 
+    /// <summary>Applies <paramref name="change"/> to the volume's current spec (any field but the replica set); null when the volume is gone.</summary>
+    public Task<VolumeSpec?> UpdateSpecAsync(string volume, Func<VolumeSpec, VolumeSpec> change, CancellationToken cancellationToken = default) =>
+        UpdateCoreAsync(volume, spec => change(spec) with { Replication = spec.Replication, Node = spec.Node, Pool = spec.Pool }, null, cancellationToken);
+
     /// <summary>
     /// Applies <paramref name="change"/> to the volume's current spec. It returns the new set, or null to leave the spec
     /// alone. <paramref name="fence"/>, when given, must also hold (the controller's term). Returns the spec as stored
     /// afterwards, or null when the volume no longer exists or the fence failed.
     /// </summary>
-    public async Task<VolumeSpec?> UpdateAsync(string volume, Func<VolumeSpec, ReplicaSet?> change, Compare? fence = null,
-        CancellationToken cancellationToken = default)
+    public Task<VolumeSpec?> UpdateAsync(string volume, Func<VolumeSpec, ReplicaSet?> change, Compare? fence = null,
+        CancellationToken cancellationToken = default) =>
+        UpdateCoreAsync(volume, spec => change(spec) is { } next ? spec.WithReplication(next) : null, fence, cancellationToken);
+
+    private async Task<VolumeSpec?> UpdateCoreAsync(string volume, Func<VolumeSpec, VolumeSpec?> change, Compare? fence, CancellationToken cancellationToken)
     {
         string key = ClusterKeys.Volumes + volume;
         for (int attempt = 0; attempt < MaxAttempts; attempt++)
@@ -32,12 +39,10 @@ public sealed class ReplicaSetWriter(IClusterStore store)
             }
             var spec = JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec)
                 ?? throw new JsonException($"volume spec at {key} is null");
-            var next = change(spec);
-            if (next is null)
+            if (change(spec) is not { } updated)
             {
                 return spec;
             }
-            var updated = spec.WithReplication(next);
             var compares = fence is null ? [Compare.ModRevisionIs(key, kv.ModRevision)] : new[] { Compare.ModRevisionIs(key, kv.ModRevision), fence };
             var result = await store.CommitAsync(Transaction.If(compares)
                 .Then(TxnOp.Put(key, JsonSerializer.SerializeToUtf8Bytes(updated, ControlPlaneJson.Default.VolumeSpec))), cancellationToken);
@@ -50,7 +55,7 @@ public sealed class ReplicaSetWriter(IClusterStore store)
                 return null;
             }
         }
-        throw new CairnException(CairnErrorCode.Busy, $"volume '{volume}' kept changing while its replica set was being updated; try again");
+        throw new CairnException(CairnErrorCode.Busy, $"volume '{volume}' kept changing while its spec was being updated; try again");
     }
 
     private async Task<bool> HoldsAsync(Compare fence, CancellationToken cancellationToken)
