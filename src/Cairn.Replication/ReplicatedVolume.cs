@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -9,18 +10,24 @@ namespace Cairn.Replication;
 /// that bumps the epoch — before the write is acknowledged without it (invariant 2). A replica answering
 /// <see cref="ReplicaStatus.StaleEpoch"/>, or a failed drop, means another owner has taken over: this one then fails
 /// the write and every later one, so it never acknowledges behind the new owner's back. Reads are served locally.
+/// With an <see cref="IOwnerLease"/>, an owner whose lease lapsed serves and acknowledges nothing until it holds the
+/// lease again: the controller may fail the volume over once the lease expired, so past that moment this owner can
+/// no longer prove that its epoch is current.
 /// </summary>
 public sealed class ReplicatedVolume : IBlockDevice, IDisposable
 {
     private readonly IBlockDevice _local;
     private readonly IInSyncSet _inSyncSet;
+    private readonly IOwnerLease? _lease;
     private readonly SemaphoreSlim _changing = new(1, 1);
     private volatile IReplicaChannel[] _inSync;
     private long _epoch;
     private volatile string? _fenced;
 
-    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet)
+    /// <param name="lease">The owner node's lease; null when nothing else can take the volume over (a single node).</param>
+    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
     {
+        _lease = lease;
         _local = local;
         _inSync = [.. remotes];
         _epoch = (long)epoch;
@@ -41,21 +48,43 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
 
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        ThrowIfFenced();
-        return _local.ReadAsync(offset, destination, cancellationToken);
+        ThrowIfUnavailable();
+        var read = _local.ReadAsync(offset, destination, cancellationToken);
+        if (_lease is null)
+        {
+            return read;
+        }
+        // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
+        return read.IsCompletedSuccessfully ? CheckLeaseAfterRead() : ReadHoldingLeaseAsync(read);
+    }
+
+    private ValueTask CheckLeaseAfterRead()
+    {
+        ThrowIfLeaseLapsed();
+        return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask ReadHoldingLeaseAsync(ValueTask read)
+    {
+        await read;
+        ThrowIfLeaseLapsed();
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        ReplicateAsync(_local.WriteAsync(offset, source, flags, cancellationToken), ReplicaOp.Write, Flags(flags), offset, (uint)source.Length, source, cancellationToken);
+        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : ReplicateAsync(_local.WriteAsync(offset, source, flags, cancellationToken), ReplicaOp.Write, Flags(flags), offset, (uint)source.Length, source, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
-        ReplicateAsync(_local.FlushAsync(cancellationToken), ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
+        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : ReplicateAsync(_local.FlushAsync(cancellationToken), ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        RangeAsync(_local.TrimAsync(offset, length, flags, cancellationToken), ReplicaOp.Trim, Flags(flags), offset, length, cancellationToken);
+        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : RangeAsync(_local.TrimAsync(offset, length, flags, cancellationToken), ReplicaOp.Trim, Flags(flags), offset, length, cancellationToken);
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
+        if (!IsAvailable(out var refused))
+        {
+            return ValueTask.FromException(refused);
+        }
         var replicaFlags = Flags(flags) | ((zeroFlags & ZeroFlags.NoHole) != 0 ? ReplicaFlags.NoHole : ReplicaFlags.None);
         return RangeAsync(_local.WriteZeroesAsync(offset, length, zeroFlags, flags, cancellationToken), ReplicaOp.WriteZeroes, replicaFlags, offset, length, cancellationToken);
     }
@@ -89,7 +118,7 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
     private async ValueTask ReplicateAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
         CancellationToken cancellationToken)
     {
-        ThrowIfFenced();
+        ThrowIfUnavailable();
         var replicas = _inSync;
         var sends = new ValueTask<ReplicaStatus>[replicas.Length];
         for (int i = 0; i < replicas.Length; i++)
@@ -129,6 +158,7 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
         {
             await DropAsync(failed, cancellationToken);
         }
+        ThrowIfLeaseLapsed(); // the replicas answered, but the lease may have lapsed meanwhile: acknowledge nothing then
     }
 
     private static async ValueTask<ReplicaStatus> Send(IReplicaChannel replica, ReplicaOp op, ReplicaFlags flags, long offset, uint length,
@@ -186,4 +216,38 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
             throw new BlockDeviceException(BlockError.Shutdown, $"volume fenced: {reason}");
         }
     }
+
+    /// <summary>Checked before the local device is touched, so a fenced or lease-less owner changes nothing at all.</summary>
+    private bool IsAvailable([NotNullWhen(false)] out Exception? refused)
+    {
+        try
+        {
+            ThrowIfUnavailable();
+            refused = null;
+            return true;
+        }
+        catch (BlockDeviceException e)
+        {
+            refused = e;
+            return false;
+        }
+    }
+
+    private void ThrowIfUnavailable()
+    {
+        ThrowIfFenced();
+        ThrowIfLeaseLapsed();
+    }
+
+    private void ThrowIfLeaseLapsed()
+    {
+        if (_lease is { IsHeld: false })
+        {
+            ThrowLeaseLapsed();
+        }
+    }
+
+    [DoesNotReturn]
+    private void ThrowLeaseLapsed() => throw new BlockDeviceException(BlockError.Io,
+        $"the owner can no longer prove its epoch {Epoch}: its lease in the cluster store lapsed; nothing is served or acknowledged until it holds the lease again");
 }

@@ -67,6 +67,26 @@ public sealed class ReplicatedVolumeTests
         }
     }
 
+    /// <summary>The owner node's lease; a test lapses it, or lapses it when a replica answers.</summary>
+    private sealed class Lease : IOwnerLease
+    {
+        public bool IsHeld { get; set; } = true;
+    }
+
+    /// <summary>Lapses the lease as soon as its replica has answered: the window between the replicas' answers and the acknowledgement.</summary>
+    private sealed class LapsingChannel(IReplicaChannel inner, Lease lease) : IReplicaChannel
+    {
+        public string Replica => inner.Replica;
+
+        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            var status = await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+            lease.IsHeld = false;
+            return status;
+        }
+    }
+
     private static byte[] Pattern(int length, int seed)
     {
         byte[] data = new byte[length];
@@ -218,5 +238,43 @@ public sealed class ReplicatedVolumeTests
                 await server.DisposeAsync();
             }
         }
+    }
+
+    [Fact]
+    public async Task An_owner_whose_lease_lapsed_serves_and_changes_nothing()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var lease = new Lease();
+        using var volume = new ReplicatedVolume(local, [new DirectChannel(new ReplicaTarget("r0", remote), 1)], 1, new InSyncSet(1, "r0"), lease);
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        lease.IsHeld = false;
+
+        var refused = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 2)));
+        Assert.Equal(BlockError.Io, refused.Error);
+        Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.ReadAsync(0, new byte[4096]));
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync());
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.TrimAsync(0, 4096));
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteZeroesAsync(0, 4096, ZeroFlags.None));
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(local, 0, 4096)); // refused at entry: not even the local replica changed
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(remote, 0, 4096));
+
+        lease.IsHeld = true; // renewed: the epoch is provable again
+        await volume.WriteAsync(0, Pattern(4096, 3));
+        Assert.Equal(Pattern(4096, 3), await ReadAsync(volume, 0, 4096));
+    }
+
+    [Fact]
+    public async Task A_lease_lapsing_while_the_replicas_answer_fails_the_write_instead_of_acknowledging_it()
+    {
+        var lease = new Lease();
+        var channel = new LapsingChannel(new DirectChannel(new ReplicaTarget("r0", new RamBlockDevice(Size)), 1), lease);
+        using var volume = new ReplicatedVolume(new RamBlockDevice(Size), [channel], 1, new InSyncSet(1, "r0"), lease);
+
+        var refused = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 1)));
+        Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
+        lease.IsHeld = true;
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync()); // lapses again on the answer
     }
 }
