@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -7,31 +9,31 @@ namespace Cairn.Replication;
 /// A volume as its owner serves it: every write, trim, zeroing and flush goes to the local replica and to every remote
 /// in-sync replica at once, and is acknowledged only when all of them have it (invariant 1). A remote replica that
 /// fails or cannot be reached is dropped from the in-sync set through <see cref="IInSyncSet"/> — a compare-and-swap
-/// that bumps the epoch — before the write is acknowledged without it (invariant 2). A replica answering
+/// that bumps the epoch — before the write is acknowledged without it (invariant 2); from then on the regions it
+/// misses are tracked (<see cref="DirtySince"/>) so that it can be resynced from those alone. A replica answering
 /// <see cref="ReplicaStatus.StaleEpoch"/>, or a failed drop, means another owner has taken over: this one then fails
 /// the write and every later one, so it never acknowledges behind the new owner's back. Reads are served locally.
 /// With an <see cref="IOwnerLease"/>, an owner whose lease lapsed serves and acknowledges nothing until it holds the
 /// lease again: the controller may fail the volume over once the lease expired, so past that moment this owner can
 /// no longer prove that its epoch is current.
 /// </summary>
-public sealed class ReplicatedVolume : IBlockDevice, IDisposable
+public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 {
     private readonly IBlockDevice _local;
     private readonly IInSyncSet _inSyncSet;
     private readonly IOwnerLease? _lease;
     private readonly SemaphoreSlim _changing = new(1, 1);
-    private volatile IReplicaChannel[] _inSync;
     private long _epoch;
     private volatile string? _fenced;
 
     /// <param name="lease">The owner node's lease; null when nothing else can take the volume over (a single node).</param>
     public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
     {
-        _lease = lease;
         _local = local;
-        _inSync = [.. remotes];
+        _membership = new Membership([.. remotes], []);
         _epoch = (long)epoch;
         _inSyncSet = inSyncSet;
+        _lease = lease;
     }
 
     public long SizeBytes => _local.SizeBytes;
@@ -44,49 +46,36 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
     public ulong Epoch => (ulong)Interlocked.Read(ref _epoch);
 
     /// <summary>The remote replicas still in sync.</summary>
-    public IReadOnlyList<string> InSyncReplicas => [.. _inSync.Select(r => r.Replica)];
+    public IReadOnlyList<string> InSyncReplicas => [.. _membership.InSync.Select(r => r.Replica)];
 
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        ThrowIfUnavailable();
+        if (!IsAvailable(out var refused))
+        {
+            return ValueTask.FromException(refused);
+        }
         var read = _local.ReadAsync(offset, destination, cancellationToken);
         if (_lease is null)
         {
             return read;
         }
         // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
-        return read.IsCompletedSuccessfully ? CheckLeaseAfterRead() : ReadHoldingLeaseAsync(read);
-    }
-
-    private ValueTask CheckLeaseAfterRead()
-    {
-        ThrowIfLeaseLapsed();
-        return ValueTask.CompletedTask;
-    }
-
-    private async ValueTask ReadHoldingLeaseAsync(ValueTask read)
-    {
-        await read;
-        ThrowIfLeaseLapsed();
+        return read.IsCompletedSuccessfully ? LeaseCheckedAfterRead() : ReadHoldingLeaseAsync(read);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : ReplicateAsync(_local.WriteAsync(offset, source, flags, cancellationToken), ReplicaOp.Write, Flags(flags), offset, (uint)source.Length, source, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Write, Flags(flags), offset, source.Length, source, flags, ZeroFlags.None), cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
-        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : ReplicateAsync(_local.FlushAsync(cancellationToken), ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, WriteFlags.None, ZeroFlags.None), cancellationToken);
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        !IsAvailable(out var refused) ? ValueTask.FromException(refused) : RangeAsync(_local.TrimAsync(offset, length, flags, cancellationToken), ReplicaOp.Trim, Flags(flags), offset, length, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Trim, Flags(flags), offset, length, default, flags, ZeroFlags.None), cancellationToken);
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
-        if (!IsAvailable(out var refused))
-        {
-            return ValueTask.FromException(refused);
-        }
         var replicaFlags = Flags(flags) | ((zeroFlags & ZeroFlags.NoHole) != 0 ? ReplicaFlags.NoHole : ReplicaFlags.None);
-        return RangeAsync(_local.WriteZeroesAsync(offset, length, zeroFlags, flags, cancellationToken), ReplicaOp.WriteZeroes, replicaFlags, offset, length, cancellationToken);
+        return ReplicateAsync(new Change(ReplicaOp.WriteZeroes, replicaFlags, offset, length, default, flags, zeroFlags), cancellationToken);
     }
 
     public ValueTask<int> GetAllocationAsync(long offset, long length, Memory<AllocationExtent> extents, CancellationToken cancellationToken = default) =>
@@ -94,160 +83,163 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
 
     private static ReplicaFlags Flags(WriteFlags flags) => (flags & WriteFlags.ForceUnitAccess) != 0 ? ReplicaFlags.ForceUnitAccess : ReplicaFlags.None;
 
-    private ValueTask RangeAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, long length, CancellationToken cancellationToken)
+    /// <summary>One change to the volume, as both the local device and the replica protocol need it.</summary>
+    private readonly record struct Change(ReplicaOp Op, ReplicaFlags ReplicaFlags, long Offset, long Length, ReadOnlyMemory<byte> Payload,
+        WriteFlags WriteFlags, ZeroFlags ZeroFlags)
     {
-        if (length > uint.MaxValue)
-        {
-            // The replica protocol carries 32-bit ranges; the local device rejects nothing here, so split rather than fail.
-            return SplitRangeAsync(local, op, flags, offset, length, cancellationToken);
-        }
-        return ReplicateAsync(local, op, flags, offset, (uint)length, default, cancellationToken);
+        public bool HasRange => Op != ReplicaOp.Flush;
     }
 
-    private async ValueTask SplitRangeAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, long length, CancellationToken cancellationToken)
+    /// <summary>
+    /// Applies a change locally and on every in-sync replica; acknowledges once all have it or the failed ones are
+    /// dropped. Pooled builders and a pooled array of sends: nothing is allocated per change while all goes well.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReplicateAsync(Change change, CancellationToken cancellationToken)
     {
-        const uint Chunk = 1u << 31;
-        await local;
-        for (long done = 0; done < length; done += Chunk)
-        {
-            await ReplicateAsync(ValueTask.CompletedTask, op, flags, offset + done, (uint)Math.Min(Chunk, length - done), default, cancellationToken);
-        }
-    }
-
-    /// <summary>Runs the local operation and the same request on every in-sync replica; acknowledges once all have it or the failed ones are dropped.</summary>
-    private async ValueTask ReplicateAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
-        CancellationToken cancellationToken)
-    {
-        ThrowIfUnavailable();
-        var replicas = _inSync;
-        var sends = new ValueTask<ReplicaStatus>[replicas.Length];
-        for (int i = 0; i < replicas.Length; i++)
-        {
-#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
-            sends[i] = Send(replicas[i], op, flags, offset, length, payload, cancellationToken);
-#pragma warning restore CA2012
-        }
-        Exception? localFailure = null;
-        try
-        {
-            await local;
-        }
-        catch (Exception e)
-        {
-            localFailure = e; // still collect the replicas' answers, so no send is left unobserved
-        }
-        List<IReplicaChannel>? failed = null;
-        for (int i = 0; i < sends.Length; i++)
-        {
-            var status = await sends[i];
-            if (status == ReplicaStatus.StaleEpoch)
-            {
-                Fence($"replica {replicas[i].Replica} has seen a newer epoch than {Epoch}: another owner took over");
-            }
-            else if (status != ReplicaStatus.Ok && status != ReplicaStatus.InvalidArgument)
-            {
-                (failed ??= []).Add(replicas[i]);
-            }
-        }
-        if (localFailure is not null)
-        {
-            throw localFailure.GetType() == typeof(BlockDeviceException) ? localFailure : new BlockDeviceException(BlockError.Io, localFailure.Message, localFailure);
-        }
-        ThrowIfFenced();
+        ThrowIfUnavailable(); // before the local device is touched: a fenced or lease-less owner changes nothing at all
+        var membership = _membership;
+        Track(membership, change);
+        var failed = await ApplyAsync(change, membership.InSync, cancellationToken);
         if (failed is not null)
         {
-            await DropAsync(failed, cancellationToken);
+            await DropAsync(failed, change, cancellationToken);
         }
         ThrowIfLeaseLapsed(); // the replicas answered, but the lease may have lapsed meanwhile: acknowledge nothing then
     }
 
-    private static async ValueTask<ReplicaStatus> Send(IReplicaChannel replica, ReplicaOp op, ReplicaFlags flags, long offset, uint length,
-        ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    /// <summary>Runs the change locally and on <paramref name="replicas"/> at once; returns the replicas that failed it.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<List<IReplicaChannel>?> ApplyAsync(Change change, IReplicaChannel[] replicas, CancellationToken cancellationToken)
     {
+        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(replicas.Length);
         try
         {
-            return await replica.SendAsync(op, flags, offset, length, payload, default, cancellationToken);
-        }
-        catch (ReplicaLinkException)
-        {
-            return ReplicaStatus.Shutdown; // unreachable: dropped like a failed one
-        }
-    }
-
-    /// <summary>Takes failed replicas out of the in-sync set, bumping the epoch in the cluster store first (invariant 2).</summary>
-    private async ValueTask DropAsync(List<IReplicaChannel> failed, CancellationToken cancellationToken)
-    {
-        await _changing.WaitAsync(cancellationToken);
-        try
-        {
-            var current = _inSync;
-            var stillThere = failed.Where(f => current.Contains(f)).ToList();
-            if (stillThere.Count == 0)
+            for (int i = 0; i < replicas.Length; i++)
             {
-                return; // a concurrent write already dropped them
+#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
+                sends[i] = SendAsync(replicas[i], change, cancellationToken);
+#pragma warning restore CA2012
             }
-            ulong next;
+            Exception? localFailure = null;
             try
             {
-                next = await _inSyncSet.DropAsync([.. stillThere.Select(f => f.Replica)], Epoch, cancellationToken);
+                await ApplyLocallyAsync(change, cancellationToken);
             }
-            catch (ReplicaFencedException e)
+            catch (Exception e)
             {
-                Fence(e.Message);
-                throw new BlockDeviceException(BlockError.Shutdown, $"volume fenced: {e.Message}");
+                localFailure = e; // still collect the replicas' answers, so no send is left unobserved
             }
-            Interlocked.Exchange(ref _epoch, (long)next);
-            _inSync = [.. current.Except(stillThere)];
+            List<IReplicaChannel>? failed = null;
+            for (int i = 0; i < replicas.Length; i++)
+            {
+                var status = await sends[i];
+                if (status == ReplicaStatus.StaleEpoch)
+                {
+                    Fence($"replica {replicas[i].Replica} has seen a newer epoch than {Epoch}: another owner took over");
+                }
+                else if (status != ReplicaStatus.Ok && status != ReplicaStatus.InvalidArgument)
+                {
+                    (failed ??= []).Add(replicas[i]);
+                }
+            }
+            if (localFailure is not null)
+            {
+                throw localFailure.GetType() == typeof(BlockDeviceException) ? localFailure : new BlockDeviceException(BlockError.Io, localFailure.Message, localFailure);
+            }
+            ThrowIfFenced();
+            return failed;
         }
         finally
         {
-            _changing.Release();
+            Array.Clear(sends, 0, replicas.Length);
+            ArrayPool<ValueTask<ReplicaStatus>>.Shared.Return(sends);
         }
+    }
+
+    private ValueTask ApplyLocallyAsync(Change change, CancellationToken cancellationToken) => change.Op switch
+    {
+        ReplicaOp.Write => _local.WriteAsync(change.Offset, change.Payload, change.WriteFlags, cancellationToken),
+        ReplicaOp.Flush => _local.FlushAsync(cancellationToken),
+        ReplicaOp.Trim => _local.TrimAsync(change.Offset, change.Length, change.WriteFlags, cancellationToken),
+        _ => _local.WriteZeroesAsync(change.Offset, change.Length, change.ZeroFlags, change.WriteFlags, cancellationToken),
+    };
+
+    /// <summary>Sends a change to one replica; an unreachable one answers <see cref="ReplicaStatus.Shutdown"/>, so it is dropped like a failed one.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<ReplicaStatus> SendAsync(IReplicaChannel replica, Change change, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (change.Length <= uint.MaxValue)
+            {
+                return await replica.SendAsync(change.Op, change.ReplicaFlags, change.Offset, (uint)change.Length, change.Payload, default, cancellationToken);
+            }
+            // The replica protocol carries 32-bit ranges; trims and zeroings beyond that go in pieces rather than fail.
+            const long Piece = 1L << 31;
+            for (long done = 0; done < change.Length; done += Piece)
+            {
+                var status = await replica.SendAsync(change.Op, change.ReplicaFlags, change.Offset + done, (uint)Math.Min(Piece, change.Length - done),
+                    default, default, cancellationToken);
+                if (status != ReplicaStatus.Ok)
+                {
+                    return status;
+                }
+            }
+            return ReplicaStatus.Ok;
+        }
+        catch (ReplicaLinkException)
+        {
+            return ReplicaStatus.Shutdown;
+        }
+    }
+
+    private ValueTask LeaseCheckedAfterRead() => IsAvailable(out var refused) ? ValueTask.CompletedTask : ValueTask.FromException(refused);
+
+    private async ValueTask ReadHoldingLeaseAsync(ValueTask read)
+    {
+        await read;
+        ThrowIfLeaseLapsed();
     }
 
     private void Fence(string reason) => _fenced ??= reason;
 
     public void Dispose() => _changing.Dispose();
 
-    private void ThrowIfFenced()
-    {
-        if (_fenced is { } reason)
-        {
-            throw new BlockDeviceException(BlockError.Shutdown, $"volume fenced: {reason}");
-        }
-    }
-
-    /// <summary>Checked before the local device is touched, so a fenced or lease-less owner changes nothing at all.</summary>
     private bool IsAvailable([NotNullWhen(false)] out Exception? refused)
     {
-        try
-        {
-            ThrowIfUnavailable();
-            refused = null;
-            return true;
-        }
-        catch (BlockDeviceException e)
-        {
-            refused = e;
-            return false;
-        }
+        refused = _fenced is { } reason ? FencedException(reason)
+            : _lease is { IsHeld: false } ? LeaseLapsedException()
+            : null;
+        return refused is null;
     }
 
     private void ThrowIfUnavailable()
     {
-        ThrowIfFenced();
-        ThrowIfLeaseLapsed();
+        if (!IsAvailable(out var refused))
+        {
+            throw refused;
+        }
+    }
+
+    private void ThrowIfFenced()
+    {
+        if (_fenced is { } reason)
+        {
+            throw FencedException(reason);
+        }
     }
 
     private void ThrowIfLeaseLapsed()
     {
         if (_lease is { IsHeld: false })
         {
-            ThrowLeaseLapsed();
+            throw LeaseLapsedException();
         }
     }
 
-    [DoesNotReturn]
-    private void ThrowLeaseLapsed() => throw new BlockDeviceException(BlockError.Io,
+    private static BlockDeviceException FencedException(string reason) => new(BlockError.Shutdown, $"volume fenced: {reason}");
+
+    private BlockDeviceException LeaseLapsedException() => new(BlockError.Io,
         $"the owner can no longer prove its epoch {Epoch}: its lease in the cluster store lapsed; nothing is served or acknowledged until it holds the lease again");
 }

@@ -33,6 +33,35 @@ public sealed class ReplicatedVolumeTests
         }
     }
 
+    /// <summary>
+    /// Wraps a channel: answers asynchronously, so changes overlap, and fails every send after the first
+    /// <paramref name="goodSends"/>; while <see cref="Hold"/> is set, a send waits for it, then fails.
+    /// </summary>
+    private sealed class FlakyChannel(IReplicaChannel inner, int goodSends = int.MaxValue) : IReplicaChannel
+    {
+        private int _sent;
+
+        public string Replica => inner.Replica;
+
+        public TaskCompletionSource? Hold { get; set; }
+
+        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            await Task.Yield();
+            if (Hold is { } hold)
+            {
+                await hold.Task;
+                throw new ReplicaLinkException($"{Replica} lost while the request was in flight");
+            }
+            if (Interlocked.Increment(ref _sent) > goodSends)
+            {
+                throw new ReplicaLinkException($"{Replica} unreachable");
+            }
+            return await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+        }
+    }
+
     /// <summary>The cluster store's side, as a compare-and-swap on the epoch.</summary>
     private sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSyncSet
     {
@@ -276,5 +305,100 @@ public sealed class ReplicatedVolumeTests
         Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
         lease.IsHeld = true;
         await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync()); // lapses again on the answer
+    }
+
+    [Fact]
+    public async Task A_dropped_replica_is_tracked_from_the_change_it_missed_on()
+    {
+        var (volume, _, _, channels, _) = Build();
+        using var _ = volume;
+        await volume.WriteAsync(0, Pattern(4096, 1)); // both have it: never dirty
+        Assert.Null(volume.DirtySince("r1"));
+
+        channels[1].Unreachable = true;
+        await volume.WriteAsync(65536, Pattern(8192, 2));   // dropped on this one
+        await volume.TrimAsync(1 << 20, 4096);               // later changes, no longer sent
+        await volume.WriteZeroesAsync(3 << 20, 512, ZeroFlags.None);
+        await volume.FlushAsync();
+
+        var map = Assert.IsType<DirtyRegionMap>(volume.DirtySince("r1"));
+        Assert.Equal(1UL, map.SinceEpoch);
+        Assert.Equal([new DirtyRange(65536, 8192), new DirtyRange(1 << 20, 4096), new DirtyRange(3 << 20, 4096)], map.Ranges());
+        Assert.Null(volume.DirtySince("r0"));
+    }
+
+    [Fact]
+    public async Task A_change_in_flight_to_a_replica_while_another_change_drops_it_is_tracked_too()
+    {
+        var local = new RamBlockDevice(Size);
+        var flaky = new FlakyChannel(new DirectChannel(new ReplicaTarget("r0", new RamBlockDevice(Size)), 1)) { Hold = new TaskCompletionSource() };
+        using var volume = new ReplicatedVolume(local, [flaky], 1, new InSyncSet(1, "r0"));
+
+        var inFlight = volume.WriteAsync(0, Pattern(4096, 1)).AsTask(); // sent, waiting for r0's answer
+        var dropping = volume.WriteAsync(8192, Pattern(4096, 2)).AsTask();
+        flaky.Hold.SetResult(); // both fail; whichever drops r0, the other finds it gone
+        await Task.WhenAll(inFlight, dropping);
+        await volume.WriteAsync(16384, Pattern(4096, 3));
+
+        Assert.Empty(volume.InSyncReplicas);
+        Assert.Equal([new DirtyRange(0, 4096), new DirtyRange(8192, 4096), new DirtyRange(16384, 4096)], volume.DirtySince("r0")!.Ranges());
+    }
+
+    [Fact]
+    public async Task Concurrent_writes_around_a_drop_either_reach_the_replica_or_are_tracked()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var flaky = new FlakyChannel(new DirectChannel(new ReplicaTarget("r0", remote), 1), goodSends: 100);
+        using var volume = new ReplicatedVolume(local, [flaky], 1, new InSyncSet(1, "r0"));
+
+        const int Writers = 8, WritesEach = 40;
+        await Task.WhenAll(Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
+        {
+            for (int i = 0; i < WritesEach; i++)
+            {
+                int n = w * WritesEach + i;
+                await volume.WriteAsync(n * 8192L, Pattern(4096, n));
+            }
+        })));
+
+        var map = volume.DirtySince("r0")!;
+        var ranges = map.Ranges();
+        int tracked = 0;
+        for (int n = 0; n < Writers * WritesEach; n++)
+        {
+            bool covered = ranges.Any(r => r.Offset <= n * 8192L && n * 8192L + 4096 <= r.End);
+            bool received = remote.Data.Slice(n * 8192, 4096).SequenceEqual(Pattern(4096, n));
+            Assert.True(covered || received, $"write {n} neither reached the replica nor was tracked");
+            tracked += covered ? 1 : 0;
+        }
+        Assert.InRange(tracked, Writers * WritesEach - 100, Writers * WritesEach);
+        Assert.Equal(tracked * 4096L, map.DirtyBytes); // only what it missed
+    }
+
+    [Fact]
+    public void The_write_path_allocates_nothing_per_change_while_all_replicas_answer()
+    {
+        var (volume, _, _, _, _) = Build();
+        using var _ = volume;
+        byte[] data = Pattern(4096, 1);
+        void Changes(int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var write = volume.WriteAsync(i % 64 * 4096L, data);
+                var trim = volume.TrimAsync(1 << 20, 4096);
+                var flush = volume.FlushAsync();
+                Assert.True(write.IsCompletedSuccessfully && trim.IsCompletedSuccessfully && flush.IsCompletedSuccessfully); // synchronous devices: all inline
+                write.GetAwaiter().GetResult();
+                trim.GetAwaiter().GetResult();
+                flush.GetAwaiter().GetResult();
+            }
+        }
+        Changes(100); // warms the pools
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Changes(1000);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 }
