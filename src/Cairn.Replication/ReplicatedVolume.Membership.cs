@@ -3,6 +3,7 @@ namespace Cairn.Replication;
 public sealed partial class ReplicatedVolume
 {
     private volatile Membership _membership;
+    private Task _earlierDrained = Task.CompletedTask; // under _changing
 
     /// <summary>
     /// What this owner recorded about <paramref name="replica"/> since it dropped it: every region written since, or
@@ -11,18 +12,103 @@ public sealed partial class ReplicatedVolume
     /// </summary>
     public DirtyRegionMap? DirtySince(string replica) => FindTracked(_membership.Tracking, replica)?.Map;
 
+    /// <summary>
+    /// Forgets what <paramref name="replica"/> missed, for a replica removed for good: its regions are no longer
+    /// marked on every change. False when there was no record. A later rebuild of it must then be a full one.
+    /// </summary>
+    public async Task<bool> StopTrackingAsync(string replica, CancellationToken cancellationToken = default)
+    {
+        await _changing.WaitAsync(cancellationToken);
+        try
+        {
+            var current = _membership;
+            if (FindTracked(current.Tracking, replica) is not { } tracked)
+            {
+                return false;
+            }
+            _ = Swap(current.With(tracking: [.. current.Tracking.Where(t => t != tracked)]));
+            return true;
+        }
+        finally
+        {
+            _changing.Release();
+        }
+    }
+
     /// <summary>A replica that left the in-sync set, and the regions it has missed since.</summary>
     private sealed record Tracked(string Replica, DirtyRegionMap Map);
 
     /// <summary>
     /// Where changes go, as one immutable snapshot swapped whole under <see cref="_changing"/>: a change reads it once,
-    /// so it sees a replica either in sync or tracked, never neither.
+    /// so it sees a replica in sync, rebuilding or tracked, never none of them. It also counts the changes that entered
+    /// through it: once swapped out, <see cref="Retire"/> tells when every change that may not know of the swap is done.
     /// </summary>
-    private sealed class Membership(IReplicaChannel[] inSync, Tracked[] tracking)
+    private sealed class Membership(IReplicaChannel[] inSync, RebuildSession[] rebuilding, Tracked[] tracking)
     {
+        private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _inFlight;
+        private int _retired;
+
         public IReplicaChannel[] InSync { get; } = inSync;
 
+        /// <summary>Replicas being rebuilt: live changes reach them too, but do not wait for them to be acknowledged.</summary>
+        public RebuildSession[] Rebuilding { get; } = rebuilding;
+
         public Tracked[] Tracking { get; } = tracking;
+
+        public Membership With(IReplicaChannel[]? inSync = null, RebuildSession[]? rebuilding = null, Tracked[]? tracking = null) =>
+            new(inSync ?? InSync, rebuilding ?? Rebuilding, tracking ?? Tracking);
+
+        public void Enter() => Interlocked.Increment(ref _inFlight);
+
+        public void Exit()
+        {
+            // Full fences on both sides (Decrement here, Exchange in Retire): one of the two always sees the other.
+            if (Interlocked.Decrement(ref _inFlight) == 0 && Volatile.Read(ref _retired) != 0)
+            {
+                _drained.TrySetResult();
+            }
+        }
+
+        public Task Retire()
+        {
+            Interlocked.Exchange(ref _retired, 1);
+            if (Volatile.Read(ref _inFlight) == 0)
+            {
+                _drained.TrySetResult();
+            }
+            return _drained.Task;
+        }
+    }
+
+    /// <summary>
+    /// Enters the current membership: a counter increment, nothing allocated. Re-checks after counting, so a change
+    /// either counts in the membership that is current or retries on the new one.
+    /// </summary>
+    private Membership Enter()
+    {
+        while (true)
+        {
+            var membership = _membership;
+            membership.Enter();
+            if (ReferenceEquals(membership, _membership))
+            {
+                return membership;
+            }
+            membership.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="next"/> current (under <see cref="_changing"/>) and returns a task that completes once
+    /// every change that entered any earlier membership has left: after it, every change knows of this swap.
+    /// </summary>
+    private Task Swap(Membership next)
+    {
+        var previous = Interlocked.Exchange(ref _membership, next);
+        var drained = previous.Retire();
+        _earlierDrained = _earlierDrained.IsCompleted ? drained : Task.WhenAll(_earlierDrained, drained);
+        return _earlierDrained;
     }
 
     private static Tracked? FindTracked(Tracked[] tracking, string replica)
@@ -81,7 +167,7 @@ public sealed partial class ReplicatedVolume
                 tracking.AddRange(stillThere.Where(f => FindTracked(current.Tracking, f.Replica) is null)
                     .Select(f => new Tracked(f.Replica, new DirtyRegionMap(at))));
                 // Tracking starts in the same swap that stops sending: a change that no longer reaches the replica is marked.
-                _membership = new Membership([.. current.InSync.Except(stillThere)], [.. tracking]);
+                _ = Swap(current.With(inSync: [.. current.InSync.Except(stillThere)], tracking: [.. tracking]));
             }
             if (change.HasRange)
             {

@@ -30,7 +30,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
     {
         _local = local;
-        _membership = new Membership([.. remotes], []);
+        _membership = new Membership([.. remotes], [], []);
         _epoch = (long)epoch;
         _inSyncSet = inSyncSet;
         _lease = lease;
@@ -91,37 +91,59 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     }
 
     /// <summary>
-    /// Applies a change locally and on every in-sync replica; acknowledges once all have it or the failed ones are
-    /// dropped. Pooled builders and a pooled array of sends: nothing is allocated per change while all goes well.
+    /// Applies a change locally, on every in-sync replica and on every replica being rebuilt; acknowledges once the
+    /// in-sync ones have it or the failed ones are dropped. Pooled builders and a pooled array of sends, no lock while
+    /// no rebuild runs: nothing is allocated per change while all goes well.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReplicateAsync(Change change, CancellationToken cancellationToken)
     {
         ThrowIfUnavailable(); // before the local device is touched: a fenced or lease-less owner changes nothing at all
-        var membership = _membership;
-        Track(membership, change);
-        var failed = await ApplyAsync(change, membership.InSync, cancellationToken);
-        if (failed is not null)
+        var membership = Enter();
+        try
         {
-            await DropAsync(failed, change, cancellationToken);
+            Track(membership, change);
+            var failed = await ApplyAsync(change, membership, cancellationToken);
+            if (failed is not null)
+            {
+                await DropAsync(failed, change, cancellationToken);
+            }
+        }
+        finally
+        {
+            membership.Exit(); // only now: a rebuild that waits for this change to leave then finds it tracked or sent
         }
         ThrowIfLeaseLapsed(); // the replicas answered, but the lease may have lapsed meanwhile: acknowledge nothing then
     }
 
-    /// <summary>Runs the change locally and on <paramref name="replicas"/> at once; returns the replicas that failed it.</summary>
+    /// <summary>Runs the change locally and on every replica of <paramref name="membership"/> at once; returns the in-sync replicas that failed it.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<List<IReplicaChannel>?> ApplyAsync(Change change, IReplicaChannel[] replicas, CancellationToken cancellationToken)
+    private async ValueTask<List<IReplicaChannel>?> ApplyAsync(Change change, Membership membership, CancellationToken cancellationToken)
     {
-        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(replicas.Length);
+        var replicas = membership.InSync;
+        var rebuilding = membership.Rebuilding;
+        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(replicas.Length + rebuilding.Length);
+        int entered = 0;
+        Exception? localFailure = null;
+        List<IReplicaChannel>? failed = null;
+        List<RebuildSession>? lost = null;
         try
         {
+            // A rebuild's copier must not copy this range between our local write and the replica's: hold it shared throughout.
+            for (; change.HasRange && entered < rebuilding.Length; entered++)
+            {
+                await rebuilding[entered].Gate.EnterLiveAsync(change.Offset, change.Offset + change.Length);
+            }
+#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
             for (int i = 0; i < replicas.Length; i++)
             {
-#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
                 sends[i] = SendAsync(replicas[i], change, cancellationToken);
-#pragma warning restore CA2012
             }
-            Exception? localFailure = null;
+            for (int i = 0; i < rebuilding.Length; i++)
+            {
+                sends[replicas.Length + i] = rebuilding[i].Failure is null ? SendToRebuildAsync(rebuilding[i].Channel, change, cancellationToken) : new(ReplicaStatus.Ok);
+            }
+#pragma warning restore CA2012
             try
             {
                 await ApplyLocallyAsync(change, cancellationToken);
@@ -130,31 +152,43 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             {
                 localFailure = e; // still collect the replicas' answers, so no send is left unobserved
             }
-            List<IReplicaChannel>? failed = null;
-            for (int i = 0; i < replicas.Length; i++)
+            for (int i = 0; i < replicas.Length + rebuilding.Length; i++)
             {
                 var status = await sends[i];
+                var replica = i < replicas.Length ? replicas[i] : rebuilding[i - replicas.Length].Channel;
                 if (status == ReplicaStatus.StaleEpoch)
                 {
-                    Fence($"replica {replicas[i].Replica} has seen a newer epoch than {Epoch}: another owner took over");
+                    Fence($"replica {replica.Replica} has seen a newer epoch than {Epoch}: another owner took over");
+                }
+                else if (i >= replicas.Length && status != ReplicaStatus.Ok)
+                {
+                    (lost ??= []).Add(rebuilding[i - replicas.Length]);
                 }
                 else if (status != ReplicaStatus.Ok && status != ReplicaStatus.InvalidArgument)
                 {
-                    (failed ??= []).Add(replicas[i]);
+                    (failed ??= []).Add(replica);
                 }
             }
-            if (localFailure is not null)
-            {
-                throw localFailure.GetType() == typeof(BlockDeviceException) ? localFailure : new BlockDeviceException(BlockError.Io, localFailure.Message, localFailure);
-            }
-            ThrowIfFenced();
-            return failed;
         }
         finally
         {
-            Array.Clear(sends, 0, replicas.Length);
+            for (int i = 0; i < entered; i++)
+            {
+                rebuilding[i].Gate.ExitLive(change.Offset, change.Offset + change.Length);
+            }
+            Array.Clear(sends, 0, replicas.Length + rebuilding.Length);
             ArrayPool<ValueTask<ReplicaStatus>>.Shared.Return(sends);
         }
+        if (lost is not null)
+        {
+            await RebuildTargetsFailedAsync(lost, change, failed ??= []);
+        }
+        if (localFailure is not null)
+        {
+            throw localFailure.GetType() == typeof(BlockDeviceException) ? localFailure : new BlockDeviceException(BlockError.Io, localFailure.Message, localFailure);
+        }
+        ThrowIfFenced();
+        return failed is { Count: > 0 } ? failed : null;
     }
 
     private ValueTask ApplyLocallyAsync(Change change, CancellationToken cancellationToken) => change.Op switch
@@ -189,6 +223,20 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             return ReplicaStatus.Ok;
         }
         catch (ReplicaLinkException)
+        {
+            return ReplicaStatus.Shutdown;
+        }
+    }
+
+    /// <summary>A replica being rebuilt that fails a change costs the rebuild, never the change: every failure answers a status.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<ReplicaStatus> SendToRebuildAsync(IReplicaChannel replica, Change change, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await SendAsync(replica, change, cancellationToken);
+        }
+        catch (Exception)
         {
             return ReplicaStatus.Shutdown;
         }

@@ -13,89 +13,6 @@ public sealed class ReplicatedVolumeTests
 {
     private const long Size = 4 << 20;
 
-    /// <summary>A replica reached by a direct call; it can be made unreachable or answer a chosen status.</summary>
-    private sealed class DirectChannel(ReplicaTarget target, ulong epoch) : IReplicaChannel
-    {
-        public string Replica => target.Name;
-
-        public bool Unreachable { get; set; }
-
-        public ReplicaStatus? Answer { get; set; }
-
-        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
-            Memory<byte> readInto, CancellationToken cancellationToken = default)
-        {
-            if (Unreachable)
-            {
-                throw new ReplicaLinkException($"{Replica} unreachable");
-            }
-            return Answer ?? await target.ExecuteAsync(new ReplicaRequest(op, flags, epoch, 1, offset, length), payload, readInto, cancellationToken);
-        }
-    }
-
-    /// <summary>
-    /// Wraps a channel: answers asynchronously, so changes overlap, and fails every send after the first
-    /// <paramref name="goodSends"/>; while <see cref="Hold"/> is set, a send waits for it, then fails.
-    /// </summary>
-    private sealed class FlakyChannel(IReplicaChannel inner, int goodSends = int.MaxValue) : IReplicaChannel
-    {
-        private int _sent;
-
-        public string Replica => inner.Replica;
-
-        public TaskCompletionSource? Hold { get; set; }
-
-        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
-            Memory<byte> readInto, CancellationToken cancellationToken = default)
-        {
-            await Task.Yield();
-            if (Hold is { } hold)
-            {
-                await hold.Task;
-                throw new ReplicaLinkException($"{Replica} lost while the request was in flight");
-            }
-            if (Interlocked.Increment(ref _sent) > goodSends)
-            {
-                throw new ReplicaLinkException($"{Replica} unreachable");
-            }
-            return await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
-        }
-    }
-
-    /// <summary>The cluster store's side, as a compare-and-swap on the epoch.</summary>
-    private sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSyncSet
-    {
-        public ulong Epoch { get; set; } = epoch;
-
-        public List<string> Replicas { get; } = [.. replicas];
-
-        public TaskCompletionSource? Gate { get; set; }
-
-        public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default)
-        {
-            if (Gate is { } gate)
-            {
-                await gate.Task;
-            }
-            if (epoch != Epoch)
-            {
-                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
-            }
-            Replicas.RemoveAll(replicas.Contains);
-            return ++Epoch;
-        }
-
-        public ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default)
-        {
-            if (epoch != Epoch)
-            {
-                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
-            }
-            Replicas.Add(replica);
-            return ValueTask.FromResult(++Epoch);
-        }
-    }
-
     /// <summary>The owner node's lease; a test lapses it, or lapses it when a replica answers.</summary>
     private sealed class Lease : IOwnerLease
     {
@@ -325,6 +242,10 @@ public sealed class ReplicatedVolumeTests
         Assert.Equal(1UL, map.SinceEpoch);
         Assert.Equal([new DirtyRange(65536, 8192), new DirtyRange(1 << 20, 4096), new DirtyRange(3 << 20, 4096)], map.Ranges());
         Assert.Null(volume.DirtySince("r0"));
+
+        Assert.True(await volume.StopTrackingAsync("r1")); // removed for good: no longer marked
+        Assert.Null(volume.DirtySince("r1"));
+        Assert.False(await volume.StopTrackingAsync("r1"));
     }
 
     [Fact]
