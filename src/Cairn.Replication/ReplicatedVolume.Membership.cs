@@ -43,7 +43,7 @@ public sealed partial class ReplicatedVolume
     /// so it sees a replica in sync, rebuilding or tracked, never none of them. It also counts the changes that entered
     /// through it: once swapped out, <see cref="Retire"/> tells when every change that may not know of the swap is done.
     /// </summary>
-    private sealed class Membership(IReplicaChannel[] inSync, RebuildSession[] rebuilding, Tracked[] tracking)
+    private sealed class Membership(IReplicaChannel[] inSync, RebuildSession[] rebuilding, Tracked[] tracking, TaskCompletionSource? paused = null)
     {
         private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private int _inFlight;
@@ -56,8 +56,13 @@ public sealed partial class ReplicatedVolume
 
         public Tracked[] Tracking { get; } = tracking;
 
+        /// <summary>Set while a snapshot quiesces the volume: new changes wait for it instead of entering.</summary>
+        public TaskCompletionSource? Paused { get; } = paused;
+
         public Membership With(IReplicaChannel[]? inSync = null, RebuildSession[]? rebuilding = null, Tracked[]? tracking = null) =>
-            new(inSync ?? InSync, rebuilding ?? Rebuilding, tracking ?? Tracking);
+            new(inSync ?? InSync, rebuilding ?? Rebuilding, tracking ?? Tracking, Paused);
+
+        public Membership WithPause(TaskCompletionSource? paused) => new(InSync, Rebuilding, Tracking, paused);
 
         public void Enter() => Interlocked.Increment(ref _inFlight);
 
@@ -97,6 +102,61 @@ public sealed partial class ReplicatedVolume
             }
             membership.Exit();
         }
+    }
+
+    /// <summary>A change that met a paused membership leaves it, waits for the pause to end and enters again.</summary>
+    private async ValueTask<Membership> EnterAfterPauseAsync(Membership membership, CancellationToken cancellationToken)
+    {
+        while (membership.Paused is { } paused)
+        {
+            membership.Exit();
+            await paused.Task.WaitAsync(cancellationToken);
+            membership = Enter();
+        }
+        return membership;
+    }
+
+    /// <summary>
+    /// Quiesces the volume: new changes wait, and this returns once every change in flight has finished (drops
+    /// included). Pass the result to <see cref="ResumeAsync"/>.
+    /// </summary>
+    private async Task<TaskCompletionSource> PauseAsync(CancellationToken cancellationToken)
+    {
+        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task drained;
+        await _changing.WaitAsync(cancellationToken);
+        try
+        {
+            drained = Swap(_membership.WithPause(paused));
+        }
+        finally
+        {
+            _changing.Release();
+        }
+        try
+        {
+            await drained.WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            await ResumeAsync(paused);
+            throw;
+        }
+        return paused;
+    }
+
+    private async Task ResumeAsync(TaskCompletionSource paused)
+    {
+        await _changing.WaitAsync(CancellationToken.None);
+        try
+        {
+            _ = Swap(_membership.WithPause(null));
+        }
+        finally
+        {
+            _changing.Release();
+        }
+        paused.TrySetResult();
     }
 
     /// <summary>

@@ -34,9 +34,16 @@ public sealed partial class ReplicatedVolume
     {
         ArgumentNullException.ThrowIfNull(replica);
         ThrowIfUnavailable();
-        var (session, map) = await StartRebuildAsync(replica, delta, cancellationToken);
+        await _controlling.WaitAsync(cancellationToken);
+        bool controlling = true;
+        RebuildSession? session = null;
         try
         {
+            (session, var map, var earlierDrained) = await StartRebuildAsync(replica, delta, cancellationToken);
+            await GrowTargetAsync(session, cancellationToken); // no grow can slip between this and the replica receiving live requests
+            _controlling.Release();
+            controlling = false;
+            await earlierDrained.WaitAsync(cancellationToken);
             List<DirtyRange> ranges = map is null ? [new DirtyRange(0, SizeBytes)] : Clip(map.Ranges(), SizeBytes);
             long total = ranges.Sum(r => r.Length);
             progress?.Report(new RebuildProgress(0, total));
@@ -44,7 +51,7 @@ public sealed partial class ReplicatedVolume
             await SendToTargetAsync(session, ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
             await AdmitAsync(session);
         }
-        catch (Exception e) when (!session.Admitted)
+        catch (Exception e) when (session is { Admitted: false })
         {
             await AbortRebuildAsync(session, e.Message);
             if (e is ReplicaRebuildException or OperationCanceledException || _fenced is not null)
@@ -52,6 +59,13 @@ public sealed partial class ReplicatedVolume
                 throw;
             }
             throw new ReplicaRebuildException($"rebuild of replica {replica.Replica} failed: {e.Message}", e);
+        }
+        finally
+        {
+            if (controlling)
+            {
+                _controlling.Release();
+            }
         }
     }
 
@@ -75,15 +89,14 @@ public sealed partial class ReplicatedVolume
     }
 
     /// <summary>
-    /// Makes live changes reach the replica, then waits until every change that started without knowing of it has
-    /// finished: from then on each change either reached it or was already on the owner (or recorded) when copying began.
+    /// Makes live changes reach the replica. The task returned completes once every change that started without
+    /// knowing of it has finished: from then on each change either reached it, or was on the owner (or recorded as
+    /// missed) before copying begins.
     /// </summary>
-    private async Task<(RebuildSession Session, DirtyRegionMap? Map)> StartRebuildAsync(IReplicaChannel replica, bool delta, CancellationToken cancellationToken)
+    private async Task<(RebuildSession Session, DirtyRegionMap? Map, Task EarlierDrained)> StartRebuildAsync(IReplicaChannel replica, bool delta,
+        CancellationToken cancellationToken)
     {
         string name = replica.Replica;
-        RebuildSession session;
-        DirtyRegionMap? map;
-        Task earlierDrained;
         await _changing.WaitAsync(cancellationToken);
         try
         {
@@ -97,25 +110,33 @@ public sealed partial class ReplicatedVolume
             {
                 throw new InvalidOperationException($"replica {name} is already being rebuilt");
             }
-            map = delta ? FindTracked(current.Tracking, name)?.Map ?? throw new InvalidOperationException(
+            var map = delta ? FindTracked(current.Tracking, name)?.Map ?? throw new InvalidOperationException(
                 $"this owner has no record of what replica {name} missed (it did not drop it, or took the volume over since): rebuild it in full") : null;
-            session = new RebuildSession(replica);
-            earlierDrained = Swap(current.With(rebuilding: [.. current.Rebuilding, session]));
+            var session = new RebuildSession(replica);
+            return (session, map, Swap(current.With(rebuilding: [.. current.Rebuilding, session])));
         }
         finally
         {
             _changing.Release();
         }
+    }
+
+    /// <summary>A returning replica may have missed a grow: it grows to the volume's size first. One that cannot grow is copied as it is.</summary>
+    private async Task GrowTargetAsync(RebuildSession session, CancellationToken cancellationToken)
+    {
+        ReplicaStatus status;
         try
         {
-            await earlierDrained.WaitAsync(cancellationToken);
+            status = await session.Channel.SendAsync(ReplicaOp.Grow, ReplicaFlags.None, SizeBytes, 0, default, default, cancellationToken);
         }
-        catch (OperationCanceledException)
+        catch (ReplicaLinkException e)
         {
-            await AbortRebuildAsync(session, "cancelled");
-            throw;
+            throw new ReplicaRebuildException($"replica {session.Channel.Replica} is unreachable: {e.Message}", e);
         }
-        return (session, map);
+        if (status != ReplicaStatus.NotSupported)
+        {
+            ThrowUnlessOk(session, status, ReplicaOp.Grow, SizeBytes, 0);
+        }
     }
 
     private static List<DirtyRange> Clip(IReadOnlyList<DirtyRange> ranges, long sizeBytes) =>
@@ -228,6 +249,12 @@ public sealed partial class ReplicatedVolume
         {
             throw new ReplicaRebuildException($"replica {name} became unreachable during its rebuild: {e.Message}", e);
         }
+        ThrowUnlessOk(session, status, op, offset, length);
+    }
+
+    private void ThrowUnlessOk(RebuildSession session, ReplicaStatus status, ReplicaOp op, long offset, long length)
+    {
+        string name = session.Channel.Replica;
         if (status == ReplicaStatus.StaleEpoch)
         {
             Fence($"replica {name} has seen a newer epoch than {Epoch}: another owner took over");

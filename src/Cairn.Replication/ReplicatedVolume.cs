@@ -87,7 +87,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     private readonly record struct Change(ReplicaOp Op, ReplicaFlags ReplicaFlags, long Offset, long Length, ReadOnlyMemory<byte> Payload,
         WriteFlags WriteFlags, ZeroFlags ZeroFlags)
     {
-        public bool HasRange => Op != ReplicaOp.Flush;
+        public bool HasRange => Op is ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
     }
 
     /// <summary>
@@ -100,8 +100,17 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     {
         ThrowIfUnavailable(); // before the local device is touched: a fenced or lease-less owner changes nothing at all
         var membership = Enter();
+        bool waited = membership.Paused is not null;
+        if (waited)
+        {
+            membership = await EnterAfterPauseAsync(membership, cancellationToken); // a snapshot is being taken
+        }
         try
         {
+            if (waited)
+            {
+                ThrowIfUnavailable(); // the snapshot may have found another owner
+            }
             Track(membership, change);
             var failed = await ApplyAsync(change, membership, cancellationToken);
             if (failed is not null)
@@ -252,7 +261,11 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 
     private void Fence(string reason) => _fenced ??= reason;
 
-    public void Dispose() => _changing.Dispose();
+    public void Dispose()
+    {
+        _changing.Dispose();
+        _controlling.Dispose();
+    }
 
     private bool IsAvailable([NotNullWhen(false)] out Exception? refused)
     {

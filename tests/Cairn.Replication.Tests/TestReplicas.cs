@@ -123,3 +123,61 @@ internal static class TestData
         return data;
     }
 }
+
+/// <summary>A replica node's volume control that records what it was asked, in one log shared by every replica of a test.</summary>
+internal sealed class RecordingControl(string replica, Func<byte[]> image, List<string> log) : IReplicaVolumeControl
+{
+    public Dictionary<string, byte[]> Snapshots { get; } = [];
+
+    public void Grow(long sizeBytes) => Record($"{replica} grow {sizeBytes}");
+
+    public void CreateSnapshot(string name)
+    {
+        if (Snapshots.ContainsKey(name))
+        {
+            throw new InvalidOperationException($"snapshot {name} exists");
+        }
+        Snapshots[name] = image();
+        Record($"{replica} snapshot {name}");
+    }
+
+    public void DeleteSnapshot(string name)
+    {
+        if (!Snapshots.Remove(name))
+        {
+            throw new ArgumentException($"no snapshot {name}", nameof(name));
+        }
+        Record($"{replica} delete {name}");
+    }
+
+    private void Record(string entry)
+    {
+        lock (log)
+        {
+            log.Add(entry);
+        }
+    }
+}
+
+/// <summary>Holds the first write sent through it until <see cref="Release"/> completes, then passes it on.</summary>
+internal sealed class HoldFirstWriteChannel(IReplicaChannel inner) : IReplicaChannel
+{
+    private int _held;
+
+    public string Replica => inner.Replica;
+
+    public TaskCompletionSource Reached { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+        Memory<byte> readInto, CancellationToken cancellationToken = default)
+    {
+        if (op == ReplicaOp.Write && Interlocked.Exchange(ref _held, 1) == 0)
+        {
+            Reached.SetResult();
+            await Release.Task;
+        }
+        return await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+    }
+}
