@@ -129,13 +129,12 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<List<IReplicaChannel>?> ApplyAsync(Change change, Membership membership, CancellationToken cancellationToken)
     {
-        var replicas = membership.InSync;
         var rebuilding = membership.Rebuilding;
-        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(replicas.Length + rebuilding.Length);
+        int count = membership.InSync.Length + rebuilding.Length;
+        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(count);
         int entered = 0;
         Exception? localFailure = null;
-        List<IReplicaChannel>? failed = null;
-        List<RebuildSession>? lost = null;
+        (List<IReplicaChannel>? Failed, List<RebuildSession>? Lost) outcome;
         try
         {
             // A rebuild's copier must not copy this range between our local write and the replica's: hold it shared throughout.
@@ -143,16 +142,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             {
                 await rebuilding[entered].Gate.EnterLiveAsync(change.Offset, change.Offset + change.Length);
             }
-#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
-            for (int i = 0; i < replicas.Length; i++)
-            {
-                sends[i] = SendAsync(replicas[i], change, cancellationToken);
-            }
-            for (int i = 0; i < rebuilding.Length; i++)
-            {
-                sends[replicas.Length + i] = rebuilding[i].Failure is null ? SendToRebuildAsync(rebuilding[i].Channel, change, cancellationToken) : new(ReplicaStatus.Ok);
-            }
-#pragma warning restore CA2012
+            StartSends(change, membership, sends, cancellationToken);
             try
             {
                 await ApplyLocallyAsync(change, cancellationToken);
@@ -161,23 +151,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             {
                 localFailure = e; // still collect the replicas' answers, so no send is left unobserved
             }
-            for (int i = 0; i < replicas.Length + rebuilding.Length; i++)
-            {
-                var status = await sends[i];
-                var replica = i < replicas.Length ? replicas[i] : rebuilding[i - replicas.Length].Channel;
-                if (status == ReplicaStatus.StaleEpoch)
-                {
-                    Fence($"replica {replica.Replica} has seen a newer epoch than {Epoch}: another owner took over");
-                }
-                else if (i >= replicas.Length && status != ReplicaStatus.Ok)
-                {
-                    (lost ??= []).Add(rebuilding[i - replicas.Length]);
-                }
-                else if (status != ReplicaStatus.Ok && status != ReplicaStatus.InvalidArgument)
-                {
-                    (failed ??= []).Add(replica);
-                }
-            }
+            outcome = await CollectAsync(membership, sends, localFailure is not null);
         }
         finally
         {
@@ -185,12 +159,13 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             {
                 rebuilding[i].Gate.ExitLive(change.Offset, change.Offset + change.Length);
             }
-            Array.Clear(sends, 0, replicas.Length + rebuilding.Length);
+            Array.Clear(sends, 0, count);
             ArrayPool<ValueTask<ReplicaStatus>>.Shared.Return(sends);
         }
-        if (lost is not null)
+        var failed = outcome.Failed;
+        if (outcome.Lost is not null)
         {
-            await RebuildTargetsFailedAsync(lost, change, failed ??= []);
+            await RebuildTargetsFailedAsync(outcome.Lost, change, failed ??= []);
         }
         if (localFailure is not null)
         {
@@ -198,6 +173,60 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         }
         ThrowIfFenced();
         return failed is { Count: > 0 } ? failed : null;
+    }
+
+    /// <summary>Sends the change to every in-sync replica, then to every replica being rebuilt, into <paramref name="sends"/> in that order.</summary>
+    private static void StartSends(Change change, Membership membership, ValueTask<ReplicaStatus>[] sends, CancellationToken cancellationToken)
+    {
+        var replicas = membership.InSync;
+        var rebuilding = membership.Rebuilding;
+#pragma warning disable CA2012 // each send is awaited exactly once, in CollectAsync, after the local operation: they run in parallel
+        for (int i = 0; i < replicas.Length; i++)
+        {
+            sends[i] = SendAsync(replicas[i], change, cancellationToken);
+        }
+        for (int i = 0; i < rebuilding.Length; i++)
+        {
+            sends[replicas.Length + i] = rebuilding[i].Failure is null ? SendToRebuildAsync(rebuilding[i].Channel, change, cancellationToken) : new(ReplicaStatus.Ok);
+        }
+#pragma warning restore CA2012
+    }
+
+    /// <summary>
+    /// Awaits every send: in-sync replicas that failed, rebuild targets that failed, and a fence on a newer epoch.
+    /// <see cref="ReplicaStatus.InvalidArgument"/> is the caller's mistake only when the local replica refused the
+    /// change too; a replica refusing what the local one took has diverged, and is dropped.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<(List<IReplicaChannel>? Failed, List<RebuildSession>? Lost)> CollectAsync(Membership membership, ValueTask<ReplicaStatus>[] sends,
+        bool localFailed)
+    {
+        var replicas = membership.InSync;
+        var rebuilding = membership.Rebuilding;
+        List<IReplicaChannel>? failed = null;
+        List<RebuildSession>? lost = null;
+        for (int i = 0; i < replicas.Length + rebuilding.Length; i++)
+        {
+            var status = await sends[i];
+            var replica = i < replicas.Length ? replicas[i] : rebuilding[i - replicas.Length].Channel;
+            if (status == ReplicaStatus.StaleEpoch)
+            {
+                Fence($"replica {replica.Replica} has seen a newer epoch than {Epoch}: another owner took over");
+            }
+            else if (status == ReplicaStatus.Ok || (status == ReplicaStatus.InvalidArgument && localFailed))
+            {
+                continue;
+            }
+            else if (i < replicas.Length)
+            {
+                (failed ??= []).Add(replica);
+            }
+            else
+            {
+                (lost ??= []).Add(rebuilding[i - replicas.Length]);
+            }
+        }
+        return (failed, lost);
     }
 
     private ValueTask ApplyLocallyAsync(Change change, CancellationToken cancellationToken) => change.Op switch

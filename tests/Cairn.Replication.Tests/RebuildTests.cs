@@ -1,3 +1,4 @@
+using System.Net;
 using Cairn.Core;
 using Cairn.Testing;
 using static Cairn.Replication.Tests.TestData;
@@ -300,5 +301,53 @@ public sealed class RebuildTests
         Assert.Equal(["r0"], volume.InSyncReplicas); // in sync by then: dropped with an epoch bump before the flush was acknowledged
         Assert.Equal((3UL, 3UL), (volume.Epoch, set.Epoch));
         Assert.NotNull(volume.DirtySince("r1"));
+    }
+
+    [Fact]
+    public async Task Over_tcp_a_replica_rebuilt_while_clients_write_ends_equal_to_the_owner()
+    {
+        var log = new FrontendLog(_ => { }, _ => { }, (_, _) => { });
+        var devices = new[] { new RamBlockDevice(Size), new RamBlockDevice(Size) };
+        var servers = new List<ReplicaServer>();
+        var links = new List<ReplicaLink>();
+        try
+        {
+            foreach (var (device, name) in devices.Zip(new[] { "r0", "r1" }))
+            {
+                var catalog = new ReplicaCatalog();
+                catalog.Add(new ReplicaTarget(name, device));
+                var server = new ReplicaServer(catalog, log);
+                server.Start(new IPEndPoint(IPAddress.Loopback, 0));
+                servers.Add(server);
+                links.Add(await ReplicaLink.ConnectAsync(server.LocalEndpoint, name, 1));
+            }
+            var local = new RamBlockDevice(Size);
+            var set = new InSyncSet(1, "r0");
+            using var volume = new ReplicatedVolume(local, [links[0]], 1, set);
+            await volume.WriteAsync(0, Pattern(4 << 20, 1));
+            bool rebuilt = false;
+            var writers = Enumerable.Range(0, WriterCount).Select(w => Task.Run(() =>
+                WriteUntilAsync(volume, w, 300 + w, n => Volatile.Read(ref rebuilt) && n > 20))).ToArray();
+
+            await volume.RebuildAsync(links[1], delta: false).WaitAsync(Deadline);
+            Volatile.Write(ref rebuilt, true);
+            await Task.WhenAll(writers).WaitAsync(Deadline);
+            await volume.FlushAsync();
+
+            AssertSameBytes(local, devices[1], "r1");
+            AssertSameBytes(local, devices[0], "r0");
+            Assert.Equal(["r0", "r1"], volume.InSyncReplicas);
+        }
+        finally
+        {
+            foreach (var link in links)
+            {
+                await link.DisposeAsync();
+            }
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+        }
     }
 }

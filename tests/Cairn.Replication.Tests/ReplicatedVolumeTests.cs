@@ -322,4 +322,18 @@ public sealed class ReplicatedVolumeTests
         Changes(1000);
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
+
+    [Fact]
+    public async Task A_replica_refusing_as_invalid_what_the_local_replica_took_has_diverged_and_is_dropped()
+    {
+        var (volume, _, _, channels, set) = Build();
+        using var _ = volume;
+        channels[0].Answer = ReplicaStatus.InvalidArgument;
+
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(Size, Pattern(4096, 1))); // refused everywhere: the caller's mistake
+        Assert.Equal(["r0", "r1"], set.Replicas);
+
+        await volume.WriteAsync(0, Pattern(4096, 1)); // refused by r0 alone
+        Assert.Equal(["r1"], set.Replicas);
+    }
 }
