@@ -112,7 +112,7 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
                 ThrowIfBroken();
                 new ReplicaRequest(op, flags, Epoch, (ulong)sequence, offset, length).Encode(_sendHeader);
                 await _stream.WriteAsync(_sendHeader, _closed.Token);
-                if (op == ReplicaOp.Write)
+                if (ReplicaRequest.OpCarriesPayload(op))
                 {
                     await _stream.WriteAsync(payload, _closed.Token);
                 }

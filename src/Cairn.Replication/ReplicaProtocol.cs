@@ -10,6 +10,12 @@ public enum ReplicaOp : ushort
     Flush = 3,
     Trim = 4,
     WriteZeroes = 5,
+    /// <summary>Grows the replica's volume to offset bytes (no payload).</summary>
+    Grow = 6,
+    /// <summary>Snapshots the replica's volume; the payload is the snapshot's name (UTF-8, 1-255 bytes).</summary>
+    CreateSnapshot = 7,
+    /// <summary>Deletes a snapshot of the replica's volume; the payload is its name (UTF-8, 1-255 bytes).</summary>
+    DeleteSnapshot = 8,
 }
 
 /// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
@@ -44,7 +50,7 @@ public enum ReplicaFlags : ushort
 /// <code>
 /// hello        magic u32 "CRHL" | version u16 | name length u16 | epoch u64 | name (UTF-8, ≤ 255 bytes)
 /// hello reply  magic u32 "CRHR" | status u32 | epoch u64 (the replica's) | size u64 (bytes)
-/// request      magic u32 "CRRQ" | op u16 | flags u16 | epoch u64 | sequence u64 | offset u64 | length u32 | payload (writes)
+/// request      magic u32 "CRRQ" | op u16 | flags u16 | epoch u64 | sequence u64 | offset u64 | length u32 | payload (writes, snapshot names)
 /// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes)
 /// </code>
 /// </summary>
@@ -72,7 +78,10 @@ public static class ReplicaProtocol
 /// <summary>A request header, decoded. <see cref="Length"/> is the payload size for writes and the range for the rest.</summary>
 public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, ulong Epoch, ulong Sequence, long Offset, uint Length)
 {
-    public bool CarriesPayload => Op == ReplicaOp.Write;
+    public bool CarriesPayload => OpCarriesPayload(Op);
+
+    /// <summary>Whether a request of <paramref name="op"/> is followed by <see cref="Length"/> bytes of payload.</summary>
+    public static bool OpCarriesPayload(ReplicaOp op) => op is ReplicaOp.Write or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot;
 
     public void Encode(Span<byte> header)
     {
@@ -102,10 +111,13 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
         error = op switch
         {
-            < ReplicaOp.Read or > ReplicaOp.WriteZeroes => $"unknown op {(ushort)op}",
+            < ReplicaOp.Read or > ReplicaOp.DeleteSnapshot => $"unknown op {(ushort)op}",
             _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
+            ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot when length is 0 or > ReplicaProtocol.MaxNameBytes =>
+                $"snapshot name of {length} bytes (1-{ReplicaProtocol.MaxNameBytes})",
+            ReplicaOp.Grow when length != 0 => $"grow with a payload of {length} bytes (it carries none)",
             _ => "",
         };
         return error.Length == 0;

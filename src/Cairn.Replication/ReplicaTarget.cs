@@ -1,3 +1,4 @@
+using System.Text;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -8,15 +9,20 @@ namespace Cairn.Replication;
 /// refused (<see cref="ReplicaStatus.StaleEpoch"/>), so once a new owner has reached the replica, a deposed owner can
 /// no longer change it. The epoch is kept in memory: a restarted replica learns it again from the first sender, and
 /// the cluster store's compare-and-swap on the epoch stays the authority that keeps deposed owners from acknowledging.
+/// Growing and snapshots go through <paramref name="control"/>; without one they answer <see cref="ReplicaStatus.NotSupported"/>.
 /// </summary>
-public sealed class ReplicaTarget(string name, IBlockDevice device)
+public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolumeControl? control = null)
 {
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private readonly Lock _lock = new();
     private ulong _epoch;
 
     public string Name { get; } = name;
 
     public IBlockDevice Device { get; } = device;
+
+    public IReplicaVolumeControl? Control { get; } = control;
 
     public ulong Epoch
     {
@@ -71,6 +77,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device)
                     var zero = (request.Flags & ReplicaFlags.NoHole) != 0 ? ZeroFlags.NoHole : ZeroFlags.None;
                     await Device.WriteZeroesAsync(request.Offset, request.Length, zero, fua, cancellationToken);
                     break;
+                case ReplicaOp.Grow or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot:
+                    return ExecuteControl(request, payload.Span);
                 default:
                     return ReplicaStatus.InvalidArgument;
             }
@@ -79,6 +87,42 @@ public sealed class ReplicaTarget(string name, IBlockDevice device)
         catch (BlockDeviceException e)
         {
             return StatusOf(e.Error);
+        }
+    }
+
+    private ReplicaStatus ExecuteControl(ReplicaRequest request, ReadOnlySpan<byte> name)
+    {
+        if (Control is null)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+        try
+        {
+            switch (request.Op)
+            {
+                case ReplicaOp.Grow:
+                    Control.Grow(request.Offset);
+                    break;
+                case ReplicaOp.CreateSnapshot:
+                    Control.CreateSnapshot(StrictUtf8.GetString(name));
+                    break;
+                default:
+                    Control.DeleteSnapshot(StrictUtf8.GetString(name));
+                    break;
+            }
+            return ReplicaStatus.Ok;
+        }
+        catch (BlockDeviceException e)
+        {
+            return StatusOf(e.Error);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) // includes names that are not UTF-8
+        {
+            return ReplicaStatus.InvalidArgument;
+        }
+        catch (NotSupportedException)
+        {
+            return ReplicaStatus.NotSupported;
         }
     }
 

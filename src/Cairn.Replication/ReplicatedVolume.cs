@@ -1,3 +1,6 @@
+using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -6,25 +9,31 @@ namespace Cairn.Replication;
 /// A volume as its owner serves it: every write, trim, zeroing and flush goes to the local replica and to every remote
 /// in-sync replica at once, and is acknowledged only when all of them have it (invariant 1). A remote replica that
 /// fails or cannot be reached is dropped from the in-sync set through <see cref="IInSyncSet"/> — a compare-and-swap
-/// that bumps the epoch — before the write is acknowledged without it (invariant 2). A replica answering
+/// that bumps the epoch — before the write is acknowledged without it (invariant 2); from then on the regions it
+/// misses are tracked (<see cref="DirtySince"/>) so that it can be resynced from those alone. A replica answering
 /// <see cref="ReplicaStatus.StaleEpoch"/>, or a failed drop, means another owner has taken over: this one then fails
 /// the write and every later one, so it never acknowledges behind the new owner's back. Reads are served locally.
+/// With an <see cref="IOwnerLease"/>, an owner whose lease lapsed serves and acknowledges nothing until it holds the
+/// lease again: the controller may fail the volume over once the lease expired, so past that moment this owner can
+/// no longer prove that its epoch is current.
 /// </summary>
-public sealed class ReplicatedVolume : IBlockDevice, IDisposable
+public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 {
     private readonly IBlockDevice _local;
     private readonly IInSyncSet _inSyncSet;
+    private readonly IOwnerLease? _lease;
     private readonly SemaphoreSlim _changing = new(1, 1);
-    private volatile IReplicaChannel[] _inSync;
     private long _epoch;
     private volatile string? _fenced;
 
-    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet)
+    /// <param name="lease">The owner node's lease; null when nothing else can take the volume over (a single node).</param>
+    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
     {
         _local = local;
-        _inSync = [.. remotes];
+        _membership = new Membership([.. remotes], [], []);
         _epoch = (long)epoch;
         _inSyncSet = inSyncSet;
+        _lease = lease;
     }
 
     public long SizeBytes => _local.SizeBytes;
@@ -37,27 +46,36 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
     public ulong Epoch => (ulong)Interlocked.Read(ref _epoch);
 
     /// <summary>The remote replicas still in sync.</summary>
-    public IReadOnlyList<string> InSyncReplicas => [.. _inSync.Select(r => r.Replica)];
+    public IReadOnlyList<string> InSyncReplicas => [.. _membership.InSync.Select(r => r.Replica)];
 
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        ThrowIfFenced();
-        return _local.ReadAsync(offset, destination, cancellationToken);
+        if (!IsAvailable(out var refused))
+        {
+            return ValueTask.FromException(refused);
+        }
+        var read = _local.ReadAsync(offset, destination, cancellationToken);
+        if (_lease is null)
+        {
+            return read;
+        }
+        // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
+        return read.IsCompletedSuccessfully ? LeaseCheckedAfterRead() : ReadHoldingLeaseAsync(read);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        ReplicateAsync(_local.WriteAsync(offset, source, flags, cancellationToken), ReplicaOp.Write, Flags(flags), offset, (uint)source.Length, source, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Write, Flags(flags), offset, source.Length, source, flags, ZeroFlags.None), cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
-        ReplicateAsync(_local.FlushAsync(cancellationToken), ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, WriteFlags.None, ZeroFlags.None), cancellationToken);
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        RangeAsync(_local.TrimAsync(offset, length, flags, cancellationToken), ReplicaOp.Trim, Flags(flags), offset, length, cancellationToken);
+        ReplicateAsync(new Change(ReplicaOp.Trim, Flags(flags), offset, length, default, flags, ZeroFlags.None), cancellationToken);
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
         var replicaFlags = Flags(flags) | ((zeroFlags & ZeroFlags.NoHole) != 0 ? ReplicaFlags.NoHole : ReplicaFlags.None);
-        return RangeAsync(_local.WriteZeroesAsync(offset, length, zeroFlags, flags, cancellationToken), ReplicaOp.WriteZeroes, replicaFlags, offset, length, cancellationToken);
+        return ReplicateAsync(new Change(ReplicaOp.WriteZeroes, replicaFlags, offset, length, default, flags, zeroFlags), cancellationToken);
     }
 
     public ValueTask<int> GetAllocationAsync(long offset, long length, Memory<AllocationExtent> extents, CancellationToken cancellationToken = default) =>
@@ -65,125 +83,253 @@ public sealed class ReplicatedVolume : IBlockDevice, IDisposable
 
     private static ReplicaFlags Flags(WriteFlags flags) => (flags & WriteFlags.ForceUnitAccess) != 0 ? ReplicaFlags.ForceUnitAccess : ReplicaFlags.None;
 
-    private ValueTask RangeAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, long length, CancellationToken cancellationToken)
+    /// <summary>One change to the volume, as both the local device and the replica protocol need it.</summary>
+    private readonly record struct Change(ReplicaOp Op, ReplicaFlags ReplicaFlags, long Offset, long Length, ReadOnlyMemory<byte> Payload,
+        WriteFlags WriteFlags, ZeroFlags ZeroFlags)
     {
-        if (length > uint.MaxValue)
-        {
-            // The replica protocol carries 32-bit ranges; the local device rejects nothing here, so split rather than fail.
-            return SplitRangeAsync(local, op, flags, offset, length, cancellationToken);
-        }
-        return ReplicateAsync(local, op, flags, offset, (uint)length, default, cancellationToken);
+        public bool HasRange => Op is ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
     }
 
-    private async ValueTask SplitRangeAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, long length, CancellationToken cancellationToken)
+    /// <summary>
+    /// Applies a change locally, on every in-sync replica and on every replica being rebuilt; acknowledges once the
+    /// in-sync ones have it or the failed ones are dropped. Pooled builders and a pooled array of sends, no lock while
+    /// no rebuild runs: nothing is allocated per change while all goes well.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReplicateAsync(Change change, CancellationToken cancellationToken)
     {
-        const uint Chunk = 1u << 31;
-        await local;
-        for (long done = 0; done < length; done += Chunk)
+        ThrowIfUnavailable(); // before the local device is touched: a fenced or lease-less owner changes nothing at all
+        var membership = Enter();
+        bool waited = membership.Paused is not null;
+        if (waited)
         {
-            await ReplicateAsync(ValueTask.CompletedTask, op, flags, offset + done, (uint)Math.Min(Chunk, length - done), default, cancellationToken);
+            membership = await EnterAfterPauseAsync(membership, cancellationToken); // a snapshot is being taken
         }
-    }
-
-    /// <summary>Runs the local operation and the same request on every in-sync replica; acknowledges once all have it or the failed ones are dropped.</summary>
-    private async ValueTask ReplicateAsync(ValueTask local, ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
-        CancellationToken cancellationToken)
-    {
-        ThrowIfFenced();
-        var replicas = _inSync;
-        var sends = new ValueTask<ReplicaStatus>[replicas.Length];
-        for (int i = 0; i < replicas.Length; i++)
-        {
-#pragma warning disable CA2012 // each send is awaited exactly once, below, after the local operation: they run in parallel
-            sends[i] = Send(replicas[i], op, flags, offset, length, payload, cancellationToken);
-#pragma warning restore CA2012
-        }
-        Exception? localFailure = null;
         try
         {
-            await local;
-        }
-        catch (Exception e)
-        {
-            localFailure = e; // still collect the replicas' answers, so no send is left unobserved
-        }
-        List<IReplicaChannel>? failed = null;
-        for (int i = 0; i < sends.Length; i++)
-        {
-            var status = await sends[i];
-            if (status == ReplicaStatus.StaleEpoch)
+            if (waited)
             {
-                Fence($"replica {replicas[i].Replica} has seen a newer epoch than {Epoch}: another owner took over");
+                ThrowIfUnavailable(); // the snapshot may have found another owner
             }
-            else if (status != ReplicaStatus.Ok && status != ReplicaStatus.InvalidArgument)
+            Track(membership, change);
+            var failed = await ApplyAsync(change, membership, cancellationToken);
+            if (failed is not null)
             {
-                (failed ??= []).Add(replicas[i]);
+                await DropAsync(failed, change, cancellationToken);
             }
+        }
+        finally
+        {
+            membership.Exit(); // only now: a rebuild that waits for this change to leave then finds it tracked or sent
+        }
+        ThrowIfLeaseLapsed(); // the replicas answered, but the lease may have lapsed meanwhile: acknowledge nothing then
+    }
+
+    /// <summary>Runs the change locally and on every replica of <paramref name="membership"/> at once; returns the in-sync replicas that failed it.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<List<IReplicaChannel>?> ApplyAsync(Change change, Membership membership, CancellationToken cancellationToken)
+    {
+        var rebuilding = membership.Rebuilding;
+        int count = membership.InSync.Length + rebuilding.Length;
+        var sends = ArrayPool<ValueTask<ReplicaStatus>>.Shared.Rent(count);
+        int entered = 0;
+        Exception? localFailure = null;
+        (List<IReplicaChannel>? Failed, List<RebuildSession>? Lost) outcome;
+        try
+        {
+            // A rebuild's copier must not copy this range between our local write and the replica's: hold it shared throughout.
+            for (; change.HasRange && entered < rebuilding.Length; entered++)
+            {
+                await rebuilding[entered].Gate.EnterLiveAsync(change.Offset, change.Offset + change.Length);
+            }
+            StartSends(change, membership, sends, cancellationToken);
+            try
+            {
+                await ApplyLocallyAsync(change, cancellationToken);
+            }
+            catch (Exception e)
+            {
+                localFailure = e; // still collect the replicas' answers, so no send is left unobserved
+            }
+            outcome = await CollectAsync(membership, sends, localFailure is not null);
+        }
+        finally
+        {
+            for (int i = 0; i < entered; i++)
+            {
+                rebuilding[i].Gate.ExitLive(change.Offset, change.Offset + change.Length);
+            }
+            Array.Clear(sends, 0, count);
+            ArrayPool<ValueTask<ReplicaStatus>>.Shared.Return(sends);
+        }
+        var failed = outcome.Failed;
+        if (outcome.Lost is not null)
+        {
+            await RebuildTargetsFailedAsync(outcome.Lost, change, failed ??= []);
         }
         if (localFailure is not null)
         {
             throw localFailure.GetType() == typeof(BlockDeviceException) ? localFailure : new BlockDeviceException(BlockError.Io, localFailure.Message, localFailure);
         }
         ThrowIfFenced();
-        if (failed is not null)
-        {
-            await DropAsync(failed, cancellationToken);
-        }
+        return failed is { Count: > 0 } ? failed : null;
     }
 
-    private static async ValueTask<ReplicaStatus> Send(IReplicaChannel replica, ReplicaOp op, ReplicaFlags flags, long offset, uint length,
-        ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    /// <summary>Sends the change to every in-sync replica, then to every replica being rebuilt, into <paramref name="sends"/> in that order.</summary>
+    private static void StartSends(Change change, Membership membership, ValueTask<ReplicaStatus>[] sends, CancellationToken cancellationToken)
+    {
+        var replicas = membership.InSync;
+        var rebuilding = membership.Rebuilding;
+#pragma warning disable CA2012 // each send is awaited exactly once, in CollectAsync, after the local operation: they run in parallel
+        for (int i = 0; i < replicas.Length; i++)
+        {
+            sends[i] = SendAsync(replicas[i], change, cancellationToken);
+        }
+        for (int i = 0; i < rebuilding.Length; i++)
+        {
+            sends[replicas.Length + i] = rebuilding[i].Failure is null ? SendToRebuildAsync(rebuilding[i].Channel, change, cancellationToken) : new(ReplicaStatus.Ok);
+        }
+#pragma warning restore CA2012
+    }
+
+    /// <summary>
+    /// Awaits every send: in-sync replicas that failed, rebuild targets that failed, and a fence on a newer epoch.
+    /// <see cref="ReplicaStatus.InvalidArgument"/> is the caller's mistake only when the local replica refused the
+    /// change too; a replica refusing what the local one took has diverged, and is dropped.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<(List<IReplicaChannel>? Failed, List<RebuildSession>? Lost)> CollectAsync(Membership membership, ValueTask<ReplicaStatus>[] sends,
+        bool localFailed)
+    {
+        var replicas = membership.InSync;
+        var rebuilding = membership.Rebuilding;
+        List<IReplicaChannel>? failed = null;
+        List<RebuildSession>? lost = null;
+        for (int i = 0; i < replicas.Length + rebuilding.Length; i++)
+        {
+            var status = await sends[i];
+            var replica = i < replicas.Length ? replicas[i] : rebuilding[i - replicas.Length].Channel;
+            if (status == ReplicaStatus.StaleEpoch)
+            {
+                Fence($"replica {replica.Replica} has seen a newer epoch than {Epoch}: another owner took over");
+            }
+            else if (status == ReplicaStatus.Ok || (status == ReplicaStatus.InvalidArgument && localFailed))
+            {
+                continue;
+            }
+            else if (i < replicas.Length)
+            {
+                (failed ??= []).Add(replica);
+            }
+            else
+            {
+                (lost ??= []).Add(rebuilding[i - replicas.Length]);
+            }
+        }
+        return (failed, lost);
+    }
+
+    private ValueTask ApplyLocallyAsync(Change change, CancellationToken cancellationToken) => change.Op switch
+    {
+        ReplicaOp.Write => _local.WriteAsync(change.Offset, change.Payload, change.WriteFlags, cancellationToken),
+        ReplicaOp.Flush => _local.FlushAsync(cancellationToken),
+        ReplicaOp.Trim => _local.TrimAsync(change.Offset, change.Length, change.WriteFlags, cancellationToken),
+        _ => _local.WriteZeroesAsync(change.Offset, change.Length, change.ZeroFlags, change.WriteFlags, cancellationToken),
+    };
+
+    /// <summary>Sends a change to one replica; an unreachable one answers <see cref="ReplicaStatus.Shutdown"/>, so it is dropped like a failed one.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<ReplicaStatus> SendAsync(IReplicaChannel replica, Change change, CancellationToken cancellationToken)
     {
         try
         {
-            return await replica.SendAsync(op, flags, offset, length, payload, default, cancellationToken);
+            if (change.Length <= uint.MaxValue)
+            {
+                return await replica.SendAsync(change.Op, change.ReplicaFlags, change.Offset, (uint)change.Length, change.Payload, default, cancellationToken);
+            }
+            // The replica protocol carries 32-bit ranges; trims and zeroings beyond that go in pieces rather than fail.
+            const long Piece = 1L << 31;
+            for (long done = 0; done < change.Length; done += Piece)
+            {
+                var status = await replica.SendAsync(change.Op, change.ReplicaFlags, change.Offset + done, (uint)Math.Min(Piece, change.Length - done),
+                    default, default, cancellationToken);
+                if (status != ReplicaStatus.Ok)
+                {
+                    return status;
+                }
+            }
+            return ReplicaStatus.Ok;
         }
         catch (ReplicaLinkException)
         {
-            return ReplicaStatus.Shutdown; // unreachable: dropped like a failed one
+            return ReplicaStatus.Shutdown;
         }
     }
 
-    /// <summary>Takes failed replicas out of the in-sync set, bumping the epoch in the cluster store first (invariant 2).</summary>
-    private async ValueTask DropAsync(List<IReplicaChannel> failed, CancellationToken cancellationToken)
+    /// <summary>A replica being rebuilt that fails a change costs the rebuild, never the change: every failure answers a status.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<ReplicaStatus> SendToRebuildAsync(IReplicaChannel replica, Change change, CancellationToken cancellationToken)
     {
-        await _changing.WaitAsync(cancellationToken);
         try
         {
-            var current = _inSync;
-            var stillThere = failed.Where(f => current.Contains(f)).ToList();
-            if (stillThere.Count == 0)
-            {
-                return; // a concurrent write already dropped them
-            }
-            ulong next;
-            try
-            {
-                next = await _inSyncSet.DropAsync([.. stillThere.Select(f => f.Replica)], Epoch, cancellationToken);
-            }
-            catch (ReplicaFencedException e)
-            {
-                Fence(e.Message);
-                throw new BlockDeviceException(BlockError.Shutdown, $"volume fenced: {e.Message}");
-            }
-            Interlocked.Exchange(ref _epoch, (long)next);
-            _inSync = [.. current.Except(stillThere)];
+            return await SendAsync(replica, change, cancellationToken);
         }
-        finally
+        catch (Exception)
         {
-            _changing.Release();
+            return ReplicaStatus.Shutdown;
         }
+    }
+
+    private ValueTask LeaseCheckedAfterRead() => IsAvailable(out var refused) ? ValueTask.CompletedTask : ValueTask.FromException(refused);
+
+    private async ValueTask ReadHoldingLeaseAsync(ValueTask read)
+    {
+        await read;
+        ThrowIfLeaseLapsed();
     }
 
     private void Fence(string reason) => _fenced ??= reason;
 
-    public void Dispose() => _changing.Dispose();
+    public void Dispose()
+    {
+        _changing.Dispose();
+        _controlling.Dispose();
+    }
+
+    private bool IsAvailable([NotNullWhen(false)] out Exception? refused)
+    {
+        refused = _fenced is { } reason ? FencedException(reason)
+            : _lease is { IsHeld: false } ? LeaseLapsedException()
+            : null;
+        return refused is null;
+    }
+
+    private void ThrowIfUnavailable()
+    {
+        if (!IsAvailable(out var refused))
+        {
+            throw refused;
+        }
+    }
 
     private void ThrowIfFenced()
     {
         if (_fenced is { } reason)
         {
-            throw new BlockDeviceException(BlockError.Shutdown, $"volume fenced: {reason}");
+            throw FencedException(reason);
         }
     }
+
+    private void ThrowIfLeaseLapsed()
+    {
+        if (_lease is { IsHeld: false })
+        {
+            throw LeaseLapsedException();
+        }
+    }
+
+    private static BlockDeviceException FencedException(string reason) => new(BlockError.Shutdown, $"volume fenced: {reason}");
+
+    private BlockDeviceException LeaseLapsedException() => new(BlockError.Io,
+        $"the owner can no longer prove its epoch {Epoch}: its lease in the cluster store lapsed; nothing is served or acknowledged until it holds the lease again");
 }

@@ -133,4 +133,25 @@ public sealed class ReplicaLinkTests : IAsyncLifetime
             await Assert.ThrowsAsync<ReplicaLinkException>(async () => await link.SendAsync(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, default));
         }
     }
+
+    [Fact]
+    public async Task Grow_and_snapshot_requests_reach_the_replicas_volume_control()
+    {
+        var log = new List<string>();
+        var control = new RecordingControl("r2", () => [], log);
+        _catalog.Add(new ReplicaTarget("r2", new RamBlockDevice(Size), control));
+        await using var link = await ConnectAsync(1, "r2");
+        await using var plain = await ConnectAsync(1);
+        byte[] name = System.Text.Encoding.UTF8.GetBytes("nightly-é");
+
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.Grow, ReplicaFlags.None, 2 * Size, 0, default, default));
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.CreateSnapshot, ReplicaFlags.None, 0, (uint)name.Length, name, default));
+        Assert.Equal(ReplicaStatus.InvalidArgument, await link.SendAsync(ReplicaOp.CreateSnapshot, ReplicaFlags.None, 0, (uint)name.Length, name, default)); // taken
+        Assert.Equal(ReplicaStatus.InvalidArgument, await link.SendAsync(ReplicaOp.CreateSnapshot, ReplicaFlags.None, 0, 2, new byte[] { 0xC3, 0x28 }, default)); // not UTF-8
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.DeleteSnapshot, ReplicaFlags.None, 0, (uint)name.Length, name, default));
+        Assert.Equal(ReplicaStatus.NotSupported, await plain.SendAsync(ReplicaOp.Grow, ReplicaFlags.None, 2 * Size, 0, default, default)); // no control
+
+        Assert.Equal([$"r2 grow {2 * Size}", "r2 snapshot nightly-é", "r2 delete nightly-é"], log);
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, default)); // the frames stayed aligned
+    }
 }

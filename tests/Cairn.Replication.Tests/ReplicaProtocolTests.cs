@@ -63,4 +63,36 @@ public sealed class ReplicaProtocolTests
         Assert.Contains("protocol version 9", version, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => ReplicaHello.Encode(new string('x', 256), 1));
     }
+
+    [Fact]
+    public void Grow_and_snapshot_requests_round_trip_and_snapshots_carry_their_name()
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        foreach (var request in new[]
+        {
+            new ReplicaRequest(ReplicaOp.Grow, ReplicaFlags.None, 3, 1, 1L << 41, 0),
+            new ReplicaRequest(ReplicaOp.CreateSnapshot, ReplicaFlags.None, 3, 2, 0, 255),
+            new ReplicaRequest(ReplicaOp.DeleteSnapshot, ReplicaFlags.None, 3, 3, 0, 1),
+        })
+        {
+            request.Encode(header);
+            Assert.True(ReplicaRequest.TryDecode(header, out var decoded, out string error), error);
+            Assert.Equal(request, decoded);
+            Assert.Equal(request.Op != ReplicaOp.Grow, decoded.CarriesPayload);
+        }
+        Assert.Equal((ReplicaOp)6, ReplicaOp.Grow); // appended: the numbers on the wire never change
+    }
+
+    [Theory]
+    [InlineData(7, 0, "snapshot name of 0 bytes")]
+    [InlineData(8, 256, "snapshot name of 256 bytes")]
+    [InlineData(6, 16, "grow with a payload")]
+    public void Snapshot_names_out_of_bounds_and_grows_with_payloads_are_refused(int op, uint length, string expected)
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest((ReplicaOp)op, ReplicaFlags.None, 1, 1, 0, length).Encode(header);
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.StartsWith(expected, error, StringComparison.Ordinal);
+    }
 }

@@ -13,57 +13,23 @@ public sealed class ReplicatedVolumeTests
 {
     private const long Size = 4 << 20;
 
-    /// <summary>A replica reached by a direct call; it can be made unreachable or answer a chosen status.</summary>
-    private sealed class DirectChannel(ReplicaTarget target, ulong epoch) : IReplicaChannel
+    /// <summary>The owner node's lease; a test lapses it, or lapses it when a replica answers.</summary>
+    private sealed class Lease : IOwnerLease
     {
-        public string Replica => target.Name;
+        public bool IsHeld { get; set; } = true;
+    }
 
-        public bool Unreachable { get; set; }
-
-        public ReplicaStatus? Answer { get; set; }
+    /// <summary>Lapses the lease as soon as its replica has answered: the window between the replicas' answers and the acknowledgement.</summary>
+    private sealed class LapsingChannel(IReplicaChannel inner, Lease lease) : IReplicaChannel
+    {
+        public string Replica => inner.Replica;
 
         public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
             Memory<byte> readInto, CancellationToken cancellationToken = default)
         {
-            if (Unreachable)
-            {
-                throw new ReplicaLinkException($"{Replica} unreachable");
-            }
-            return Answer ?? await target.ExecuteAsync(new ReplicaRequest(op, flags, epoch, 1, offset, length), payload, readInto, cancellationToken);
-        }
-    }
-
-    /// <summary>The cluster store's side, as a compare-and-swap on the epoch.</summary>
-    private sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSyncSet
-    {
-        public ulong Epoch { get; set; } = epoch;
-
-        public List<string> Replicas { get; } = [.. replicas];
-
-        public TaskCompletionSource? Gate { get; set; }
-
-        public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default)
-        {
-            if (Gate is { } gate)
-            {
-                await gate.Task;
-            }
-            if (epoch != Epoch)
-            {
-                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
-            }
-            Replicas.RemoveAll(replicas.Contains);
-            return ++Epoch;
-        }
-
-        public ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default)
-        {
-            if (epoch != Epoch)
-            {
-                throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
-            }
-            Replicas.Add(replica);
-            return ValueTask.FromResult(++Epoch);
+            var status = await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+            lease.IsHeld = false;
+            return status;
         }
     }
 
@@ -218,5 +184,156 @@ public sealed class ReplicatedVolumeTests
                 await server.DisposeAsync();
             }
         }
+    }
+
+    [Fact]
+    public async Task An_owner_whose_lease_lapsed_serves_and_changes_nothing()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var lease = new Lease();
+        using var volume = new ReplicatedVolume(local, [new DirectChannel(new ReplicaTarget("r0", remote), 1)], 1, new InSyncSet(1, "r0"), lease);
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        lease.IsHeld = false;
+
+        var refused = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 2)));
+        Assert.Equal(BlockError.Io, refused.Error);
+        Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.ReadAsync(0, new byte[4096]));
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync());
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.TrimAsync(0, 4096));
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteZeroesAsync(0, 4096, ZeroFlags.None));
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(local, 0, 4096)); // refused at entry: not even the local replica changed
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(remote, 0, 4096));
+
+        lease.IsHeld = true; // renewed: the epoch is provable again
+        await volume.WriteAsync(0, Pattern(4096, 3));
+        Assert.Equal(Pattern(4096, 3), await ReadAsync(volume, 0, 4096));
+    }
+
+    [Fact]
+    public async Task A_lease_lapsing_while_the_replicas_answer_fails_the_write_instead_of_acknowledging_it()
+    {
+        var lease = new Lease();
+        var channel = new LapsingChannel(new DirectChannel(new ReplicaTarget("r0", new RamBlockDevice(Size)), 1), lease);
+        using var volume = new ReplicatedVolume(new RamBlockDevice(Size), [channel], 1, new InSyncSet(1, "r0"), lease);
+
+        var refused = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 1)));
+        Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
+        lease.IsHeld = true;
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.FlushAsync()); // lapses again on the answer
+    }
+
+    [Fact]
+    public async Task A_dropped_replica_is_tracked_from_the_change_it_missed_on()
+    {
+        var (volume, _, _, channels, _) = Build();
+        using var _ = volume;
+        await volume.WriteAsync(0, Pattern(4096, 1)); // both have it: never dirty
+        Assert.Null(volume.DirtySince("r1"));
+
+        channels[1].Unreachable = true;
+        await volume.WriteAsync(65536, Pattern(8192, 2));   // dropped on this one
+        await volume.TrimAsync(1 << 20, 4096);               // later changes, no longer sent
+        await volume.WriteZeroesAsync(3 << 20, 512, ZeroFlags.None);
+        await volume.FlushAsync();
+
+        var map = Assert.IsType<DirtyRegionMap>(volume.DirtySince("r1"));
+        Assert.Equal(1UL, map.SinceEpoch);
+        Assert.Equal([new DirtyRange(65536, 8192), new DirtyRange(1 << 20, 4096), new DirtyRange(3 << 20, 4096)], map.Ranges());
+        Assert.Null(volume.DirtySince("r0"));
+
+        Assert.True(await volume.StopTrackingAsync("r1")); // removed for good: no longer marked
+        Assert.Null(volume.DirtySince("r1"));
+        Assert.False(await volume.StopTrackingAsync("r1"));
+    }
+
+    [Fact]
+    public async Task A_change_in_flight_to_a_replica_while_another_change_drops_it_is_tracked_too()
+    {
+        var local = new RamBlockDevice(Size);
+        var flaky = new FlakyChannel(new DirectChannel(new ReplicaTarget("r0", new RamBlockDevice(Size)), 1)) { Hold = new TaskCompletionSource() };
+        using var volume = new ReplicatedVolume(local, [flaky], 1, new InSyncSet(1, "r0"));
+
+        var inFlight = volume.WriteAsync(0, Pattern(4096, 1)).AsTask(); // sent, waiting for r0's answer
+        var dropping = volume.WriteAsync(8192, Pattern(4096, 2)).AsTask();
+        flaky.Hold.SetResult(); // both fail; whichever drops r0, the other finds it gone
+        await Task.WhenAll(inFlight, dropping);
+        await volume.WriteAsync(16384, Pattern(4096, 3));
+
+        Assert.Empty(volume.InSyncReplicas);
+        Assert.Equal([new DirtyRange(0, 4096), new DirtyRange(8192, 4096), new DirtyRange(16384, 4096)], volume.DirtySince("r0")!.Ranges());
+    }
+
+    [Fact]
+    public async Task Concurrent_writes_around_a_drop_either_reach_the_replica_or_are_tracked()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var flaky = new FlakyChannel(new DirectChannel(new ReplicaTarget("r0", remote), 1), goodSends: 100);
+        using var volume = new ReplicatedVolume(local, [flaky], 1, new InSyncSet(1, "r0"));
+
+        const int Writers = 8, WritesEach = 40;
+        await Task.WhenAll(Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
+        {
+            for (int i = 0; i < WritesEach; i++)
+            {
+                int n = w * WritesEach + i;
+                await volume.WriteAsync(n * 8192L, Pattern(4096, n));
+            }
+        })));
+
+        var map = volume.DirtySince("r0")!;
+        var ranges = map.Ranges();
+        int tracked = 0;
+        for (int n = 0; n < Writers * WritesEach; n++)
+        {
+            bool covered = ranges.Any(r => r.Offset <= n * 8192L && n * 8192L + 4096 <= r.End);
+            bool received = remote.Data.Slice(n * 8192, 4096).SequenceEqual(Pattern(4096, n));
+            Assert.True(covered || received, $"write {n} neither reached the replica nor was tracked");
+            tracked += covered ? 1 : 0;
+        }
+        Assert.InRange(tracked, Writers * WritesEach - 100, Writers * WritesEach);
+        Assert.Equal(tracked * 4096L, map.DirtyBytes); // only what it missed
+    }
+
+    [Fact]
+    public void The_write_path_allocates_nothing_per_change_while_all_replicas_answer()
+    {
+        var (volume, _, _, _, _) = Build();
+        using var _ = volume;
+        byte[] data = Pattern(4096, 1);
+        void Changes(int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var write = volume.WriteAsync(i % 64 * 4096L, data);
+                var trim = volume.TrimAsync(1 << 20, 4096);
+                var flush = volume.FlushAsync();
+                Assert.True(write.IsCompletedSuccessfully && trim.IsCompletedSuccessfully && flush.IsCompletedSuccessfully); // synchronous devices: all inline
+                write.GetAwaiter().GetResult();
+                trim.GetAwaiter().GetResult();
+                flush.GetAwaiter().GetResult();
+            }
+        }
+        Changes(100); // warms the pools
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Changes(1000);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public async Task A_replica_refusing_as_invalid_what_the_local_replica_took_has_diverged_and_is_dropped()
+    {
+        var (volume, _, _, channels, set) = Build();
+        using var _ = volume;
+        channels[0].Answer = ReplicaStatus.InvalidArgument;
+
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(Size, Pattern(4096, 1))); // refused everywhere: the caller's mistake
+        Assert.Equal(["r0", "r1"], set.Replicas);
+
+        await volume.WriteAsync(0, Pattern(4096, 1)); // refused by r0 alone
+        Assert.Equal(["r1"], set.Replicas);
     }
 }

@@ -1,0 +1,16 @@
+namespace Cairn.Replication;
+
+/// <summary>
+/// What a replica's node does to the volume behind a <see cref="ReplicaTarget"/> beyond its blocks: grow it and
+/// manage its snapshots (the block store's volume, on that node). Failures are reported as exceptions: a
+/// <see cref="Cairn.Core.BlockDeviceException"/> with its error, <see cref="ArgumentException"/> or
+/// <see cref="InvalidOperationException"/> for a request that makes no sense there (a name taken or unknown, a shrink).
+/// </summary>
+public interface IReplicaVolumeControl
+{
+    void Grow(long sizeBytes);
+
+    void CreateSnapshot(string name);
+
+    void DeleteSnapshot(string name);
+}
