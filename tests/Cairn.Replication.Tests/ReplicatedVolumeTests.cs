@@ -320,7 +320,10 @@ public sealed class ReplicatedVolumeTests
 
         long before = GC.GetAllocatedBytesForCurrentThread();
         Changes(1000);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // 3,000 changes: any allocation per change would show as tens of kilobytes. A few hundred bytes may appear when a
+        // garbage collection (other tests allocate large devices) trimmed the array pool and one array is rented anew.
+        Assert.True(allocated < 1024, $"{allocated} bytes allocated for 3,000 changes");
     }
 
     [Fact]
