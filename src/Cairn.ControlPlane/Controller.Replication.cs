@@ -80,13 +80,13 @@ public sealed partial class Controller
             {
                 continue;
             }
-            var written = await Writer.UpdateAsync(volume.Name, current => current.Replication == set ? next : null,
+            var written = await Writer.UpdateAsync(volume.Name, current => set.SameAs(current.Replication) ? next : null,
                 Compare.ModRevisionIs(ClusterKeys.ControllerLeader, fence), cancellationToken);
             if (written is null && await store.GetAsync(ClusterKeys.Volumes + volume.Name, cancellationToken) is not null)
             {
                 return -1;
             }
-            if (written?.Replication == next)
+            if (next.SameAs(written?.Replication))
             {
                 writes++;
                 _logger.LogInformation("volume {Volume}: replicas now {Replicas}", volume.Name,
@@ -112,7 +112,7 @@ public sealed partial class Controller
             {
                 next = next.Remove(extra.Node);
             }
-            return next == set ? null : next;
+            return next.SameAs(set) ? null : next;
         }
         int missing = desired - (set.Members.Count - gone.Count);
         if (missing <= 0)
@@ -129,7 +129,7 @@ public sealed partial class Controller
         {
             next = next.Add(added.Node, added.Pool);
         }
-        return next == set ? null : next;
+        return next.SameAs(set) ? null : next;
     }
 
     /// <summary>Places up to <paramref name="count"/> more replicas on nodes holding none, in failure domains the kept replicas do not use when the policy asks.</summary>

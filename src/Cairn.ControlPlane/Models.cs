@@ -44,6 +44,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="Iscsi">The volume's iSCSI portal, target and LUN; null while no iSCSI target listens.</param>
 /// <param name="IscsiAccess">Who may log in over iSCSI; null = anyone. Carries secrets: the API shows only user names.</param>
 /// <param name="Replication">Replicas, owner and epoch of a replicated volume; null for one copy.</param>
+/// <param name="RebuildPercent">Percent copied of each replica being rebuilt, by node.</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -58,7 +59,8 @@ public sealed record VolumeInfo(
     IscsiAddress? Iscsi = null,
     PlacementPolicy? Placement = null,
     IscsiAccess? IscsiAccess = null,
-    ReplicaSet? Replication = null);
+    ReplicaSet? Replication = null,
+    IReadOnlyDictionary<string, double>? RebuildPercent = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

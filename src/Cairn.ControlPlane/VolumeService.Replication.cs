@@ -80,9 +80,13 @@ public sealed partial class VolumeService
             {
                 await OpenOwnedAsync(spec, cancellationToken);
             }
-            else if (owned.Spec != spec)
+            else
             {
-                await RefreshSpecAsync(owned, cancellationToken);
+                if (owned.Spec != spec)
+                {
+                    await RefreshSpecAsync(owned, cancellationToken);
+                }
+                await owned.Replicated!.ReconcileAsync(owned.Spec);
             }
             return;
         }
@@ -148,6 +152,7 @@ public sealed partial class VolumeService
             _volumes[spec.Name] = state;
         }
         _logger.LogInformation("volume {Volume}: serving as owner at epoch {Epoch}", spec.Name, state.Replicated!.Device.Epoch);
+        await state.Replicated.ReconcileAsync(state.Spec);
     }
 
     /// <summary>Another node owns the volume now: stop serving it (clients must reconnect to the new owner) and keep the copy as a replica.</summary>
@@ -218,7 +223,7 @@ public sealed partial class VolumeService
             return;
         }
         var device = new ClosableDevice(new VolumeEngine(spec.Name, stored));
-        var target = new ReplicaTarget(spec.Id, device);
+        var target = new ReplicaTarget(spec.Id, device, new StoredVolumeControl(stored, pool as ISnapshotPool, spec.Id));
         lock (_lock)
         {
             _hosted[spec.Name] = new HostedReplica(spec, stored, target, device);

@@ -29,9 +29,15 @@ public sealed partial class VolumeService
             {
                 throw new CairnException(CairnErrorCode.AlreadyExists, $"volume '{volume}' already has a snapshot named '{snapshot}'; pick another name", "name");
             }
-            var info = Storage(state, () => pool.CreateSnapshot(state.Spec.Id, snapshot), "take a snapshot of");
+            SnapshotInfo? info = null;
+            await ReplicatedAsync(state, r => r.CreateSnapshotAsync(snapshot, Local, cancellationToken), Local, "take a snapshot of");
+            ValueTask Local()
+            {
+                info = Storage(state, () => pool.CreateSnapshot(state.Spec.Id, snapshot), "take a snapshot of");
+                return ValueTask.CompletedTask;
+            }
             _logger.LogInformation("took snapshot {Volume}@{Snapshot}", volume, snapshot);
-            return Describe(state.Spec.Name, info);
+            return Describe(state.Spec.Name, info!);
         }
         finally
         {
@@ -77,7 +83,12 @@ public sealed partial class VolumeService
             {
                 session.Revoke();
             }
-            Storage(state, () => pool.DeleteSnapshot(state.Spec.Id, snapshot), $"delete snapshot '{snapshot}' of");
+            await ReplicatedAsync(state, r => r.DeleteSnapshotAsync(snapshot, Local, cancellationToken), Local, $"delete snapshot '{snapshot}' of");
+            ValueTask Local()
+            {
+                Storage(state, () => pool.DeleteSnapshot(state.Spec.Id, snapshot), $"delete snapshot '{snapshot}' of");
+                return ValueTask.CompletedTask;
+            }
             _logger.LogInformation("deleted snapshot {Volume}@{Snapshot}; its space comes back in the background", volume, snapshot);
         }
         finally
@@ -93,6 +104,11 @@ public sealed partial class VolumeService
         try
         {
             var (state, pool) = ExistingSnapshot(volume, snapshot);
+            if (state.Spec.Replication is { Members.Count: > 1 } set)
+            {
+                throw new CairnException(CairnErrorCode.Busy,
+                    $"volume '{volume}' has {set.Members.Count} replicas, and reverting a replicated volume is not supported yet; clone the snapshot into a new volume instead (cairn volume clone)");
+            }
             List<ExportSession> revoked;
             lock (_lock)
             {
@@ -250,6 +266,28 @@ public sealed partial class VolumeService
             throw PoolUnavailable(state.Spec);
         }
         return (state, pool);
+    }
+
+    /// <summary>
+    /// Runs a snapshot change on every in-sync replica at one point in the volume's write order (the replicated device
+    /// quiesces writes around it), or only locally for a volume with one copy. A replica that fails is dropped from the
+    /// in-sync set like after a failed write; the snapshot then exists on the others.
+    /// </summary>
+    private static async Task ReplicatedAsync(VolumeState state, Func<Cairn.Replication.ReplicatedVolume, Task> replicated, Func<ValueTask> local, string what)
+    {
+        if (state.Replicated is not { } replication)
+        {
+            await local();
+            return;
+        }
+        try
+        {
+            await replicated(replication.Device);
+        }
+        catch (BlockDeviceException e)
+        {
+            throw new CairnException(CairnErrorCode.Unavailable, $"could not {what} replicated volume '{state.Spec.Name}': {e.Message}", inner: e);
+        }
     }
 
     private static T Storage<T>(VolumeState state, Func<T> operation, string what)

@@ -171,11 +171,6 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 return Describe(state); // idempotent: a retried grow succeeds
             }
             var volume = state.Volume ?? throw PoolUnavailable(state.Spec);
-            if (state.Spec.Replication is { Members.Count: > 1 })
-            {
-                throw new CairnException(CairnErrorCode.Busy,
-                    $"volume '{name}' has {state.Spec.Replication.Members.Count} replicas, and growing a replicated volume is not supported yet; lower its replica count to 1, grow it, then raise the count again");
-            }
             var spec = state.Spec with { SizeBytes = newSizeBytes };
             var result = await _store.CommitAsync(
                 Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Put(KeyOf(name), Serialize(spec))), cancellationToken);
@@ -185,7 +180,19 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             }
             try
             {
-                volume.Grow(newSizeBytes);
+                if (state.Replicated is { } replicated)
+                {
+                    // Every replica grows before this copy does, so no write beyond the old size reaches a replica too small for it.
+                    await replicated.Device.GrowAsync(newSizeBytes, () =>
+                    {
+                        volume.Grow(newSizeBytes);
+                        return ValueTask.CompletedTask;
+                    }, cancellationToken);
+                }
+                else
+                {
+                    volume.Grow(newSizeBytes);
+                }
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -322,7 +329,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
             _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName,
-            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess, spec.Replication);
+            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess, spec.Replication, state.Replicated?.RebuildProgress());
     }
 
     private static void ValidateSize(long sizeBytes)

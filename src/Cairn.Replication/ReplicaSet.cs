@@ -128,5 +128,9 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
         return new ReplicaSet(Epoch + 1, next.Node, [.. members]);
     }
 
+    /// <summary>Same epoch, owner and members (records compare lists by reference; sets read back from the store are new lists).</summary>
+    public bool SameAs(ReplicaSet? other) =>
+        other is not null && other.Epoch == Epoch && other.Owner == Owner && other.Members.SequenceEqual(Members);
+
     private ReplicaSet Bumped(IEnumerable<ReplicaMember> members) => new(Epoch + 1, Owner, [.. members]);
 }

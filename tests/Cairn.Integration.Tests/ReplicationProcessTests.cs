@@ -113,4 +113,48 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         reader.Read(8 << 20, read);
         Assert.Equal(second, read);
     }
+
+    [Fact]
+    public async Task A_replica_back_from_an_outage_is_resynced_from_what_changed_and_the_replica_count_changes_online()
+    {
+        var created = await _http.PostAsJsonAsync(_nodes["n2"].ApiUrl + "/api/v1/volumes", new { name = "logs", size = "64MiB", replicas = 3 });
+        Assert.True(created.StatusCode == HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        string owner = (await VolumeAsync(_nodes["n2"], "logs")).GetProperty("node").GetString()!;
+        string away = Names.First(n => n != owner);
+        var before = Pattern(128 * 1024, 3);
+        var during = Pattern(64 * 1024, 4);
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "logs"))
+        {
+            client.Write(0, before);
+            _nodes[away].KillHard();
+            client.Write(32 << 20, during); // drops the dead replica; its dirty map starts here
+        }
+        await _nodes[away].RestartAsync();
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")).Values.All(s => s == "InSync"),
+            "the returning replica is resynced and in sync again");
+        Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[owner].Log, StringComparison.Ordinal);
+
+        // Fewer copies: a surplus in-sync replica is retired; more: a new one is copied in full while IO goes on.
+        var fewer = await _http.PatchAsJsonAsync($"{_nodes[away].ApiUrl}/api/v1/volumes/logs", new { replicas = 2 });
+        Assert.True(fewer.IsSuccessStatusCode, await fewer.Content.ReadAsStringAsync());
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")) is { Count: 2 } states && states.Values.All(s => s == "InSync"),
+            "the volume is down to two in-sync replicas");
+        var more = await _http.PatchAsJsonAsync($"{_nodes[owner].ApiUrl}/api/v1/volumes/logs", new { replicas = 3 });
+        Assert.True(more.IsSuccessStatusCode, await more.Content.ReadAsStringAsync());
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")) is { Count: 3 } states && states.Values.All(s => s == "InSync"),
+            "a third replica is added, copied and in sync");
+
+        // Every copy holds the data: fail over twice and read it from whichever replica ends up owning the volume.
+        _nodes[owner].KillHard();
+        string? next = null;
+        await WaitAsync(async () => (next = (await VolumeAsync(_nodes[Names.First(n => n != owner)], "logs")).GetProperty("node").GetString()) != owner,
+            "another in-sync replica takes over");
+        using var reader = await MiniNbdClient.ConnectAsync(_nodes[next!].NbdPort, "logs");
+        var read = new byte[before.Length];
+        reader.Read(0, read);
+        Assert.Equal(before, read);
+        read = new byte[during.Length];
+        reader.Read(32 << 20, read);
+        Assert.Equal(during, read);
+    }
 }

@@ -10,14 +10,20 @@ namespace Cairn.ControlPlane.Replication;
 /// which also raises their epoch, so a deposed owner is refused from then on — and drops, by compare-and-swap, those
 /// that do not answer in time before a single request is served.
 /// </summary>
-public sealed class OwnedReplication : IAsyncDisposable
+public sealed partial class OwnedReplication : IAsyncDisposable
 {
     private readonly List<NodeChannel> _links;
+    private readonly ReplicationContext _context;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _closing = new();
 
-    private OwnedReplication(ReplicatedVolume device, List<NodeChannel> links)
+    private OwnedReplication(ReplicatedVolume device, List<NodeChannel> links, VolumeSpec spec, ReplicationContext context, ILogger logger)
     {
         Device = device;
         _links = links;
+        _spec = spec;
+        _context = context;
+        _logger = logger;
     }
 
     public ReplicatedVolume Device { get; }
@@ -50,18 +56,22 @@ public sealed class OwnedReplication : IAsyncDisposable
             }
             throw;
         }
-        var device = new ReplicatedVolume(local, reached, epoch, inSyncSet);
+        // With no in-sync replica besides this one, nobody can be promoted in its place, so there is no one to be fenced
+        // from: such a volume keeps serving through a cluster-store outage, like a volume with one copy.
+        ReplicatedVolume? device = null;
+        var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || context.Lease.IsHeld);
+        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease);
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
-        return new OwnedReplication(device, reached);
+        return new OwnedReplication(device, reached, spec, context, logger);
     }
 
     /// <summary>Connects to one replica, retrying until <see cref="ReplicationContext.ConnectWithin"/>: a new replica's node creates it
     /// only when its watch shows the volume. Null when it never answered.</summary>
     private static async Task<NodeChannel?> ConnectAsync(VolumeSpec spec, string node, ulong epoch, ReplicationContext context, ILogger logger,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, TimeSpan? within = null)
     {
-        var deadline = DateTime.UtcNow + context.ConnectWithin;
+        var deadline = DateTime.UtcNow + (within ?? context.ConnectWithin);
         string? lastError = null;
         while (DateTime.UtcNow < deadline)
         {
@@ -91,11 +101,20 @@ public sealed class OwnedReplication : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _closing.CancelAsync();
+        await StopRebuildsAsync();
         Device.Dispose();
-        foreach (var link in _links)
+        List<NodeChannel> links;
+        lock (_links)
+        {
+            links = [.. _links];
+            _links.Clear();
+        }
+        foreach (var link in links)
         {
             await link.DisposeAsync();
         }
+        _closing.Dispose();
     }
 }
 
@@ -111,4 +130,10 @@ public sealed class NodeChannel(string node, ReplicaLink link) : IReplicaChannel
         link.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
 
     public ValueTask DisposeAsync() => link.DisposeAsync();
+}
+
+/// <summary>A lease that counts as held whenever <paramref name="held"/> says so.</summary>
+internal sealed class ConditionalLease(Func<bool> held) : IOwnerLease
+{
+    public bool IsHeld => held();
 }

@@ -1,0 +1,22 @@
+using Cairn.BlockStore;
+using Cairn.Replication;
+
+namespace Cairn.ControlPlane.Replication;
+
+/// <summary>A hosted replica's block-store volume as the replica protocol's Grow and snapshot requests reach it.</summary>
+internal sealed class StoredVolumeControl(StoredVolume volume, ISnapshotPool? pool, string volumeId) : IReplicaVolumeControl
+{
+    public void Grow(long sizeBytes)
+    {
+        if (sizeBytes > volume.SizeBytes)
+        {
+            volume.Grow(sizeBytes);
+        }
+    }
+
+    public void CreateSnapshot(string name) => Pool.CreateSnapshot(volumeId, name);
+
+    public void DeleteSnapshot(string name) => Pool.DeleteSnapshot(volumeId, name);
+
+    private ISnapshotPool Pool => pool ?? throw new InvalidOperationException("this replica's pool keeps no snapshots");
+}
