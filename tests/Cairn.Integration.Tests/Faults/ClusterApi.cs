@@ -85,6 +85,20 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
         }
     }
 
+    /// <summary>How much of the volume holds data, as its owner reports (0 when it cannot be asked).</summary>
+    public async Task<long> AllocatedBytesAsync(NetnsNode via, string name)
+    {
+        try
+        {
+            var json = await _http.GetFromJsonAsync<JsonElement>($"{via.ApiUrl}/api/v1/volumes/{name}");
+            return json.GetProperty("allocatedBytes").GetInt64();
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            return 0;
+        }
+    }
+
     /// <summary>Asks every node that answers until one says where the volume is served.</summary>
     public async Task<VolumeLocation> WaitForLocationAsync(string name, TimeSpan deadline)
     {
