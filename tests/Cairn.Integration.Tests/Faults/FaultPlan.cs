@@ -36,7 +36,8 @@ internal sealed record FaultPlan(int Seed, FaultKind Fault, int Replicas, long V
     /// <summary>Draws a plan: replicated plans put 3 replicas wherever placement likes; single-replica plans pin the volume to a node.</summary>
     public static FaultPlan ForSeed(int seed, bool replicated, int nodes)
     {
-        var random = new Random(seed);
+        // System.Random's first draws for neighbouring seeds are correlated; scramble the seed so consecutive runs differ.
+        var random = new Random(unchecked((int)(((ulong)seed * 0x9E3779B97F4A7C15UL) >> 33)));
         var faults = replicated ? Replicated : SingleReplica;
         var fault = faults[random.Next(faults.Length)];
         int pinned = random.Next(1, nodes + 1);
