@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 # iSCSI tests; qemu-block-extra holds qemu-img's iscsi:// driver, a mere Recommends of qemu-utils that --no-install-recommends skips.
 # The kernel-initiator tests boot a QEMU guest (scripts/guest: qemu-system-x86, xz-utils to unpack Debian's kernel)
 # and read the ext4 file system the guest made (e2fsprogs' debugfs); the guest's own packages stay off the host.
-PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin qemu-system-x86 xz-utils e2fsprogs)
+# The multi-process fault runs (tests/Shared/NetnsCluster.cs) need iproute2 (ip netns, veth, bridge) and build their
+# failing drive from nbdkit's error filter, libnbd-bin's nbdfuse, util-linux's losetup and e2fsprogs' mkfs.ext4.
+PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin qemu-system-x86 xz-utils e2fsprogs iproute2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -22,4 +22,15 @@ internal static class FioBlock
         var dataCrc = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
         return headerCrc == ~Crc32C.Compute(block[..36]) && dataCrc == ~Crc32C.Compute(block[44..]);
     }
+
+    /// <summary>Fills a block as fio's crc32c verify would (random payload), for writers other than fio; <see cref="IsValidFor"/> accepts it.</summary>
+    public static void Fill(Span<byte> block, long offset, Random random)
+    {
+        random.NextBytes(block);
+        BinaryPrimitives.WriteUInt16LittleEndian(block, 0xACCA);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[4..], (uint)block.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[16..], (ulong)offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[40..], ~Crc32C.Compute(block[44..]));
+        BinaryPrimitives.WriteUInt32LittleEndian(block[36..], ~Crc32C.Compute(block[..36]));
+    }
 }

@@ -26,10 +26,18 @@ internal sealed class MiniNbdClient : IDisposable
 
     public long SizeBytes { get; private set; }
 
-    public static async Task<MiniNbdClient> ConnectAsync(int port, string export)
+    public static Task<MiniNbdClient> ConnectAsync(int port, string export) => ConnectAsync("127.0.0.1", port, export);
+
+    /// <summary>Connects to any host; with <paramref name="ioTimeout"/> a request that gets no reply in time throws instead of hanging.</summary>
+    public static async Task<MiniNbdClient> ConnectAsync(string host, int port, string export, TimeSpan? ioTimeout = null)
     {
         var tcp = new TcpClient { NoDelay = true };
-        await tcp.ConnectAsync("127.0.0.1", port);
+        if (ioTimeout is { } timeout)
+        {
+            tcp.ReceiveTimeout = tcp.SendTimeout = (int)timeout.TotalMilliseconds;
+        }
+        using var connect = new CancellationTokenSource(ioTimeout ?? TimeSpan.FromSeconds(60));
+        await tcp.ConnectAsync(host, port, connect.Token);
         var client = new MiniNbdClient(tcp);
         client.Handshake(export);
         return client;

@@ -1,0 +1,106 @@
+namespace Cairn.Integration.Tests.Faults;
+
+/// <summary>
+/// Runs one <see cref="FaultPlan"/> against a <see cref="NetnsCluster"/>: create the volume, write it (fio, or the
+/// ledger writer when the owner itself is hit), inject the fault once the plan's share of writes is acknowledged,
+/// let the writes end, recover (restart, heal, wait for failover), then read every acknowledged block back from
+/// whichever node serves the volume now. A failure names the seed and how to replay it.
+/// </summary>
+internal sealed partial class FaultRunner(NetnsCluster cluster, ClusterApi api, Action<string> log)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(90);
+
+    private static readonly HashSet<FaultKind> OwnerAtRisk =
+        [FaultKind.KillOwner, FaultKind.IsolateOwner, FaultKind.CutOwnerFromCluster, FaultKind.CutOwnerFromEtcd];
+
+    public async Task RunAsync(FaultPlan plan)
+    {
+        log($"fault run {plan} (replay: CAIRN_FAULT_SEED={plan.Seed})");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await WaitAllUpAsync();
+        var via = cluster.Nodes[0];
+        await api.CreateVolumeOrThrowAsync(via, plan.VolumeName, plan.VolumeBytes, plan.Replicas, node: plan.PinnedNode > 0 ? $"n{plan.PinnedNode}" : null);
+        try
+        {
+            var before = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
+            var (acknowledged, fio) = await WriteThroughFaultAsync(plan, before);
+            var after = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
+            var problems = await acknowledged.VerifyAsync(after, plan.VolumeBytes);
+            if (problems.Count == 0 && fio is { CompletedEveryWrite: true })
+            {
+                var verify = await fio.VerifyWithFioAsync(after.Uri);
+                if (verify.ExitCode != 0)
+                {
+                    problems.Add($"fio --verify_only failed on {after.Node}:\n{verify.Stdout}\n{verify.Stderr}");
+                }
+            }
+            if (problems.Count > 0)
+            {
+                throw new Xunit.Sdk.XunitException($"fault run {plan} lost acknowledged writes ({problems.Count} problems):\n  " +
+                    string.Join("\n  ", problems.Take(20)) + $"\nreplay: CAIRN_FAULT_SEED={plan.Seed}");
+            }
+            log($"  seed {plan.Seed}: {acknowledged.Count}/{plan.VolumeBytes / plan.BlockBytes} writes acknowledged, all verified on {after.Node} " +
+                $"(owner before: {before.Node}{(fio is { CompletedEveryWrite: true } ? ", fio --verify_only passed" : "")}) in {clock.Elapsed.TotalSeconds:F1} s");
+        }
+        finally
+        {
+            await RecoverEverythingAsync();
+            await api.DeleteVolumeAsync(cluster.Nodes.First(n => n.IsRunning), plan.VolumeName);
+        }
+    }
+
+    /// <summary>Writes, injects the fault at the plan's point, waits for the writes to end, then undoes the fault.</summary>
+    private async Task<(AcknowledgedWrites, FioWriter?)> WriteThroughFaultAsync(FaultPlan plan, VolumeLocation location)
+    {
+        var owner = cluster[location.Node];
+        FioWriter? fio = null;
+        LedgerWriter? ledger = null;
+        Task<AcknowledgedWrites> writing;
+        Func<Task<double>> progress;
+        if (OwnerAtRisk.Contains(plan.Fault))
+        {
+            ledger = new LedgerWriter(plan, location);
+            writing = ledger.RunAsync().ContinueWith(_ => ledger.Acknowledged, TaskScheduler.Default);
+            progress = () => Task.FromResult((double)ledger.Acknowledged.Count / ledger.TotalBlocks);
+        }
+        else
+        {
+            fio = new FioWriter(plan, location.Uri, cluster.WorkDirectory);
+            writing = fio.RunAsync(Deadline * 2);
+            progress = async () => (double)await api.AllocatedBytesAsync(owner, plan.VolumeName) / plan.VolumeBytes;
+        }
+        await Eventually.HoldsAsync(async () => writing.IsCompleted || await progress() >= plan.FaultAtFraction, Deadline,
+            $"seed {plan.Seed}: {plan.FaultAtFraction:P0} of the writes are acknowledged");
+        var recover = await InjectAsync(plan, owner);
+        var acknowledged = await writing.WaitAsync(Deadline * 2);
+        if (ledger is { Errors.Count: > 0 })
+        {
+            log($"  writer stopped: {string.Join("; ", ledger.Errors.Distinct())}");
+        }
+        await recover();
+        return (acknowledged, fio);
+    }
+
+    private async Task WaitAllUpAsync()
+    {
+        foreach (var node in cluster.Nodes)
+        {
+            await api.WaitForStateAsync(cluster.Nodes.First(n => n != node), node, "Up", Deadline);
+        }
+    }
+
+    /// <summary>Whatever a run did, the next one starts on a whole cluster: links healed, drive healed, every node running and Up.</summary>
+    private async Task RecoverEverythingAsync()
+    {
+        await cluster.HealAllAsync();
+        if (cluster.Drive is { Failing: true } drive)
+        {
+            drive.Heal();
+        }
+        foreach (var node in cluster.Nodes.Where(n => !n.IsRunning))
+        {
+            await cluster.RestartAsync(node);
+        }
+        await WaitAllUpAsync();
+    }
+}
