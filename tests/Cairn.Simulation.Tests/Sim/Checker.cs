@@ -130,7 +130,12 @@ internal sealed class Checker
         var inSync = _cluster.Store.Set.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
         foreach (var w in _blocks.SelectMany(b => b).Where(w => w.AckedUs is not null && !w.Forgiven))
         {
-            if (w.Durable.Contains(node) || !w.Safe.Remove(node) || !inSync.Contains(node))
+            if (w.Durable.Contains(node) || !w.Safe.Remove(node))
+            {
+                continue;
+            }
+            w.LostByCrashUs[node] = _cluster.Sim.NowUs;
+            if (!inSync.Contains(node))
             {
                 continue;
             }
@@ -142,8 +147,12 @@ internal sealed class Checker
         }
     }
 
-    private void OnCommitted(ReplicaSet old, ReplicaSet next)
+    private void OnCommitted(ReplicaSet old, ReplicaSet next, StoreRequest? request)
     {
+        if (request is not null && _lastCrashUs.GetValueOrDefault(request.Node, long.MinValue) >= request.SentUs)
+        {
+            ForgiveAsIfBeforeCrash(request, next);
+        }
         if (!CheckStoreTransitions)
         {
             return;
@@ -158,6 +167,23 @@ internal sealed class Checker
         if (next.Epoch <= old.Epoch)
         {
             Violate($"the owner or in-sync set changed from epoch {old.Epoch} to {next.Epoch} without a bump");
+        }
+    }
+
+    /// <summary>
+    /// An owner sent a drop and crashed before it landed. Nobody can tell that from the drop landing first and the
+    /// crash following, in which case the crash took the last in-sync holder: judge it as that order.
+    /// </summary>
+    private void ForgiveAsIfBeforeCrash(StoreRequest request, ReplicaSet next)
+    {
+        var inSync = next.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        foreach (var w in _blocks.SelectMany(b => b).Where(w => w.AckedUs is not null && !w.Forgiven))
+        {
+            if (w.LostByCrashUs.TryGetValue(request.Node, out long lostUs) && lostUs >= request.SentUs && !w.Safe.Any(inSync.Contains))
+            {
+                w.Forgiven = true;
+                Forgiven++;
+            }
         }
     }
 
@@ -176,5 +202,8 @@ internal sealed class Checker
         public HashSet<string> Safe { get; } = new(StringComparer.Ordinal);
 
         public HashSet<string> Durable { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Replicas that lost this write from their cache in a crash, and when.</summary>
+        public Dictionary<string, long> LostByCrashUs { get; } = new(StringComparer.Ordinal);
     }
 }

@@ -47,9 +47,11 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
     }
 
     /// <summary>Every committed change, old and new, in order (the checker and the trace listen).</summary>
-    public event Action<ReplicaSet, ReplicaSet>? Committed;
+    public event Action<ReplicaSet, ReplicaSet, StoreRequest?>? Committed;
 
-    public bool TryCommit(ulong expectedEpoch, ReplicaSet next, int ownerBoot)
+    /// <param name="request">Who sent the change and when, for changes that travelled the network (an owner's drop):
+    /// it may land after its sender crashed.</param>
+    public bool TryCommit(ulong expectedEpoch, ReplicaSet next, int ownerBoot, StoreRequest? request = null)
     {
         if (Set.Epoch != expectedEpoch)
         {
@@ -59,11 +61,21 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
         Set = next;
         OwnerBoot = ownerBoot;
         sim.Trace($"store: epoch {old.Epoch} -> {next.Epoch}, owner {next.Owner}/boot {ownerBoot}, in sync [{string.Join(",", next.InSync.Select(m => m.Node))}]");
-        Committed?.Invoke(old, next);
+        Committed?.Invoke(old, next, request);
         return true;
     }
 
-    public void Heartbeat(string node, int boot) => _leases[node] = (boot, sim.NowUs + leaseTtlUs);
+    public void Heartbeat(string node, int boot)
+    {
+        if (_leases.TryGetValue(node, out var lease) && lease.Boot != boot)
+        {
+            LastHeardBeforeRestartUs[node] = lease.ExpiresUs - leaseTtlUs;
+        }
+        _leases[node] = (boot, sim.NowUs + leaseTtlUs);
+    }
+
+    /// <summary>When each node's previous boot last renewed its lease: about when it crashed.</summary>
+    public Dictionary<string, long> LastHeardBeforeRestartUs { get; } = new(StringComparer.Ordinal);
 
     /// <summary>The node's lease has not expired (as the store's clock sees it).</summary>
     public bool IsAlive(string node) => _leases.TryGetValue(node, out var lease) && lease.ExpiresUs > sim.NowUs;
@@ -81,6 +93,8 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
 /// </summary>
 internal sealed class SimStoreClient(SimCluster cluster, SimNode node, int incarnation)
 {
+    public long NowUs => cluster.Sim.NowUs;
+
     public Task<T> CallAsync<T>(string what, Func<SimClusterStore, T> operation)
     {
         var sim = cluster.Sim;
@@ -129,6 +143,7 @@ internal sealed class SimInSyncSet(SimStoreClient client, string owner) : IInSyn
 
     private async Task<ulong> ChangeAsync(string what, ulong epoch, Func<ReplicaSet, ReplicaSet> change)
     {
+        var request = new StoreRequest(owner, client.NowUs);
         var (next, current) = await client.CallAsync(what, store =>
         {
             if (store.Set.Epoch != epoch || !string.Equals(store.Set.Owner, owner, StringComparison.Ordinal))
@@ -136,10 +151,13 @@ internal sealed class SimInSyncSet(SimStoreClient client, string owner) : IInSyn
                 return ((ulong?)null, store.Set.Epoch);
             }
             var changed = change(store.Set);
-            store.TryCommit(epoch, changed, store.OwnerBoot);
+            store.TryCommit(epoch, changed, store.OwnerBoot, request);
             store.TryMarkActivated(changed.Epoch, owner, store.OwnerBoot); // only an active owner drops: it stays active
             return (changed.Epoch, changed.Epoch);
         });
         return next ?? throw new ReplicaFencedException($"{owner}: epoch {epoch} is no longer current (the store is at {current}): {what} refused");
     }
 }
+
+/// <summary>A change sent to the store by <paramref name="Node"/> at <paramref name="SentUs"/>.</summary>
+internal sealed record StoreRequest(string Node, long SentUs);

@@ -23,6 +23,10 @@ internal sealed class SimController(SimCluster cluster)
     private void Reconcile()
     {
         var store = cluster.Store;
+        if (cluster.Options.SafeFailover)
+        {
+            DropRestarted(store);
+        }
         var set = store.Set;
         if (OwnerAlive(store, set))
         {
@@ -39,6 +43,29 @@ internal sealed class SimController(SimCluster cluster)
             next = next with { Epoch = set.Epoch };
         }
         store.TryCommit(set.Epoch, next, store.BootOf(next.Owner)!.Value);
+    }
+
+    /// <summary>
+    /// A replica whose node restarted since it joined the in-sync set lost whatever acknowledged writes were still in
+    /// its cache: it is no longer in sync, whatever its owner believes (an owner notices only when it next writes to
+    /// it, and an owner cut off from the store cannot record it). The owner is left alone: dropping it is a failover.
+    /// The owner, if serving, carries on: its own view is a superset of the new in-sync set.
+    /// </summary>
+    private static void DropRestarted(SimClusterStore store)
+    {
+        var set = store.Set;
+        var restarted = set.InSyncRemotes.Where(m => store.BootOf(m.Node) != store.JoinedBoot[m.Node]).Select(m => m.Node).ToList();
+        if (restarted.Count == 0)
+        {
+            return;
+        }
+        bool serving = store.ActivatedEpoch == set.Epoch;
+        var next = set.Drop(restarted, "its node restarted: cached writes may be lost");
+        store.TryCommit(set.Epoch, next, store.OwnerBoot);
+        if (serving)
+        {
+            store.TryMarkActivated(next.Epoch, next.Owner, store.OwnerBoot);
+        }
     }
 
     private bool OwnerAlive(SimClusterStore store, ReplicaSet set)
@@ -62,29 +89,57 @@ internal sealed class SimController(SimCluster cluster)
         }
         if (!cluster.Options.SafeFailover)
         {
-            return set.FailOver(store.IsAlive) ?? RestartInPlace(store, set);
+            return set.FailOver(store.IsAlive) ?? RestartInPlace(store, set, restarted: store.BootOf(set.Owner) != store.OwnerBoot);
         }
         // The set under which something may last have been acknowledged: the current one once its owner activated,
         // else the one before an unfinished failover — whose owner, deposed but complete, may take the volume back.
         var basis = store.ActivatedEpoch == set.Epoch ? set : store.ActivatedSet;
         bool Intact(string node) => store.IsAlive(node) && store.BootOf(node) == store.JoinedBoot[node];
-        var next = basis != set && basis.Owner != set.Owner && Intact(basis.Owner) ? basis : basis.FailOver(Intact);
-        if (next is null && basis.InSync.All(m => store.BootOf(m.Node) != store.JoinedBoot[m.Node]))
+        ReplicaSet? next;
+        if (basis != set && basis.Owner != set.Owner && Intact(basis.Owner))
         {
-            // Every in-sync replica restarted: each lost only its cache and none holds more than the others' durable
-            // data, so any live one will do.
-            next = basis.FailOver(store.IsAlive) ?? RestartInPlace(store, basis);
-            foreach (var member in next?.InSync.Where(m => store.IsAlive(m.Node)) ?? [])
-            {
-                store.JoinedBoot[member.Node] = store.BootOf(member.Node)!.Value;
-            }
+            var restarted = basis.InSyncRemotes.Where(m => !Intact(m.Node)).Select(m => m.Node).ToList();
+            next = restarted.Count == 0 ? basis : basis.Drop(restarted, "not reachable or restarted when its owner took the volume back");
+        }
+        else
+        {
+            // From the basis, not the current set: an owner that never served is as complete as any, so an unfinished
+            // failover must not have marked it failed.
+            next = basis.FailOver(Intact) ?? AfterEveryoneRestarted(store, basis);
         }
         return next is null ? null : next with { Epoch = set.Epoch + 1 };
     }
 
-    /// <summary>The owner's node is the only one left and came back: it owns the volume again at a new epoch (ReplicaSet has no transition for this).</summary>
-    private static ReplicaSet? RestartInPlace(SimClusterStore store, ReplicaSet set) =>
-        !set.InSyncRemotes.Any() && store.IsAlive(set.Owner) && store.BootOf(set.Owner) != store.OwnerBoot ? set with { Epoch = set.Epoch + 1 } : null;
+    /// <summary>
+    /// Every replica in sync at the last served epoch restarted: each lost its cache, so only durable writes can be
+    /// had, and the one that crashed last has the most of them (flushes it took part in cover the most). The store
+    /// knows only when each node was last heard before it restarted, an approximation: production would need the
+    /// replicas to report a durable generation or flush counter, as DRBD's generation identifiers do. The owner
+    /// itself may be the one ("restart in place", which ReplicaSet has no transition for).
+    /// </summary>
+    private static ReplicaSet? AfterEveryoneRestarted(SimClusterStore store, ReplicaSet basis)
+    {
+        if (!basis.InSync.All(m => store.BootOf(m.Node) != store.JoinedBoot[m.Node]))
+        {
+            return null; // a replica that may still hold every acknowledged write is only out of reach: wait for it
+        }
+        var survivor = basis.InSync.Where(m => store.IsAlive(m.Node))
+            .MaxBy(m => store.LastHeardBeforeRestartUs.GetValueOrDefault(m.Node, long.MinValue));
+        if (survivor is null)
+        {
+            return null;
+        }
+        var next = survivor.Node == basis.Owner ? basis : basis.FailOver(n => n == survivor.Node)!;
+        foreach (var member in next.InSync.Where(m => store.IsAlive(m.Node)))
+        {
+            store.JoinedBoot[member.Node] = store.BootOf(member.Node)!.Value;
+        }
+        return next;
+    }
+
+    /// <summary>Production's rule (SafeFailover off): the owner's node came back as the only in-sync replica.</summary>
+    private static ReplicaSet? RestartInPlace(SimClusterStore store, ReplicaSet set, bool restarted) =>
+        set.InSyncRemotes.Any() || !store.IsAlive(set.Owner) || !restarted ? null : set with { Epoch = set.Epoch + 1 };
 
     /// <summary>The self-test's defect: any live replica will do, stale ones first.</summary>
     private static ReplicaSet? PromoteAny(SimClusterStore store, ReplicaSet set)

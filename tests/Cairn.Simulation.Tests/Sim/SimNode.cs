@@ -125,6 +125,10 @@ internal sealed class SimNode
         {
             return;
         }
+        if (Incarnation != incarnation)
+        {
+            return; // the answer came back in the same instant the node crashed: nobody is left to act on it
+        }
         _leaseExpiresUs = Math.Max(_leaseExpiresUs, sentUs + _cluster.Options.LeaseTtlUs);
         Reconcile(view.Set, view.OwnerBoot, incarnation);
     }
@@ -176,6 +180,7 @@ internal sealed class SimNode
             // Tell the store before serving: until then the controller may still undo this failover (see SimController).
             if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkActivated(set.Epoch, Name, incarnation)))
             {
+                _cluster.Sim.Trace($"{Name}: not owning at epoch {set.Epoch}: the store moved on");
                 return;
             }
             var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name));
