@@ -18,6 +18,9 @@ internal sealed class SimClient(SimCluster cluster, Checker checker, int id, IRe
 
     public int Failures { get; private set; }
 
+    /// <summary>A host that keeps talking to this node whatever happens (scenario tests: a host still attached to a deposed owner).</summary>
+    public string? PinnedTo { get; init; }
+
     /// <summary>Issues operations until <paramref name="untilUs"/>; each one is retried until acknowledged or <paramref name="giveUpUs"/>.</summary>
     public async Task RunAsync(long untilUs, long giveUpUs)
     {
@@ -37,7 +40,7 @@ internal sealed class SimClient(SimCluster cluster, Checker checker, int id, IRe
         var last = ClientResult.Fail("never tried");
         while (sim.NowUs < giveUpUs)
         {
-            _owner ??= cluster.Store.Set.Owner;
+            _owner ??= PinnedTo ?? cluster.Store.Set.Owner;
             long issuedUs = sim.NowUs;
             sim.Trace($"{op} -> {_owner}");
             last = await WithTimeout(cluster.Nodes[_owner].SubmitAsync(op), op, _owner);

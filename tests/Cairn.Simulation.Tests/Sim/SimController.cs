@@ -38,10 +38,6 @@ internal sealed class SimController(SimCluster cluster)
         {
             return;
         }
-        if ((cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0)
-        {
-            next = next with { Epoch = set.Epoch };
-        }
         store.TryCommit(set.Epoch, next, store.BootOf(next.Owner)!.Value);
     }
 

@@ -183,7 +183,7 @@ internal sealed class SimNode
                 _cluster.Sim.Trace($"{Name}: not owning at epoch {set.Epoch}: the store moved on");
                 return;
             }
-            var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name));
+            var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name, (_cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0));
             Host = new OwnerHost(_cluster, this, volume);
             _cluster.Sim.Trace($"{Name}: owns the volume at epoch {set.Epoch} with [{string.Join(",", channels.Select(c => c.Replica))}]");
         }

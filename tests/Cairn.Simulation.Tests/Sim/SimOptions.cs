@@ -98,7 +98,8 @@ internal enum SimBugs
     None = 0,
     /// <summary>The second replica's drive acknowledges writes and keeps nothing.</summary>
     ReplicaDropsWrites = 1,
-    /// <summary>A failover keeps the epoch: replicas cannot tell the deposed owner's requests from the new owner's.</summary>
+    /// <summary>The owner drops a failed replica without the compare-and-swap that bumps the epoch: it carries on
+    /// without it while the store still lists it in sync (invariant 2 says: bump first).</summary>
     SkipEpochBump = 2,
     /// <summary>The controller promotes any live replica, in sync or not.</summary>
     PromoteAnyReplica = 4,
