@@ -41,8 +41,8 @@ public sealed class SimulationTests
         }, TaskCreationOptions.LongRunning)).ToArray();
         await Task.WhenAll(workers);
         TestContext.Current.TestOutputHelper?.WriteLine($"{Seeds} simulation seeds from {FirstSeed} in {clock.Elapsed.TotalSeconds:F1} s");
-        Assert.True(failures.IsEmpty, $"{failures.Count} seeds failed; replay one with its trace: CAIRN_SIM_SEED=<seed> dotnet test " +
-            "--filter Replay_one_seed (or CAIRN_SIM_FIRST_SEED=<seed> CAIRN_SIM_SEEDS=1)\n" +
+        Assert.True(failures.IsEmpty, $"{failures.Count} seeds failed; replay one with its trace: CAIRN_SIM_SEED=<seed> dotnet test -c Release " +
+            "--filter Replay_one_seed --logger \"console;verbosity=detailed\" (or rerun it alone: CAIRN_SIM_FIRST_SEED=<seed> CAIRN_SIM_SEEDS=1)\n" +
             string.Join("\n", failures.OrderBy(x => x.Seed).Select(Describe)));
     }
 
@@ -94,5 +94,5 @@ public sealed class SimulationTests
     }
 
     private static string Describe(SimResult result) =>
-        $"seed {result.Seed} (replay: CAIRN_SIM_SEED={result.Seed} dotnet test --filter Replay_one_seed): {string.Join("\n    ", result.Violations.Take(5))}";
+        $"seed {result.Seed} (replay: CAIRN_SIM_SEED={result.Seed} dotnet test -c Release --filter Replay_one_seed --logger \"console;verbosity=detailed\"): {string.Join("\n    ", result.Violations.Take(5))}";
 }

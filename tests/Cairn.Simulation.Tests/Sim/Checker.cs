@@ -12,7 +12,8 @@ namespace Cairn.Simulation.Tests.Sim;
 /// acknowledged while it was in sync). W may be lost — is forgiven — only when a crash takes away the last in-sync
 /// replica that held it safely: then every in-sync copy was in a cache that died, which a write without FUA or flush
 /// allows. A replica leaving the in-sync set forgives nothing: if the store's in-sync set ends up without a safe
-/// holder of W otherwise (a failover to a replica that lost W), losing W is a violation.
+/// holder of W otherwise (a failover to a replica that lost W), losing W is a violation. While a failover is
+/// unfinished (the new owner has not served), the deposed owner still counts as in sync: the volume may go back to it.
 /// </para>
 /// <para>
 /// Reads: the data must be a whole payload of that block, of a version that was written, and no older than the
@@ -124,10 +125,26 @@ internal sealed class Checker
         }
     }
 
+    /// <summary>
+    /// The replicas that count as in sync for invariant 1: those in sync now and, while a failover is unfinished (its
+    /// new owner has not served yet), those in sync at the last epoch an owner served — the deposed owner among them,
+    /// since the volume may still go back to it.
+    /// </summary>
+    private HashSet<string> CountingAsInSync(ReplicaSet current)
+    {
+        var store = _cluster.Store;
+        var inSync = current.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        if (store.ActivatedEpoch < current.Epoch)
+        {
+            inSync.UnionWith(store.ActivatedSet.InSync.Select(m => m.Node));
+        }
+        return inSync;
+    }
+
     private void OnCrashed(string node)
     {
         _lastCrashUs[node] = _cluster.Sim.NowUs;
-        var inSync = _cluster.Store.Set.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        var inSync = CountingAsInSync(_cluster.Store.Set);
         foreach (var w in _blocks.SelectMany(b => b).Where(w => w.AckedUs is not null && !w.Forgiven))
         {
             if (w.Durable.Contains(node) || !w.Safe.Remove(node))
@@ -176,7 +193,7 @@ internal sealed class Checker
     /// </summary>
     private void ForgiveAsIfBeforeCrash(StoreRequest request, ReplicaSet next)
     {
-        var inSync = next.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        var inSync = CountingAsInSync(next);
         foreach (var w in _blocks.SelectMany(b => b).Where(w => w.AckedUs is not null && !w.Forgiven))
         {
             if (w.LostByCrashUs.TryGetValue(request.Node, out long lostUs) && lostUs >= request.SentUs && !w.Safe.Any(inSync.Contains))

@@ -54,7 +54,13 @@ internal sealed class SimCluster
 
     public void OnAcknowledged(string owner, ClientOp op, long startedUs) => Acknowledged?.Invoke(owner, op, startedUs);
 
-    public void Spawn(Func<Task> flow) => Sim.Spawn(flow, e => _errors.Add($"{e.GetType().Name}: {e.Message}\n{e.StackTrace}"));
+    public void Spawn(Func<Task> flow) => Sim.Spawn(flow, e => ReportError($"{e.GetType().Name}: {e.Message}\n{e.StackTrace}"));
+
+    public void ReportError(string error)
+    {
+        Sim.Trace($"ERROR: {error}");
+        _errors.Add(error);
+    }
 
     public void Crash(string node)
     {

@@ -65,17 +65,7 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
         return true;
     }
 
-    public void Heartbeat(string node, int boot)
-    {
-        if (_leases.TryGetValue(node, out var lease) && lease.Boot != boot)
-        {
-            LastHeardBeforeRestartUs[node] = lease.ExpiresUs - leaseTtlUs;
-        }
-        _leases[node] = (boot, sim.NowUs + leaseTtlUs);
-    }
-
-    /// <summary>When each node's previous boot last renewed its lease: about when it crashed.</summary>
-    public Dictionary<string, long> LastHeardBeforeRestartUs { get; } = new(StringComparer.Ordinal);
+    public void Heartbeat(string node, int boot) => _leases[node] = (boot, sim.NowUs + leaseTtlUs);
 
     /// <summary>The node's lease has not expired (as the store's clock sees it).</summary>
     public bool IsAlive(string node) => _leases.TryGetValue(node, out var lease) && lease.ExpiresUs > sim.NowUs;

@@ -107,11 +107,10 @@ internal sealed class SimController(SimCluster cluster)
     }
 
     /// <summary>
-    /// Every replica in sync at the last served epoch restarted: each lost its cache, so only durable writes can be
-    /// had, and the one that crashed last has the most of them (flushes it took part in cover the most). The store
-    /// knows only when each node was last heard before it restarted, an approximation: production would need the
-    /// replicas to report a durable generation or flush counter, as DRBD's generation identifiers do. The owner
-    /// itself may be the one ("restart in place", which ReplicaSet has no transition for).
+    /// Every replica in sync at the last served epoch restarted: each lost its cache, and each holds every write
+    /// acknowledged durable (FUA or flushed) — an owner acknowledges only once every in-sync replica answered, and
+    /// cannot go on without one whose connection broke (it restarted) before the store has dropped it. So any live one
+    /// will do, the owner's node too ("restart in place", which ReplicaSet has no transition for).
     /// </summary>
     private static ReplicaSet? AfterEveryoneRestarted(SimClusterStore store, ReplicaSet basis)
     {
@@ -119,14 +118,8 @@ internal sealed class SimController(SimCluster cluster)
         {
             return null; // a replica that may still hold every acknowledged write is only out of reach: wait for it
         }
-        var survivor = basis.InSync.Where(m => store.IsAlive(m.Node))
-            .MaxBy(m => store.LastHeardBeforeRestartUs.GetValueOrDefault(m.Node, long.MinValue));
-        if (survivor is null)
-        {
-            return null;
-        }
-        var next = survivor.Node == basis.Owner ? basis : basis.FailOver(n => n == survivor.Node)!;
-        foreach (var member in next.InSync.Where(m => store.IsAlive(m.Node)))
+        var next = store.IsAlive(basis.Owner) ? basis : basis.FailOver(store.IsAlive);
+        foreach (var member in next?.InSync.Where(m => store.IsAlive(m.Node)) ?? [])
         {
             store.JoinedBoot[member.Node] = store.BootOf(member.Node)!.Value;
         }

@@ -16,7 +16,7 @@ internal sealed record SimOptions
     public int Readers { get; init; } = 2;
 
     /// <summary>Clients issue operations until then; then every fault heals and the final audit runs.</summary>
-    public long WorkloadUs { get; init; } = 400_000;
+    public long WorkloadUs { get; init; } = 500_000;
 
     /// <summary>After healing: time for leases, the controller and owners to settle before the final reads.</summary>
     public long SettleUs { get; init; } = 600_000;

@@ -131,7 +131,19 @@ internal sealed class SimReplicaChannel : IReplicaChannel
     private async Task ExecuteInOrderAsync(Task previous, ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readInto,
         TaskCompletionSource<ReplicaStatus> reply)
     {
-        await previous;
+        await previous; // never faults: see the catch below
+        try
+        {
+            await ExecuteAsync(request, payload, readInto, reply);
+        }
+        catch (Exception e)
+        {
+            _cluster.ReportError($"replica {Replica} failed executing {Describe(request)}: {e}");
+        }
+    }
+
+    private async Task ExecuteAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readInto, TaskCompletionSource<ReplicaStatus> reply)
+    {
         var target = _to.Target;
         if (_to.Incarnation != _toIncarnation || target is null)
         {
