@@ -36,6 +36,13 @@ internal sealed class Checker
         cluster.Acknowledged += OnAcknowledged;
         cluster.Crashed += OnCrashed;
         cluster.Store.Committed += OnCommitted;
+        cluster.Store.Activated += request =>
+        {
+            if (_lastCrashUs.GetValueOrDefault(request.Node, long.MinValue) >= request.SentUs)
+            {
+                ForgiveAsIfBeforeCrash(request, cluster.Store.Set);
+            }
+        };
     }
 
     public IReadOnlyList<string> Violations => _violations;
@@ -134,7 +141,7 @@ internal sealed class Checker
     {
         var store = _cluster.Store;
         var inSync = current.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
-        if (store.ActivatedEpoch < current.Epoch)
+        if (store.ActivatedEpoch < current.Epoch && !string.Equals(store.ActivatedSet.Owner, current.Owner, StringComparison.Ordinal))
         {
             inSync.UnionWith(store.ActivatedSet.InSync.Select(m => m.Node));
         }
@@ -188,8 +195,9 @@ internal sealed class Checker
     }
 
     /// <summary>
-    /// An owner sent a drop and crashed before it landed. Nobody can tell that from the drop landing first and the
-    /// crash following, in which case the crash took the last in-sync holder: judge it as that order.
+    /// An owner sent a change (a drop, its activation) and crashed before it landed. Nobody can tell that from the
+    /// change landing first and the crash following, in which case the crash took the last in-sync holder: judge it as
+    /// that order.
     /// </summary>
     private void ForgiveAsIfBeforeCrash(StoreRequest request, ReplicaSet next)
     {

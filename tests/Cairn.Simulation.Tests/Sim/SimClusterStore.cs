@@ -35,7 +35,7 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
     public ReplicaSet ActivatedSet { get; private set; } = initial;
 
     /// <summary>The owner says it is about to serve at <paramref name="epoch"/>; false when that epoch or ownership is no longer current.</summary>
-    public bool TryMarkActivated(ulong epoch, string owner, int boot)
+    public bool TryMarkActivated(ulong epoch, string owner, int boot, StoreRequest? request = null)
     {
         if (Set.Epoch != epoch || !string.Equals(Set.Owner, owner, StringComparison.Ordinal) || OwnerBoot != boot)
         {
@@ -43,8 +43,15 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
         }
         ActivatedEpoch = epoch;
         ActivatedSet = Set;
+        if (request is not null)
+        {
+            Activated?.Invoke(request);
+        }
         return true;
     }
+
+    /// <summary>An owner's activation landed (it may have been sent before its node crashed).</summary>
+    public event Action<StoreRequest>? Activated;
 
     /// <summary>Every committed change, old and new, in order (the checker and the trace listen).</summary>
     public event Action<ReplicaSet, ReplicaSet, StoreRequest?>? Committed;

@@ -4,10 +4,17 @@ namespace Cairn.Simulation.Tests.Sim;
 
 /// <summary>
 /// The control plane's failover duty, every tick: if the owner's node lost its lease (or restarted, which ends the
-/// boot the ownership was for), promote an in-sync replica whose node holds a lease with
-/// <see cref="ReplicaSet.FailOver"/>, by compare-and-swap on the epoch. It runs next to the store (never partitioned
-/// from it), like a leader-elected controller talking to its local etcd member. Never promotes a replica that is not
-/// in sync: when none is up, the volume waits.
+/// boot the ownership was for), promote an in-sync replica with <see cref="ReplicaSet.FailOver"/>, by compare-and-swap
+/// on the epoch. It runs next to the store (never partitioned from it), like a leader-elected controller talking to
+/// its local etcd member. Never promotes a replica that is not in sync: when none is up, the volume waits.
+/// <para>
+/// Gaps in production's rules that the seeds exposed, closed here under <see cref="SimOptions.SafeFailover"/>:
+/// <c>FailOver</c>'s only test is "node up", so it promotes a replica that restarted and lost acknowledged writes
+/// from its cache (nothing ever marks such a replica out of sync: see <see cref="DropRestarted"/>); and it demotes the
+/// deposed owner at once, so a failover to a replica that crashed a moment ago cannot be undone (see the basis in
+/// <see cref="Promote"/>). <c>ReplicaSet</c> also has no transition for an owner that comes back as the only in-sync
+/// replica (<see cref="AfterEveryoneRestarted"/>, <see cref="RestartInPlace"/>).
+/// </para>
 /// </summary>
 internal sealed class SimController(SimCluster cluster)
 {

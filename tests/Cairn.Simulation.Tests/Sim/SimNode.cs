@@ -43,6 +43,8 @@ internal sealed class SimNode
     {
         IsUp = true;
         int incarnation = Incarnation;
+        // A fresh target has epoch 0 (ReplicaTarget keeps it in memory): it would admit a deposed owner's epoch from
+        // the first sender. Nothing reconnects after a link broke today, so no deposed owner ever gets to try.
         Target = new ReplicaTarget(Name, Disk.ViewFor(incarnation));
         _store = new SimStoreClient(_cluster, this, incarnation);
         _leaseExpiresUs = 0;
@@ -178,7 +180,8 @@ internal sealed class SimNode
                 channels.Add(await connect);
             }
             // Tell the store before serving: until then the controller may still undo this failover (see SimController).
-            if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkActivated(set.Epoch, Name, incarnation)))
+            var request = new StoreRequest(Name, _cluster.Sim.NowUs);
+            if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkActivated(set.Epoch, Name, incarnation, request)))
             {
                 _cluster.Sim.Trace($"{Name}: not owning at epoch {set.Epoch}: the store moved on");
                 return;
