@@ -54,6 +54,9 @@ internal sealed record SimOptions
     /// <summary>A crash drops every cached write (true) or keeps a seeded part of the cache per block.</summary>
     public bool CrashLosesWholeCache { get; init; } = true;
 
+    /// <summary>Requests on one replica connection may overtake each other (the protocol allows it; today's server does not).</summary>
+    public bool ReorderWithinLink { get; init; }
+
     /// <summary>The owner's daemon stops serving once it cannot prove its lease (what <c>IOwnerLease</c> asks for).</summary>
     public bool OwnerHonoursLease { get; init; } = true;
 
@@ -87,6 +90,7 @@ internal sealed record SimOptions
             LossRate = rng.Next(4) switch { 0 => 0, 1 => 0.001, 2 => 0.005, _ => 0.02 },
             FaultEveryUs = rng.Next(6) == 0 ? 0 : rng.Next(30_000, 200_000),
             CrashLosesWholeCache = rng.Next(2) == 0,
+            ReorderWithinLink = rng.Next(4) == 0,
         };
     }
 }

@@ -10,7 +10,8 @@ namespace Cairn.Simulation.Tests.Sim;
 /// arrival is at or after the previous one), execute serially and are answered in order. Reordering happens where the
 /// real system allows it: between connections (each replica sees the owner's concurrent writes in its own order, and
 /// the owner's local write runs alongside), between clients' requests, and between old and new connections (a deposed
-/// owner's stragglers against a new owner's requests).
+/// owner's stragglers against a new owner's requests). Some seeds (<see cref="SimOptions.ReorderWithinLink"/>) also
+/// reorder within a connection, as the protocol permits a future server to.
 /// </para>
 /// <para>
 /// A lost request or reply, or a partition, leaves the request unanswered; after the TCP user timeout the connection
@@ -44,6 +45,12 @@ internal sealed class SimReplicaChannel : IReplicaChannel
     }
 
     public string Replica => _to.Name;
+
+    /// <summary>
+    /// True (today's replica server): requests arrive, execute and are answered in order. False models what the
+    /// protocol allows (replies "in any order", matched by sequence): a server executing pipelined requests at once.
+    /// </summary>
+    private bool InOrder => !_cluster.Options.ReorderWithinLink;
 
     /// <summary>The epoch sent with every request: the one said at hello (a link does not follow later bumps).</summary>
     public ulong Epoch { get; }
@@ -99,7 +106,8 @@ internal sealed class SimReplicaChannel : IReplicaChannel
         var reply = new TaskCompletionSource<ReplicaStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
         _waiting.Add(reply);
         bool lost = _cluster.Network.Lost();
-        _lastArrivalUs = Math.Max(sim.NowUs + _cluster.Network.DelayUs(), _lastArrivalUs);
+        long arrivalUs = sim.NowUs + _cluster.Network.DelayUs();
+        _lastArrivalUs = InOrder ? Math.Max(arrivalUs, _lastArrivalUs) : arrivalUs;
         sim.TraceDetail(1, () => $"{_from.Name} -> {Replica} {Describe(request)}{(lost ? " (will be lost)" : "")}");
         sim.At(_lastArrivalUs - sim.NowUs, () => Arrive(request, payload, readInto, reply, lost));
         sim.At(_cluster.Options.LinkTimeoutUs, () =>
@@ -124,7 +132,7 @@ internal sealed class SimReplicaChannel : IReplicaChannel
             _cluster.Sim.At(_cluster.Network.DelayUs(), () => Break($"connection reset: {Replica} restarted"));
             return;
         }
-        _executing = ExecuteInOrderAsync(_executing, request, payload, readInto, reply);
+        _executing = ExecuteInOrderAsync(InOrder ? _executing : Task.CompletedTask, request, payload, readInto, reply);
     }
 
     /// <summary>The replica's connection loop: one request at a time, in arrival order (as <c>ReplicaConnection</c> does).</summary>
@@ -159,7 +167,8 @@ internal sealed class SimReplicaChannel : IReplicaChannel
         }
         bool lost = _cluster.Network.Lost();
         var sim = _cluster.Sim;
-        _lastReplyUs = Math.Max(sim.NowUs + _cluster.Network.DelayUs(), _lastReplyUs);
+        long replyUs = sim.NowUs + _cluster.Network.DelayUs();
+        _lastReplyUs = InOrder ? Math.Max(replyUs, _lastReplyUs) : replyUs;
         sim.TraceDetail(2, () => $"{Replica} -> {_from.Name} reply {request.Sequence}: {status}{(lost ? " (will be lost)" : "")}");
         sim.At(_lastReplyUs - sim.NowUs, () =>
         {

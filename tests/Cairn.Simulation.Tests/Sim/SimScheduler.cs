@@ -35,14 +35,18 @@ internal sealed class SimScheduler : SynchronizationContext
 
     public long Events => _events;
 
+    private string? _escaped;
+
     /// <summary>Set when something posted from another thread: work escaped the simulation (thread pool, real timer).</summary>
-    public string? Escaped { get; private set; }
+    public string? Escaped => Volatile.Read(ref _escaped);
 
     public override void Post(SendOrPostCallback d, object? state)
     {
         if (Environment.CurrentManagedThreadId != _loopThread)
         {
-            Escaped ??= $"a continuation was posted from thread {Environment.CurrentManagedThreadId}, not the simulation loop: " + Environment.StackTrace;
+            // Not queued: running it would make the run depend on real thread timing. The loop fails at its next event.
+            Interlocked.CompareExchange(ref _escaped,
+                $"a continuation was posted from thread {Environment.CurrentManagedThreadId}, not the simulation loop: {Environment.StackTrace}", null);
             return;
         }
         _queue.Enqueue((d, state), (NowUs, _sequence++));
