@@ -16,8 +16,6 @@ internal sealed class SimClient(SimCluster cluster, Checker checker, int id, IRe
     private const long HungUs = 2_000_000;
     private string? _owner;
 
-    public int Failures { get; private set; }
-
     /// <summary>A host that keeps talking to this node whatever happens (scenario tests: a host still attached to a deposed owner).</summary>
     public string? PinnedTo { get; init; }
 
@@ -53,7 +51,6 @@ internal sealed class SimClient(SimCluster cluster, Checker checker, int id, IRe
                 return last;
             }
             sim.Trace($"{op} failed on {_owner}: {last.Error}");
-            Failures++;
             _owner = null;
             await sim.Delay(sim.Rng.NextInt64(1_000, 10_000));
         }
