@@ -18,8 +18,8 @@ namespace Cairn.Simulation.Tests.Sim;
 /// <para>
 /// Reads: the data must be a whole payload of that block, of a version that was written, and no older than the
 /// newest unforgiven write acknowledged before the read was issued. Zeros match the newest trim / write-zeroes (or the
-/// initial state). At the end, after healing, every block is read once more through the final owner under the same
-/// rule. Also checked on every store change: a new owner was in sync before it was promoted (invariant 2).
+/// initial state). At the end, after healing, every block is read once more through the final owner, and from the
+/// drive of every replica still in sync, under the same rule. Also checked on every store change: a new owner was in sync before it was promoted (invariant 2).
 /// </para>
 /// </summary>
 internal sealed class Checker

@@ -63,5 +63,24 @@ internal static class SimRun
                 checker.Violate($"liveness: after healing, block {block} could not be read: {result.Error}");
             }
         }
+        AuditInSyncDrives(cluster, checker);
+    }
+
+    /// <summary>
+    /// Invariant 1 asks more than the owner's answers: every replica still in sync must hold every acknowledged write
+    /// (it may be promoted next). Its drive is read directly, cache first, under the same freshness rule as a read.
+    /// </summary>
+    private static void AuditInSyncDrives(SimCluster cluster, Checker checker)
+    {
+        byte[] zeros = new byte[SimDisk.BlockBytes];
+        foreach (var member in cluster.Store.Set.InSync)
+        {
+            var disk = cluster.Nodes[member.Node].Disk;
+            for (int block = 0; block < cluster.Options.Blocks; block++)
+            {
+                checker.ReadReturned(new ClientOp(OpKind.Read, block, 0, false, 98), disk.Peek(block) ?? zeros, cluster.Sim.NowUs,
+                    $"the drive of in-sync replica {member.Node}");
+            }
+        }
     }
 }
