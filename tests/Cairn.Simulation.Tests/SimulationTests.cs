@@ -69,6 +69,16 @@ public sealed class SimulationTests
         Assert.NotEqual(first.TraceHash, SimRun.Run(seed + 1).TraceHash);
     }
 
+    /// <summary>Seeds run side by side on several threads come out exactly as when run alone.</summary>
+    [Fact]
+    public async Task Seeds_run_in_parallel_give_the_same_traces_as_alone()
+    {
+        int[] seeds = [.. Enumerable.Range(100, 16)];
+        var alone = seeds.Select(s => SimRun.Run(s).TraceHash).ToArray();
+        var parallel = await Task.WhenAll(seeds.Select(s => Task.Factory.StartNew(() => SimRun.Run(s).TraceHash, TaskCreationOptions.LongRunning)));
+        Assert.Equal(alone, parallel);
+    }
+
     /// <summary>The determinism guard itself: code that hops to the thread pool fails the run instead of racing it.</summary>
     [Fact]
     public void Work_that_leaves_the_simulation_loop_fails_the_run()
