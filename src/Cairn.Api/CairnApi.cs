@@ -75,7 +75,7 @@ public static partial class CairnApi
             var body = await ApiBodies.ReadAsync(request, ApiJsonContext.Default.UpdateVolumeRequest, "{\"size\": \"20GiB\"} or {\"replicas\": 3}", cancellationToken);
             if (body.Size is null or { ValueKind: JsonValueKind.Null } && body.Replicas is null)
             {
-                throw ApiErrors.Invalid("size", "give size (to grow the volume) or replicas (to change its replica count)");
+                throw ApiErrors.Invalid("size", "size is required to grow the volume (or give replicas to change its replica count)");
             }
             VolumeInfo? volume = null;
             if (body.Size is { ValueKind: not JsonValueKind.Null })

@@ -20,6 +20,10 @@ public sealed partial class VolumeService
         try
         {
             var state = Find(name) ?? throw NotFound(name);
+            if (state.Replicated is not null)
+            {
+                await RefreshSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
+            }
             var spec = state.Spec with { IscsiAccess = access.IsOpen ? null : access };
             var result = await _store.CommitAsync(
                 Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Put(KeyOf(name), Serialize(spec))), cancellationToken);

@@ -171,6 +171,10 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
                 return Describe(state); // idempotent: a retried grow succeeds
             }
             var volume = state.Volume ?? throw PoolUnavailable(state.Spec);
+            if (state.Replicated is not null)
+            {
+                await RefreshSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
+            }
             var spec = state.Spec with { SizeBytes = newSizeBytes };
             var result = await _store.CommitAsync(
                 Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Put(KeyOf(name), Serialize(spec))), cancellationToken);
@@ -223,6 +227,14 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             var revoked = MarkDeleting(state, force);
             var result = await _store.CommitAsync(
                 Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Delete(KeyOf(name))), cancellationToken);
+            for (int retry = 0; !result.Succeeded && state.Replicated is not null && retry < 5; retry++)
+            {
+                // The owner, its replicas' drops and admissions, and the controller all write a replicated volume's spec:
+                // a changed revision is expected, not a conflicting user request. Read it again and delete that.
+                await RefreshSpecAsync(state, cancellationToken);
+                result = await _store.CommitAsync(
+                    Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Delete(KeyOf(name))), cancellationToken);
+            }
             if (!result.Succeeded)
             {
                 lock (_lock)

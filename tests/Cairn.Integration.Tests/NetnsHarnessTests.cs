@@ -101,11 +101,24 @@ public sealed class NetnsHarnessTests(HarnessClusterFixture fixture) : IClassFix
         }
     }
 
+    /// <summary>Waits until every node sees every other one Up (generous: a node cut from etcd rejoins on its next heartbeat).</summary>
+    private async Task AllUpAsync()
+    {
+        foreach (var node in _cluster.Nodes)
+        {
+            foreach (var witness in _cluster.Nodes.Where(n => n != node))
+            {
+                await _api.WaitForStateAsync(witness, node, "Up", TimeSpan.FromSeconds(60));
+            }
+        }
+    }
+
     [Fact]
     public async Task Io_errors_on_a_nodes_drive_reach_the_nbd_client_as_errors_not_hangs_or_success()
     {
         var n3 = _cluster["n3"];
         var drive = _cluster.Drive!;
+        await AllUpAsync(); // the tests share one cluster: an earlier one may have just healed or restarted a node
         await _api.CreateVolumeOrThrowAsync(n3, "failing", 32 << 20, replicas: 1, node: "n3");
         try
         {
@@ -146,6 +159,7 @@ public sealed class NetnsHarnessTests(HarnessClusterFixture fixture) : IClassFix
     {
         var n2 = _cluster["n2"];
         const long VolumeBytes = 64 << 20;
+        await AllUpAsync();
         await _api.CreateVolumeOrThrowAsync(n2, "crowded", VolumeBytes, replicas: 1, node: "n2");
         try
         {

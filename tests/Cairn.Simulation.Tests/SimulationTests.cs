@@ -112,14 +112,25 @@ public sealed class SimulationTests
     /// With the rules <see cref="SimOptions.SafeFailover"/> models, the same seeds pass. The seed numbers pin this
     /// version of the simulator: a change to it reshuffles runs; find new ones with CAIRN_SIM_PRODUCTION_FAILOVER=1.
     /// </summary>
-    [Theory]
-    [InlineData(660)]
-    [InlineData(116)]
-    public void KNOWN_VIOLATION_production_failover_promotes_a_replica_that_lost_acknowledged_writes(int seed)
+    /// <summary>
+    /// Pins a known gap of production's failover rule (see README): with it, some seeds promote a replica that lost
+    /// acknowledged writes. Which seeds do shifts whenever the code under test changes its event order, so this
+    /// searches for the first one rather than naming it, and checks the safe rule passes that same seed.
+    /// </summary>
+    [Fact]
+    public void KNOWN_VIOLATION_production_failover_promotes_a_replica_that_lost_acknowledged_writes()
     {
-        var production = SimRun.Run(seed, SimOptions.FromSeed(seed) with { SafeFailover = false });
-        Assert.Contains(production.Violations, v => v.Contains("older than", StringComparison.Ordinal));
-        var safe = SimRun.Run(seed, SimOptions.FromSeed(seed));
+        SimResult? violating = null;
+        for (int seed = 0; seed < 4000 && violating is null; seed++)
+        {
+            var production = SimRun.Run(seed, SimOptions.FromSeed(seed) with { SafeFailover = false });
+            if (production.Violations.Any(v => v.Contains("older than", StringComparison.Ordinal)))
+            {
+                violating = production;
+            }
+        }
+        Assert.NotNull(violating);
+        var safe = SimRun.Run(violating.Seed, SimOptions.FromSeed(violating.Seed));
         Assert.True(safe.Passed, Describe(safe));
     }
 

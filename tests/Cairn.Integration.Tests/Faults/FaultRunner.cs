@@ -24,8 +24,7 @@ internal sealed partial class FaultRunner(NetnsCluster cluster, ClusterApi api, 
         {
             var before = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
             var (acknowledged, fio) = await WriteThroughFaultAsync(plan, before);
-            var after = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
-            var problems = await acknowledged.VerifyAsync(after, plan.VolumeBytes);
+            var (after, problems) = await VerifyAtOwnerAsync(plan, acknowledged);
             if (problems.Count == 0 && fio is { CompletedEveryWrite: true })
             {
                 var verify = await fio.VerifyWithFioAsync(after.Uri);
@@ -46,6 +45,30 @@ internal sealed partial class FaultRunner(NetnsCluster cluster, ClusterApi api, 
         {
             await RecoverEverythingAsync();
             await api.DeleteVolumeAsync(cluster.Nodes.First(n => n.IsRunning), plan.VolumeName);
+        }
+    }
+
+    /// <summary>
+    /// Verifies on the node that serves the volume now. Right after a partition heals, the old owner may still answer
+    /// that it owns the volume until its view catches up — and refuse IO (EIO), as a fenced owner must — and a new owner
+    /// may be named a moment before it exports the volume; so an IO error or a refused export means "ask again", until
+    /// the deadline.
+    /// </summary>
+    private async Task<(VolumeLocation, List<string>)> VerifyAtOwnerAsync(FaultPlan plan, AcknowledgedWrites acknowledged)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (true)
+        {
+            var location = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
+            try
+            {
+                return (location, await acknowledged.VerifyAsync(location, plan.VolumeBytes));
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException && DateTime.UtcNow < deadline)
+            {
+                log($"  verify on {location.Node} refused ({e.Message}); asking again where the volume is served");
+                await Task.Delay(TimeSpan.FromMilliseconds(500));
+            }
         }
     }
 
