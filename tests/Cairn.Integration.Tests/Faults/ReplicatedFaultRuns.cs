@@ -6,14 +6,7 @@ namespace Cairn.Integration.Tests.Faults;
 /// prove its epoch, and never acknowledge after the new owner took over); IO errors on a replica's drive; a full pool
 /// on a replica; every acknowledged block verified afterwards on the owner of the moment.
 ///
-/// NOT YET INVOKED by any test: cairnd refuses --replicas 3 until replication is wired in. To switch the runs on,
-/// add to <see cref="FaultRunTests"/>:
-/// <code>
-///   [Fact]
-///   public Task Randomized_replicated_fault_runs_verify_every_acknowledged_block() =>
-///       ReplicatedFaultRuns.RunAsync(_cluster, Log);
-/// </code>
-/// (docs/FAULT-RUNS.md says the same, and what to expect).
+/// Run by <see cref="FaultRunTests"/> (docs/FAULT-RUNS.md).
 /// </summary>
 internal static class ReplicatedFaultRuns
 {
