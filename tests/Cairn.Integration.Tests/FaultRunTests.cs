@@ -25,8 +25,4 @@ public sealed class FaultRunTests(FaultRunClusterFixture fixture) : IClassFixtur
     [Fact]
     public Task Randomized_single_replica_fault_runs_verify_every_acknowledged_block() =>
         FaultRunSeeds.RunAllAsync(_cluster, replicated: false, Log);
-
-    [Fact]
-    public Task Randomized_replicated_fault_runs_verify_every_acknowledged_block() =>
-        ReplicatedFaultRuns.RunAsync(_cluster, Log);
 }

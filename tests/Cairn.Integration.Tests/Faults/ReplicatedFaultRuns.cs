@@ -6,7 +6,9 @@ namespace Cairn.Integration.Tests.Faults;
 /// prove its epoch, and never acknowledge after the new owner took over); IO errors on a replica's drive; a full pool
 /// on a replica; every acknowledged block verified afterwards on the owner of the moment.
 ///
-/// Run by <see cref="FaultRunTests"/> (docs/FAULT-RUNS.md).
+/// Not yet in CI: after a run with drive errors the node's pool stays failed until that node restarts, and the runner
+/// does not restart it yet, so the next run's create can land on a broken pool. Run by hand (docs/FAULT-RUNS.md):
+/// every fault kind has verified every acknowledged block in manual runs.
 /// </summary>
 internal static class ReplicatedFaultRuns
 {
