@@ -82,7 +82,7 @@ public sealed partial class VolumeService
             }
             else
             {
-                if (owned.Spec != spec)
+                if (!SameSpec(owned.Spec, spec))
                 {
                     await RefreshSpecAsync(owned, cancellationToken);
                 }
@@ -114,10 +114,14 @@ public sealed partial class VolumeService
     private async Task<VolumeState> OpenReplicatedAsync(VolumeSpec spec, StoredVolume stored, CancellationToken cancellationToken)
     {
         var replication = await OwnedReplication.OpenAsync(spec, stored, _replication!, _logger, cancellationToken);
-        var kv = await _store.GetAsync(KeyOf(spec.Name), cancellationToken);
-        var current = kv is null ? spec : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec) ?? spec;
-        return new VolumeState(current, kv?.ModRevision ?? 0, stored, replication);
+        var state = new VolumeState(spec, 0, stored, replication);
+        await RefreshSpecAsync(state, cancellationToken); // opening may have dropped replicas: take the stored spec and its revision
+        return state;
     }
+
+    /// <summary>Whether two specs say the same. Records compare their lists (members, initiators) by reference, and every
+    /// spec the view reads is a new object, so this compares what would be stored instead.</summary>
+    private static bool SameSpec(VolumeSpec a, VolumeSpec b) => Serialize(a).AsSpan().SequenceEqual(Serialize(b));
 
     /// <summary>Starts serving a replicated volume this node owns: takes the copy out of the replica service, connects to the other in-sync replicas.</summary>
     private async Task OpenOwnedAsync(VolumeSpec spec, CancellationToken cancellationToken)

@@ -46,17 +46,7 @@ public sealed class ClusterProcessTests(ITestOutputHelper output) : IAsyncLifeti
 
     /// <summary>Polls until the condition holds; a node between lives (connection refused) just means "not yet".</summary>
     private static Task<TimeSpan> WaitAsync(Func<Task<bool>> condition, TimeSpan deadline, string what) =>
-        Eventually.HoldsAsync(async () =>
-        {
-            try
-            {
-                return await condition();
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, deadline, what);
+        Eventually.HoldsOverHttpAsync(condition, deadline, what);
 
     [Fact]
     public async Task Killed_controller_is_replaced_and_a_killed_node_goes_down_then_returns_with_its_volume()

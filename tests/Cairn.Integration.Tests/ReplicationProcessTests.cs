@@ -48,17 +48,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         volume.GetProperty("replicas").EnumerateArray().ToDictionary(r => r.GetProperty("node").GetString()!, r => r.GetProperty("state").GetString()!);
 
     private static Task<TimeSpan> WaitAsync(Func<Task<bool>> condition, string what) =>
-        Eventually.HoldsAsync(async () =>
-        {
-            try
-            {
-                return await condition();
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, Deadline, what);
+        Eventually.HoldsOverHttpAsync(condition, Deadline, what);
 
     private static byte[] Pattern(int length, int seed) => [.. Enumerable.Range(0, length).Select(i => (byte)((i * 31) ^ seed))];
 

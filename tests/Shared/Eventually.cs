@@ -19,6 +19,21 @@ internal static class Eventually
         return clock.Elapsed;
     }
 
+    /// <summary>Like <see cref="HoldsAsync(Func{Task{bool}}, TimeSpan, string)"/> for conditions asked of a node's API:
+    /// a node between lives (connection refused) just means "not yet".</summary>
+    public static Task<TimeSpan> HoldsOverHttpAsync(Func<Task<bool>> condition, TimeSpan deadline, string what) =>
+        HoldsAsync(async () =>
+        {
+            try
+            {
+                return await condition();
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, deadline, what);
+
     public static Task<TimeSpan> HoldsAsync(Func<bool> condition, TimeSpan deadline, string what) =>
         HoldsAsync(() => Task.FromResult(condition()), deadline, what);
 }
