@@ -113,7 +113,8 @@ public sealed partial class VolumeService
     /// <summary>Connects an owned replicated volume to its in-sync replicas (a new volume's nodes create their empty copies on seeing its spec).</summary>
     private async Task<VolumeState> OpenReplicatedAsync(VolumeSpec spec, StoredVolume stored, CancellationToken cancellationToken)
     {
-        var replication = await OwnedReplication.OpenAsync(spec, stored, _replication!, _logger, cancellationToken);
+        var snapshots = _pools.Find(spec.Pool) is ISnapshotPool pool ? new PoolSnapshotImages(pool, spec.Id) : null;
+        var replication = await OwnedReplication.OpenAsync(spec, stored, snapshots, _replication!, _logger, cancellationToken);
         var state = new VolumeState(spec, 0, stored, replication);
         await RefreshSpecAsync(state, cancellationToken); // opening may have dropped replicas: take the stored spec and its revision
         return state;

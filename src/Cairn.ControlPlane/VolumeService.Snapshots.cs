@@ -104,11 +104,6 @@ public sealed partial class VolumeService
         try
         {
             var (state, pool) = ExistingSnapshot(volume, snapshot);
-            if (state.Spec.Replication is { Members.Count: > 1 } set)
-            {
-                throw new CairnException(CairnErrorCode.Busy,
-                    $"volume '{volume}' has {set.Members.Count} replicas, and reverting a replicated volume is not supported yet; clone the snapshot into a new volume instead (cairn volume clone)");
-            }
             List<ExportSession> revoked;
             lock (_lock)
             {
@@ -124,7 +119,12 @@ public sealed partial class VolumeService
             {
                 session.Revoke();
             }
-            Storage(state, () => pool.RevertVolume(state.Spec.Id, snapshot), $"revert to snapshot '{snapshot}'");
+            await ReplicatedAsync(state, r => r.RevertAsync(snapshot, Local, cancellationToken), Local, $"revert to snapshot '{snapshot}'");
+            ValueTask Local()
+            {
+                Storage(state, () => pool.RevertVolume(state.Spec.Id, snapshot), $"revert to snapshot '{snapshot}'");
+                return ValueTask.CompletedTask;
+            }
             _logger.LogInformation("reverted volume {Volume} to snapshot {Snapshot}; disconnected {Sessions} clients", volume, snapshot, revoked.Count);
             return Describe(state);
         }

@@ -13,4 +13,10 @@ public interface IReplicaVolumeControl
     void CreateSnapshot(string name);
 
     void DeleteSnapshot(string name);
+
+    /// <summary>Deletes every snapshot of the volume (nothing to do when it has none).</summary>
+    void DeleteAllSnapshots();
+
+    /// <summary>Makes the volume's content that of snapshot <paramref name="name"/> again.</summary>
+    void RevertToSnapshot(string name);
 }

@@ -16,6 +16,10 @@ public enum ReplicaOp : ushort
     CreateSnapshot = 7,
     /// <summary>Deletes a snapshot of the replica's volume; the payload is its name (UTF-8, 1-255 bytes).</summary>
     DeleteSnapshot = 8,
+    /// <summary>Deletes every snapshot of the replica's volume (no payload): a full rebuild starts from none and copies the owner's.</summary>
+    DeleteAllSnapshots = 9,
+    /// <summary>Reverts the replica's volume to one of its snapshots; the payload is the snapshot's name (UTF-8, 1-255 bytes).</summary>
+    RevertToSnapshot = 10,
 }
 
 /// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
@@ -81,7 +85,10 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
     public bool CarriesPayload => OpCarriesPayload(Op);
 
     /// <summary>Whether a request of <paramref name="op"/> is followed by <see cref="Length"/> bytes of payload.</summary>
-    public static bool OpCarriesPayload(ReplicaOp op) => op is ReplicaOp.Write or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot;
+    public static bool OpCarriesPayload(ReplicaOp op) => op is ReplicaOp.Write || CarriesName(op);
+
+    /// <summary>Whether the payload of <paramref name="op"/> is a snapshot's name.</summary>
+    public static bool CarriesName(ReplicaOp op) => op is ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.RevertToSnapshot;
 
     public void Encode(Span<byte> header)
     {
@@ -111,13 +118,14 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
         error = op switch
         {
-            < ReplicaOp.Read or > ReplicaOp.DeleteSnapshot => $"unknown op {(ushort)op}",
+            < ReplicaOp.Read or > ReplicaOp.RevertToSnapshot => $"unknown op {(ushort)op}",
             _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
-            ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot when length is 0 or > ReplicaProtocol.MaxNameBytes =>
+            _ when CarriesName(op) && length is 0 or > ReplicaProtocol.MaxNameBytes =>
                 $"snapshot name of {length} bytes (1-{ReplicaProtocol.MaxNameBytes})",
             ReplicaOp.Grow when length != 0 => $"grow with a payload of {length} bytes (it carries none)",
+            ReplicaOp.DeleteAllSnapshots when length != 0 => $"delete-all-snapshots with a payload of {length} bytes (it carries none)",
             _ => "",
         };
         return error.Length == 0;

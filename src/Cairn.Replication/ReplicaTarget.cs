@@ -77,7 +77,7 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                     var zero = (request.Flags & ReplicaFlags.NoHole) != 0 ? ZeroFlags.NoHole : ZeroFlags.None;
                     await Device.WriteZeroesAsync(request.Offset, request.Length, zero, fua, cancellationToken);
                     break;
-                case ReplicaOp.Grow or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot:
+                case ReplicaOp.Grow or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.DeleteAllSnapshots or ReplicaOp.RevertToSnapshot:
                     return ExecuteControl(request, payload.Span);
                 default:
                     return ReplicaStatus.InvalidArgument;
@@ -106,8 +106,14 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                 case ReplicaOp.CreateSnapshot:
                     Control.CreateSnapshot(StrictUtf8.GetString(name));
                     break;
-                default:
+                case ReplicaOp.DeleteSnapshot:
                     Control.DeleteSnapshot(StrictUtf8.GetString(name));
+                    break;
+                case ReplicaOp.DeleteAllSnapshots:
+                    Control.DeleteAllSnapshots();
+                    break;
+                default:
+                    Control.RevertToSnapshot(StrictUtf8.GetString(name));
                     break;
             }
             return ReplicaStatus.Ok;
@@ -116,7 +122,7 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
         {
             return StatusOf(e.Error);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException) // includes names that are not UTF-8
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException) // includes names that are not UTF-8
         {
             return ReplicaStatus.InvalidArgument;
         }

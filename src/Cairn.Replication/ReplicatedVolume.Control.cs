@@ -36,8 +36,8 @@ public sealed partial class ReplicatedVolume
     /// Takes a snapshot consistent across replicas: quiesces the volume (changes in flight finish, new ones wait),
     /// flushes the local replica and every in-sync remote, snapshots every in-sync remote, then the local one through
     /// <paramref name="snapshotLocal"/>, and lets changes go on. Every replica's snapshot thus holds exactly the changes
-    /// acknowledged before it. A remote that fails is dropped like on a write; replicas being rebuilt get no snapshot
-    /// (a rebuild copies the live volume only). Callers check the name is free first: a remote refusing it is dropped.
+    /// acknowledged before it. A remote that fails is dropped like on a write; a replica being rebuilt cannot take
+    /// the snapshot consistently, so its rebuild starts over (and copies the snapshots first). Callers check the name is free first: a remote refusing it is dropped.
     /// </summary>
     public async Task CreateSnapshotAsync(string name, Func<ValueTask> snapshotLocal, CancellationToken cancellationToken = default)
     {
@@ -51,6 +51,7 @@ public sealed partial class ReplicatedVolume
             try
             {
                 ThrowIfUnavailable();
+                await ForgetRebuildStateAsync($"snapshot {name} was taken");
                 await _local.FlushAsync(cancellationToken);
                 await ControlRemotesAsync(ReplicaOp.Flush, 0, default, rebuildingToo: false, cancellationToken);
                 await ControlRemotesAsync(ReplicaOp.CreateSnapshot, 0, encoded, rebuildingToo: false, cancellationToken);
@@ -59,6 +60,7 @@ public sealed partial class ReplicatedVolume
             }
             finally
             {
+                await ForgetRebuildStateAsync($"snapshot {name} was taken"); // a replica dropped meanwhile may lack it
                 await ResumeAsync(paused);
             }
         }
@@ -77,11 +79,13 @@ public sealed partial class ReplicatedVolume
         try
         {
             ThrowIfUnavailable();
+            await ForgetRebuildStateAsync($"snapshot {name} was deleted");
             await ControlRemotesAsync(ReplicaOp.DeleteSnapshot, 0, encoded, rebuildingToo: false, cancellationToken);
             await deleteLocal();
         }
         finally
         {
+            await ForgetRebuildStateAsync($"snapshot {name} was deleted"); // a replica dropped meanwhile may still hold it
             _controlling.Release();
         }
     }

@@ -21,7 +21,7 @@ public sealed partial class ReplicatedVolume
 
     /// <summary>
     /// Brings <paramref name="replica"/> up to date while live changes go on, then admits it to the in-sync set
-    /// (invariant 3). From the start, every live change also goes to it; its failure there aborts the rebuild, never
+    /// (invariant 3). A full rebuild first recreates the owner's snapshots there (<see cref="CopySnapshotsAsync"/>). From the start, every live change also goes to it; its failure there aborts the rebuild, never
     /// the change. Meanwhile the owner copies: with <paramref name="delta"/>, only the regions recorded since it dropped
     /// that replica (<see cref="DirtySince"/>); otherwise the whole volume, data as data and holes and zeros as trims
     /// and zeroings, so stale data on a returning replica is erased. Then the replica is flushed and admitted through
@@ -34,11 +34,16 @@ public sealed partial class ReplicatedVolume
     {
         ArgumentNullException.ThrowIfNull(replica);
         ThrowIfUnavailable();
+        long? snapshots = delta ? null : await CopySnapshotsAsync(replica, cancellationToken);
         await _controlling.WaitAsync(cancellationToken);
         bool controlling = true;
         RebuildSession? session = null;
         try
         {
+            if (snapshots is { } copied && copied != Interlocked.Read(ref _snapshotGeneration))
+            {
+                throw new ReplicaRebuildException($"the snapshots of the volume changed while they were copied to replica {replica.Replica}; its rebuild starts over");
+            }
             (session, var map, var earlierDrained) = await StartRebuildAsync(replica, delta, cancellationToken);
             await GrowTargetAsync(session, cancellationToken); // no grow can slip between this and the replica receiving live requests
             _controlling.Release();

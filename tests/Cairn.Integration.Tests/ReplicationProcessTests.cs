@@ -147,4 +147,66 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         reader.Read(32 << 20, read);
         Assert.Equal(during, read);
     }
+
+    [Fact]
+    public async Task Snapshots_reach_a_rebuilt_replica_a_revert_reaches_every_replica_and_both_survive_failover()
+    {
+        var created = await _http.PostAsJsonAsync(_nodes["n1"].ApiUrl + "/api/v1/volumes", new { name = "snap", size = "64MiB", replicas = 2 });
+        Assert.True(created.StatusCode == HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        var volume = await VolumeAsync(_nodes["n1"], "snap");
+        string owner = volume.GetProperty("node").GetString()!;
+        string original = ReplicaStates(volume).Keys.Single(n => n != owner);
+        string added = Names.Single(n => n != owner && n != original);
+        var monday = Pattern(64 * 1024, 5);
+        var tuesday = Pattern(64 * 1024, 6);
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "snap"))
+        {
+            client.Write(4 << 20, monday);
+        }
+        var snapshot = await _http.PostAsJsonAsync($"{_nodes[owner].ApiUrl}/api/v1/volumes/snap/snapshots", new { name = "monday" });
+        Assert.True(snapshot.StatusCode == HttpStatusCode.Created, await snapshot.Content.ReadAsStringAsync());
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "snap"))
+        {
+            client.Write(4 << 20, tuesday);
+        }
+
+        // A third replica is copied in full: the snapshot first, then the live volume.
+        var more = await _http.PatchAsJsonAsync($"{_nodes[owner].ApiUrl}/api/v1/volumes/snap", new { replicas = 3 });
+        Assert.True(more.IsSuccessStatusCode, await more.Content.ReadAsStringAsync());
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "snap")) is { Count: 3 } states && states.Values.All(s => s == "InSync"),
+            $"the replica added on {added} is copied and in sync");
+
+        // Revert: every replica reverts, and is in sync again after a resync of what changed since (nothing).
+        var reverted = await _http.PostAsJsonAsync($"{_nodes[owner].ApiUrl}/api/v1/volumes/snap/revert", new { snapshot = "monday", force = true });
+        Assert.True(reverted.IsSuccessStatusCode, await reverted.Content.ReadAsStringAsync());
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "snap")).Values.All(s => s == "InSync"),
+            "the reverted replicas are in sync again");
+
+        // Only the added replica is left: it must hold the reverted data and the snapshot.
+        _nodes[original].KillHard();
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "snap"))
+        {
+            client.Write(8 << 20, tuesday); // drops the dead replica
+        }
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "snap"))[original] == "Failed", $"{original} is dropped");
+        _nodes[owner].KillHard();
+        await WaitAsync(async () => (await VolumeAsync(_nodes[added], "snap")).GetProperty("node").GetString() == added,
+            $"the rebuilt replica on {added} takes over");
+
+        var snapshots = await _http.GetFromJsonAsync<JsonElement>($"{_nodes[added].ApiUrl}/api/v1/volumes/snap/snapshots");
+        Assert.Equal(["monday"], snapshots.GetProperty("snapshots").EnumerateArray().Select(s => s.GetProperty("name").GetString()));
+        var read = new byte[monday.Length];
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[added].NbdPort, "snap"))
+        {
+            client.Read(4 << 20, read);
+            Assert.Equal(monday, read); // reverted
+            client.Read(8 << 20, read);
+            Assert.Equal(tuesday, read);
+        }
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[added].NbdPort, "snap@monday"))
+        {
+            client.Read(4 << 20, read);
+            Assert.Equal(monday, read);
+        }
+    }
 }

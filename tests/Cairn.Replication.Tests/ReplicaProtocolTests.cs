@@ -28,7 +28,7 @@ public sealed class ReplicaProtocolTests
 
     [Theory]
     [InlineData(0, 0, 0, 0, "bad request magic")]
-    [InlineData(1, 9, 0, 0, "unknown op 9")]
+    [InlineData(1, 11, 0, 0, "unknown op 11")]
     [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
     [InlineData(1, 1, 0, -1, "negative offset")]
     public void Malformed_requests_say_what_is_wrong(int magicOk, int op, int flags, long offset, string expected)

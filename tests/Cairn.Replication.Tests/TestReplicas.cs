@@ -125,7 +125,7 @@ internal static class TestData
 }
 
 /// <summary>A replica node's volume control that records what it was asked, in one log shared by every replica of a test.</summary>
-internal sealed class RecordingControl(string replica, Func<byte[]> image, List<string> log) : IReplicaVolumeControl
+internal sealed class RecordingControl(string replica, Func<byte[]> image, List<string> log, Action<byte[]>? restore = null) : IReplicaVolumeControl
 {
     public Dictionary<string, byte[]> Snapshots { get; } = [];
 
@@ -148,6 +148,22 @@ internal sealed class RecordingControl(string replica, Func<byte[]> image, List<
             throw new ArgumentException($"no snapshot {name}", nameof(name));
         }
         Record($"{replica} delete {name}");
+    }
+
+    public void DeleteAllSnapshots()
+    {
+        Snapshots.Clear();
+        Record($"{replica} delete all");
+    }
+
+    public void RevertToSnapshot(string name)
+    {
+        if (!Snapshots.TryGetValue(name, out byte[]? content))
+        {
+            throw new ArgumentException($"no snapshot {name}", nameof(name));
+        }
+        (restore ?? throw new NotSupportedException("this replica cannot revert"))(content);
+        Record($"{replica} revert {name}");
     }
 
     private void Record(string entry)

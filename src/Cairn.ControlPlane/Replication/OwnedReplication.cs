@@ -28,8 +28,9 @@ public sealed partial class OwnedReplication : IAsyncDisposable
 
     public ReplicatedVolume Device { get; }
 
-    public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ReplicationContext context, ILogger logger,
-        CancellationToken cancellationToken)
+    /// <param name="snapshots">The local copy's snapshots, which full rebuilds recreate on replicas; null when its pool keeps none.</param>
+    public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ISnapshotImages? snapshots, ReplicationContext context,
+        ILogger logger, CancellationToken cancellationToken)
     {
         var set = spec.Replication ?? throw new ArgumentException($"volume '{spec.Name}' is not replicated", nameof(spec));
         var remotes = set.InSyncRemotes.ToList();
@@ -60,7 +61,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         // from: such a volume keeps serving through a cluster-store outage, like a volume with one copy.
         ReplicatedVolume? device = null;
         var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || context.Lease.IsHeld);
-        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease);
+        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots };
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
         return new OwnedReplication(device, reached, spec, context, logger);

@@ -18,5 +18,19 @@ internal sealed class StoredVolumeControl(StoredVolume volume, ISnapshotPool? po
 
     public void DeleteSnapshot(string name) => Pool.DeleteSnapshot(volumeId, name);
 
+    public void DeleteAllSnapshots()
+    {
+        if (pool is null)
+        {
+            return; // a pool without snapshots holds none to delete
+        }
+        foreach (var snapshot in pool.ListSnapshots(volumeId))
+        {
+            pool.DeleteSnapshot(volumeId, snapshot.Name);
+        }
+    }
+
+    public void RevertToSnapshot(string name) => Pool.RevertVolume(volumeId, name);
+
     private ISnapshotPool Pool => pool ?? throw new InvalidOperationException("this replica's pool keeps no snapshots");
 }
