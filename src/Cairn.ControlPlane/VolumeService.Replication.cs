@@ -111,10 +111,10 @@ public sealed partial class VolumeService
     }
 
     /// <summary>Connects an owned replicated volume to its in-sync replicas (a new volume's nodes create their empty copies on seeing its spec).</summary>
-    private async Task<VolumeState> OpenReplicatedAsync(VolumeSpec spec, StoredVolume stored, CancellationToken cancellationToken)
+    private async Task<VolumeState> OpenReplicatedAsync(VolumeSpec spec, StoredVolume stored, CancellationToken cancellationToken, WriteHistory? history = null)
     {
         var snapshots = _pools.Find(spec.Pool) is ISnapshotPool pool ? new PoolSnapshotImages(pool, spec.Id) : null;
-        var replication = await OwnedReplication.OpenAsync(spec, stored, snapshots, _replication!, _logger, cancellationToken);
+        var replication = await OwnedReplication.OpenAsync(spec, stored, snapshots, history, _replication!, _logger, cancellationToken);
         var state = new VolumeState(spec, 0, stored, replication);
         await RefreshSpecAsync(state, cancellationToken); // opening may have dropped replicas: take the stored spec and its revision
         return state;
@@ -127,6 +127,11 @@ public sealed partial class VolumeService
     /// <summary>Starts serving a replicated volume this node owns: takes the copy out of the replica service, connects to the other in-sync replicas.</summary>
     private async Task OpenOwnedAsync(VolumeSpec spec, CancellationToken cancellationToken)
     {
+        WriteHistory? history;
+        lock (_lock)
+        {
+            history = _hosted.TryGetValue(spec.Name, out var hosted) && hosted.Spec.Id == spec.Id ? hosted.Target.History : null;
+        }
         await UnhostAsync(spec.Name, deleteData: false, "this node now owns the volume");
         StoredVolume? stored;
         try
@@ -145,7 +150,7 @@ public sealed partial class VolumeService
         VolumeState state;
         try
         {
-            state = await OpenReplicatedAsync(spec, stored, cancellationToken);
+            state = await OpenReplicatedAsync(spec, stored, cancellationToken, history);
         }
         catch (ReplicaFencedException e)
         {
@@ -199,6 +204,7 @@ public sealed partial class VolumeService
             if (_hosted.TryGetValue(spec.Name, out var hosted) && hosted.Spec.Id == spec.Id)
             {
                 _hosted[spec.Name] = hosted with { Spec = spec };
+                hosted.Target.History?.Observe(spec.Replication!);
                 return;
             }
         }
@@ -209,11 +215,13 @@ public sealed partial class VolumeService
             return;
         }
         StoredVolume stored;
+        bool createdHere = false;
         try
         {
             if (!pool.TryGetVolume(spec.Id, out var existing))
             {
                 existing = pool.CreateVolume(spec.Id, spec.SizeBytes);
+                createdHere = true;
                 _logger.LogInformation("volume {Volume}: created an empty replica in pool {Pool}", spec.Name, member.Pool);
             }
             else if (existing.SizeBytes < spec.SizeBytes)
@@ -228,7 +236,13 @@ public sealed partial class VolumeService
             return;
         }
         var device = new ClosableDevice(new VolumeEngine(spec.Name, stored));
-        var target = new ReplicaTarget(spec.Id, device, new StoredVolumeControl(stored, pool as ISnapshotPool, spec.Id));
+        // A copy created here received every change through this target; an existing one may have received changes of
+        // the current epoch in an earlier run of this node, which no history recorded.
+        var set = spec.Replication!;
+        var target = new ReplicaTarget(spec.Id, device, new StoredVolumeControl(stored, pool as ISnapshotPool, spec.Id))
+        {
+            History = new WriteHistory(createdHere ? 0 : set.Epoch + 1, set),
+        };
         lock (_lock)
         {
             _hosted[spec.Name] = new HostedReplica(spec, stored, target, device);

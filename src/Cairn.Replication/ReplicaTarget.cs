@@ -24,6 +24,9 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
 
     public IReplicaVolumeControl? Control { get; } = control;
 
+    /// <summary>Where the regions this replica is sent are recorded, for its node to resync others should it be promoted.</summary>
+    public WriteHistory? History { get; init; }
+
     public ulong Epoch
     {
         get
@@ -81,6 +84,10 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                     return ExecuteControl(request, payload.Span);
                 default:
                     return ReplicaStatus.InvalidArgument;
+            }
+            if (request.Op is ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes)
+            {
+                History?.Mark(request.Offset, request.Op == ReplicaOp.Write ? payload.Length : request.Length);
             }
             return ReplicaStatus.Ok;
         }

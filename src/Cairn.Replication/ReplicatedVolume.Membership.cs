@@ -35,6 +35,31 @@ public sealed partial class ReplicatedVolume
         }
     }
 
+    /// <summary>
+    /// Takes over a record of what <paramref name="replica"/> missed, kept elsewhere — the history this node kept as a
+    /// replica before it was promoted — so that replica can be resynced from it; from now on every change marks it too.
+    /// False when the replica is in sync or already has a record here.
+    /// </summary>
+    public async Task<bool> TrackAsync(string replica, DirtyRegionMap missed, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(missed);
+        await _changing.WaitAsync(cancellationToken);
+        try
+        {
+            var current = _membership;
+            if (FindTracked(current.Tracking, replica) is not null || current.InSync.Any(r => string.Equals(r.Replica, replica, StringComparison.Ordinal)))
+            {
+                return false;
+            }
+            _ = Swap(current.With(tracking: [.. current.Tracking, new Tracked(replica, missed)]));
+            return true;
+        }
+        finally
+        {
+            _changing.Release();
+        }
+    }
+
     /// <summary>A replica that left the in-sync set, and the regions it has missed since.</summary>
     private sealed record Tracked(string Replica, DirtyRegionMap Map);
 

@@ -209,4 +209,43 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
             Assert.Equal(monday, read);
         }
     }
+
+    [Fact]
+    public async Task A_replica_that_dropped_out_before_a_failover_is_resynced_by_the_new_owner_from_what_it_recorded()
+    {
+        var created = await _http.PostAsJsonAsync(_nodes["n3"].ApiUrl + "/api/v1/volumes", new { name = "hist", size = "64MiB", replicas = 3 });
+        Assert.True(created.StatusCode == HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        string owner = (await VolumeAsync(_nodes["n3"], "hist")).GetProperty("node").GetString()!;
+        string away = Names.First(n => n != owner);
+        string successor = Names.Single(n => n != owner && n != away);
+        var before = Pattern(128 * 1024, 7);
+        var during = Pattern(64 * 1024, 8);
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "hist"))
+        {
+            client.Write(0, before);
+            _nodes[away].KillHard();
+            client.Write(32 << 20, during); // drops the dead replica
+        }
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "hist"))[away] == "Failed", $"{away} is dropped");
+
+        // The owner dies before the replica returns: the promoted one resyncs it from what it received meanwhile.
+        _nodes[owner].KillHard();
+        await WaitAsync(async () => (await VolumeAsync(_nodes[successor], "hist")).GetProperty("node").GetString() == successor,
+            $"{successor} takes over");
+        await _nodes[away].RestartAsync();
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[successor], "hist"))[away] == "InSync",
+            $"the returning replica on {away} is resynced by the new owner");
+        Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[successor].Log, StringComparison.Ordinal);
+
+        // It holds every write: make it the owner and read them back.
+        _nodes[successor].KillHard();
+        await WaitAsync(async () => (await VolumeAsync(_nodes[away], "hist")).GetProperty("node").GetString() == away, $"{away} takes over");
+        using var reader = await MiniNbdClient.ConnectAsync(_nodes[away].NbdPort, "hist");
+        var read = new byte[before.Length];
+        reader.Read(0, read);
+        Assert.Equal(before, read);
+        read = new byte[during.Length];
+        reader.Read(32 << 20, read);
+        Assert.Equal(during, read);
+    }
 }

@@ -29,8 +29,9 @@ public sealed partial class OwnedReplication : IAsyncDisposable
     public ReplicatedVolume Device { get; }
 
     /// <param name="snapshots">The local copy's snapshots, which full rebuilds recreate on replicas; null when its pool keeps none.</param>
-    public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ISnapshotImages? snapshots, ReplicationContext context,
-        ILogger logger, CancellationToken cancellationToken)
+    /// <param name="history">What the local copy received as a replica before this node was promoted; null when it was not one.</param>
+    public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ISnapshotImages? snapshots, WriteHistory? history,
+        ReplicationContext context, ILogger logger, CancellationToken cancellationToken)
     {
         var set = spec.Replication ?? throw new ArgumentException($"volume '{spec.Name}' is not replicated", nameof(spec));
         var remotes = set.InSyncRemotes.ToList();
@@ -64,7 +65,33 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots };
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
+        if (history is not null)
+        {
+            await TakeOverResyncRecordsAsync(device, set, history, context.Node, spec.Name, logger);
+        }
         return new OwnedReplication(device, reached, spec, context, logger);
+    }
+
+    /// <summary>
+    /// A replica that dropped out before this node was promoted can be resynced from what this node received since then
+    /// (it was in sync, so it received every acknowledged write) — unless it was itself an owner meanwhile: an owner
+    /// may hold writes it never sent anyone, so only a full copy makes it equal again.
+    /// </summary>
+    private static async Task TakeOverResyncRecordsAsync(ReplicatedVolume device, ReplicaSet set, WriteHistory history, string self, string volume,
+        ILogger logger)
+    {
+        foreach (var member in set.Members)
+        {
+            if (member.State == ReplicaState.InSync || member.FailedAtEpoch == 0 || member.Node == self || history.SawOwner(member.Node))
+            {
+                continue;
+            }
+            if (history.Since(member.FailedAtEpoch) is { } missed && await device.TrackAsync(member.Node, missed))
+            {
+                logger.LogInformation("volume {Volume}: the replica on {Node} can be resynced from the {Bytes} bytes this node recorded since epoch {Epoch}",
+                    volume, member.Node, missed.DirtyBytes, member.FailedAtEpoch);
+            }
+        }
     }
 
     /// <summary>Connects to one replica, retrying until <see cref="ReplicationContext.ConnectWithin"/>: a new replica's node creates it
