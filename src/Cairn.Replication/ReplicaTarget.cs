@@ -123,6 +123,10 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                     Control.RevertToSnapshot(StrictUtf8.GetString(name));
                     break;
             }
+            if (request.Op != ReplicaOp.Grow)
+            {
+                History?.MarkUnrecordable();
+            }
             return ReplicaStatus.Ok;
         }
         catch (BlockDeviceException e)

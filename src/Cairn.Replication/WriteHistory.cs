@@ -19,7 +19,11 @@ public sealed class WriteHistory
     private volatile DirtyRegionMap _current;
     private ulong _droppedThrough; // writes of this epoch and earlier may have been in dropped generations
 
-    private sealed record Generation(ulong From, DirtyRegionMap Map);
+    private sealed record Generation(ulong From, DirtyRegionMap Map)
+    {
+        /// <summary>Something beyond block writes happened in it (a snapshot taken or deleted, a revert): regions cannot describe it.</summary>
+        public bool Unrecordable { get; set; }
+    }
 
     /// <param name="coversFrom">The lowest epoch whose writes were all received through this history: 0 for a copy
     /// created empty on this node; one past the epoch seen when an existing copy was opened, since it may have
@@ -39,6 +43,18 @@ public sealed class WriteHistory
 
     /// <summary>Records a change the replica carried out. Cheap: one lock-protected bitmap update.</summary>
     public void Mark(long offset, long length) => _current.Mark(offset, length);
+
+    /// <summary>
+    /// The replica's snapshots changed, or it was reverted: a replica that dropped out before cannot be resynced from
+    /// regions, so no answer covering this moment is given (its resync must be a full copy).
+    /// </summary>
+    public void MarkUnrecordable()
+    {
+        lock (_lock)
+        {
+            _generations[^1].Unrecordable = true;
+        }
+    }
 
     /// <summary>
     /// The volume's replica set as its node now sees it: a newer epoch starts a generation; owners are remembered; and
@@ -77,7 +93,8 @@ public sealed class WriteHistory
 
     /// <summary>
     /// Every region written at epoch <paramref name="epoch"/> or later, as a new map that can go on recording for the
-    /// replica that left at that epoch; null when this history does not reach back that far.
+    /// replica that left at that epoch; null when this history does not reach back that far, or when the replica's
+    /// snapshots changed or it was reverted since (see <see cref="MarkUnrecordable"/>).
     /// </summary>
     public DirtyRegionMap? Since(ulong epoch)
     {
@@ -87,16 +104,15 @@ public sealed class WriteHistory
             {
                 return null;
             }
-            var since = new DirtyRegionMap(epoch);
-            for (int i = 0; i < _generations.Count; i++)
+            var needed = _generations.Where((g, i) => i == _generations.Count - 1 || _generations[i + 1].From >= epoch).ToList();
+            if (needed.Any(g => g.Unrecordable))
             {
-                if (i == _generations.Count - 1 || _generations[i + 1].From >= epoch)
-                {
-                    foreach (var range in _generations[i].Map.Ranges())
-                    {
-                        since.Mark(range.Offset, range.Length);
-                    }
-                }
+                return null;
+            }
+            var since = new DirtyRegionMap(epoch);
+            foreach (var range in needed.SelectMany(g => g.Map.Ranges()))
+            {
+                since.Mark(range.Offset, range.Length);
             }
             return since;
         }

@@ -91,4 +91,22 @@ public sealed class WriteHistoryTests
 
         Assert.Equal([new DirtyRange(4096, 4096), new DirtyRange(65536, 8192)], Ranges(history.Since(3)));
     }
+
+    [Fact]
+    public async Task A_snapshot_change_or_revert_makes_the_history_refuse_replicas_that_left_before_it()
+    {
+        var history = new WriteHistory(0, Set(1));
+        var control = new RecordingControl("r", () => [], []);
+        var target = new ReplicaTarget("r", new Cairn.Testing.RamBlockDevice(1 << 20), control) { History = history };
+        history.Observe(Set(2, "n1", Failed("n3", 1)));
+        byte[] name = "s1"u8.ToArray();
+
+        Assert.Equal(ReplicaStatus.Ok, await target.ExecuteAsync(new ReplicaRequest(ReplicaOp.CreateSnapshot, ReplicaFlags.None, 2, 1, 0, 2), name, default, default));
+        history.Observe(Set(3, "n1", Failed("n3", 1)));
+        history.Mark(0, 4096);
+
+        Assert.Null(history.Since(1));  // n3 left before the snapshot: it would come back without it
+        Assert.Null(history.Since(2));  // the snapshot may have been taken at epoch 3, seen late
+        Assert.Equal([new DirtyRange(0, 4096)], Ranges(history.Since(4)));
+    }
 }
