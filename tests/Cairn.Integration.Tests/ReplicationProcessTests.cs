@@ -14,6 +14,7 @@ namespace Cairn.Integration.Tests;
 public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private const int LeaseTtlSeconds = 2;
+    private const int ReplaceAfterSeconds = 4; // with three nodes and three replicas there is nowhere to replace one: only the test that adds a node sees it
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(40); // generous: a loaded 2-core machine
     private static readonly string[] Names = ["n1", "n2", "n3"];
 
@@ -26,10 +27,14 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         _etcd = await EtcdServer.StartAsync();
         foreach (string name in Names)
         {
-            _nodes[name] = await CairnDaemon.StartAsync(null, "--cluster", _etcd.Spec, "--node", name, "--zone", "z-" + name,
-                "--lease-ttl", LeaseTtlSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            await StartNodeAsync(name);
         }
     }
+
+    private async Task StartNodeAsync(string name) =>
+        _nodes[name] = await CairnDaemon.StartAsync(null, "--cluster", _etcd.Spec, "--node", name, "--zone", "z-" + name,
+            "--lease-ttl", LeaseTtlSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--replace-after", ReplaceAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     public async ValueTask DisposeAsync()
     {
@@ -245,6 +250,53 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         reader.Read(0, read);
         Assert.Equal(before, read);
         read = new byte[during.Length];
+        reader.Read(32 << 20, read);
+        Assert.Equal(during, read);
+    }
+
+    [Fact]
+    public async Task A_replica_whose_node_stays_down_is_replaced_on_another_zone_and_copied_while_io_goes_on()
+    {
+        await StartNodeAsync("n4");
+        var created = await _http.PostAsJsonAsync(_nodes["n1"].ApiUrl + "/api/v1/volumes", new { name = "rep", size = "64MiB", replicas = 3, spread = "zone" });
+        Assert.True(created.StatusCode == HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        var volume = await VolumeAsync(_nodes["n1"], "rep");
+        string owner = volume.GetProperty("node").GetString()!;
+        var members = ReplicaStates(volume).Keys.ToList();
+        string victim = members.First(n => n != owner);
+        string other = members.Single(n => n != owner && n != victim);
+        string spare = _nodes.Keys.Single(n => !members.Contains(n));
+        var before = Pattern(128 * 1024, 9);
+        var during = Pattern(64 * 1024, 10);
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "rep"))
+        {
+            client.Write(0, before);
+            _nodes[victim].KillHard();
+            client.Write(16 << 20, during); // drops it; it stays down past --replace-after
+        }
+
+        await WaitAsync(async () => ReplicaStates(volume = await VolumeAsync(_nodes[owner], "rep")) is var states
+                && !states.ContainsKey(victim) && states.GetValueOrDefault(spare) == "InSync" && states.Values.All(s => s == "InSync"),
+            $"the replica on {victim} is replaced by one on {spare}, copied and in sync");
+        await WaitAsync(async () => (await VolumeAsync(_nodes[owner], "rep")).GetProperty("health").GetProperty("state").GetString() == "Healthy",
+            "the controller judges the volume Healthy again");
+
+        // The new replica holds everything: leave it as the only one in sync and read through it.
+        _nodes[other].KillHard();
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "rep"))
+        {
+            client.Write(32 << 20, during); // drops the other replica
+        }
+        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "rep"))[other] == "Failed", $"{other} is dropped");
+        _nodes[owner].KillHard();
+        await WaitAsync(async () => (await VolumeAsync(_nodes[spare], "rep")).GetProperty("node").GetString() == spare, $"{spare} takes over");
+        using var reader = await MiniNbdClient.ConnectAsync(_nodes[spare].NbdPort, "rep");
+        var read = new byte[before.Length];
+        reader.Read(0, read);
+        Assert.Equal(before, read);
+        read = new byte[during.Length];
+        reader.Read(16 << 20, read);
+        Assert.Equal(during, read);
         reader.Read(32 << 20, read);
         Assert.Equal(during, read);
     }
