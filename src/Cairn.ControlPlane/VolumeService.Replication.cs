@@ -76,6 +76,21 @@ public sealed partial class VolumeService
         }
         if (ownsNow)
         {
+            if (set.Find(context.Node)?.Boot is { } ownerBoot && !string.Equals(ownerBoot, context.Boot, StringComparison.Ordinal))
+            {
+                // This node became the owner in an earlier run: its copy may have lost acknowledged writes that were only
+                // in its cache. Serving it would serve them stale; the controller fails the volume over (or, when no
+                // replica kept more, gives it back to this boot) and this node then follows the new set.
+                _logger.LogDebug("volume {Volume}: owned by this node's earlier boot {Boot}; waiting for the controller", spec.Name, ownerBoot);
+                return;
+            }
+            if (owned?.Replicated is { } running && set.LastServed is not null && set.Epoch > running.Device.Epoch)
+            {
+                // Failed over away from this node and given back while it ran (it was cut off from the store): the
+                // replicas have seen the newer epoch and would refuse this one. Open again at the store's epoch.
+                await DemoteAsync(owned, $"the volume was given back to this node at epoch {set.Epoch}; reopening");
+                owned = null;
+            }
             if (owned is null)
             {
                 await OpenOwnedAsync(spec, cancellationToken);
@@ -107,7 +122,7 @@ public sealed partial class VolumeService
         {
             throw new CairnException(CairnErrorCode.Busy, $"volume '{name}' was placed with {replicas[0].Node} as its owner, not {context.Node}; retry");
         }
-        return ReplicaSet.Create([(context.Node, localPool), .. replicas.Skip(1).Select(r => (r.Node, r.Pool))]);
+        return ReplicaSet.Create([(context.Node, localPool), .. replicas.Skip(1).Select(r => (r.Node, r.Pool))], context.CurrentBootOf);
     }
 
     /// <summary>Connects an owned replicated volume to its in-sync replicas (a new volume's nodes create their empty copies on seeing its spec).</summary>
