@@ -243,6 +243,9 @@ public sealed partial class VolumeService
         }
         var device = new ClosableDevice(new VolumeEngine(spec.Name, stored));
         var target = new ReplicaTarget(spec.Id, device, new StoredVolumeControl(stored, pool as ISnapshotPool, spec.Id));
+        // A target starts at the epoch the store holds, not at 0: after this node restarted, a deposed owner that has
+        // not noticed yet must be refused, not let in as the first sender. The current owner is at this epoch or newer.
+        target.TryAdmit(spec.Replication!.Epoch);
         lock (_lock)
         {
             _hosted[spec.Name] = new HostedReplica(spec, stored, target, device);
