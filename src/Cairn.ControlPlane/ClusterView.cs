@@ -149,6 +149,15 @@ public sealed class ClusterView : IAsyncDisposable
         }
     }
 
+    /// <summary>The current boot of every live node (<see cref="NodeRecord.Boot"/>), by name: a node that is absent is Down.</summary>
+    public IReadOnlyDictionary<string, string> LiveBoots()
+    {
+        lock (_lock)
+        {
+            return _live.ToDictionary(n => n.Key, n => n.Value.Boot, StringComparer.Ordinal);
+        }
+    }
+
     /// <summary>Every registered node as placement sees it: state, domains, pools with what specs already provision from them.</summary>
     public IReadOnlyList<NodeCandidate> PlacementCandidates()
     {

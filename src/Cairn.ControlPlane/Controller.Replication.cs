@@ -6,40 +6,49 @@ using Microsoft.Extensions.Logging;
 
 namespace Cairn.ControlPlane;
 
-// The controller's part in replication: fail a volume over when its owner's node is Down, and judge its health from
-// its replicas. Every change is a replica-set transition written by compare-and-swap on the spec and fenced by the
-// controller's term, so neither a deposed controller nor a concurrent owner change can be overwritten.
+// The controller's part in replication: fail a volume over when its owner is gone (its node Down, or restarted since
+// it became the owner), keep its replica count, and judge its health from its replicas. Every change is a replica-set
+// transition written by compare-and-swap on the spec and fenced by the controller's term, so neither a deposed
+// controller nor a concurrent owner change can be overwritten. Replicas whose node restarted are left to their owner
+// to drop (its epoch must stay the store's); the failover rule alone keeps them from being promoted.
 public sealed partial class Controller
 {
     private ReplicaSetWriter Writer => field ??= new ReplicaSetWriter(store);
 
-    /// <summary>Fails over every replicated volume whose owner's node is Down. Returns the number of writes, or -1 when the term is lost.</summary>
-    private async Task<int> RepairReplicationAsync(long fence, Dictionary<string, NodeState> nodes, CancellationToken cancellationToken)
+    /// <summary>
+    /// Fails over every replicated volume whose owner is gone: its node is Down, or restarted since it became the owner
+    /// (<see cref="ReplicaSet.NeedsFailOver"/>). The new owner is chosen by <see cref="ReplicaSet.FailOver"/>: never a
+    /// replica whose node restarted since it joined the in-sync set (it may have lost acknowledged writes from its
+    /// cache), and while the last failover has not been taken up, the deposed owner may get the volume back.
+    /// Returns the number of writes, or -1 when the term is lost.
+    /// </summary>
+    private async Task<int> RepairReplicationAsync(long fence, Func<string, string?> bootOf, CancellationToken cancellationToken)
     {
         int writes = 0;
         foreach (var volume in view.Volumes())
         {
-            if (volume.Replication is not { } set || IsUp(set.Owner, nodes))
+            if (volume.Replication is not { } set || !set.NeedsFailOver(bootOf))
             {
                 continue;
             }
-            var written = await Writer.UpdateAsync(volume.Name,
-                current => current.Replication is { } now && !IsUp(now.Owner, nodes) ? now.FailOver(node => IsUp(node, nodes)) : null,
+            var written = await Writer.UpdateAsync(volume.Name, current => current.Replication?.FailOver(bootOf),
                 Compare.ModRevisionIs(ClusterKeys.ControllerLeader, fence), cancellationToken);
             if (written is null && await store.GetAsync(ClusterKeys.Volumes + volume.Name, cancellationToken) is not null)
             {
                 _logger.LogInformation("controller on node {Node} lost its term {Term}: another node leads; writing nothing more", node, fence);
                 return -1;
             }
-            if (written?.Replication is { } after && after.Epoch != set.Epoch && after.Owner != set.Owner)
+            string why = bootOf(set.Owner) is null ? "is Down" : "restarted since it became the owner";
+            if (written?.Replication is { } after && after.Epoch > set.Epoch)
             {
                 writes++;
-                _logger.LogWarning("volume {Volume}: owner {Old} is Down; failed over to {New} at epoch {Epoch}", volume.Name, set.Owner, after.Owner, after.Epoch);
+                _logger.LogWarning("volume {Volume}: owner {Old} {Why}; {New} owns it now at epoch {Epoch} (in sync: {InSync})", volume.Name, set.Owner, why,
+                    after.Owner, after.Epoch, string.Join(", ", after.InSync.Select(m => m.Node)));
             }
             else if (written is not null)
             {
-                _logger.LogWarning("volume {Volume}: owner {Old} is Down and no in-sync replica is Up; waiting (promoting a stale replica would serve old data)",
-                    volume.Name, set.Owner);
+                _logger.LogWarning("volume {Volume}: owner {Old} {Why} and no in-sync replica that surely kept its writes is Up; waiting " +
+                    "(promoting a replica that missed writes, or restarted and lost some, would serve old data)", volume.Name, set.Owner, why);
             }
         }
         return writes;
@@ -58,7 +67,8 @@ public sealed partial class Controller
     /// (that one is removed in the same write), and removes replicas that are not in sync when there are too many. New
     /// replicas start out of sync; their owner copies the data to them. Returns the number of writes, or -1 when the term is lost.
     /// </summary>
-    private async Task<int> KeepReplicaCountAsync(long fence, Dictionary<string, NodeState> nodes, CancellationToken cancellationToken)
+    private async Task<int> KeepReplicaCountAsync(long fence, Dictionary<string, NodeState> nodes, Func<string, string?> bootOf,
+        CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
         foreach (var (name, state) in nodes)
@@ -76,7 +86,9 @@ public sealed partial class Controller
         var candidates = view.PlacementCandidates();
         foreach (var volume in view.Volumes())
         {
-            if (volume.Replication is not { } set || !IsUp(set.Owner, nodes) || Resize(volume, set, nodes, candidates, now) is not { } next)
+            // An unfinished failover (LastServed set) is left alone: undoing it needs the members as they were.
+            if (volume.Replication is not { } set || set.NeedsFailOver(bootOf) || set.LastServed is not null
+                || Resize(volume, set, nodes, candidates, now) is not { } next)
             {
                 continue;
             }
@@ -175,22 +187,24 @@ public sealed partial class Controller
     private static bool IsUp(string node, Dictionary<string, NodeState> nodes) =>
         nodes.TryGetValue(node, out var state) && state != NodeState.Down;
 
-    private static (VolumeHealthState State, string Reason) JudgeReplicated(ReplicaSet set, Dictionary<string, NodeState> nodes)
+    private static (VolumeHealthState State, string Reason) JudgeReplicated(ReplicaSet set, Dictionary<string, NodeState> nodes, Func<string, string?> bootOf)
     {
-        if (!IsUp(set.Owner, nodes))
+        if (set.NeedsFailOver(bootOf))
         {
+            string gone = IsUp(set.Owner, nodes) ? "restarted since it became the owner" : "is Down";
             return (VolumeHealthState.Unavailable, set.Members.Count == 1
-                ? $"its node {set.Owner} is Down"
-                : $"its owner {set.Owner} is Down and no in-sync replica can take over");
+                ? $"its node {set.Owner} {gone}"
+                : $"its owner {set.Owner} {gone} and no in-sync replica can take over");
         }
-        var lagging = set.Members.Where(m => m.State != ReplicaState.InSync || !IsUp(m.Node, nodes)).ToList();
+        // A replica whose node restarted since it joined is in sync in name only: its owner drops and resyncs it.
+        var lagging = set.Members.Where(m => m.State != ReplicaState.InSync || !IsUp(m.Node, nodes) || ReplicaSet.HasRestarted(m, bootOf)).ToList();
         if (lagging.Count == 0)
         {
             return (VolumeHealthState.Healthy, set.Members.Count == 1
-                ? $"its node {set.Owner} is {nodes[set.Owner]}"
+                ? $"its node {set.Owner} is {nodes.GetValueOrDefault(set.Owner)}"
                 : $"all {set.Members.Count} replicas in sync; owner {set.Owner}, epoch {set.Epoch}");
         }
-        string detail = string.Join(", ", lagging.Select(m => $"{m.Node} {(IsUp(m.Node, nodes) ? m.State.ToString() : "Down")}"));
+        string detail = string.Join(", ", lagging.Select(m => $"{m.Node} {(!IsUp(m.Node, nodes) ? "Down" : m.State == ReplicaState.InSync ? "restarted, to be resynced" : m.State.ToString())}"));
         return (VolumeHealthState.Degraded, $"{set.Members.Count - lagging.Count} of {set.Members.Count} replicas in sync ({detail}); owner {set.Owner}, epoch {set.Epoch}");
     }
 }

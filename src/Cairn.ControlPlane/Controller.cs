@@ -63,8 +63,10 @@ public sealed partial class Controller(string node, IClusterStore store, Cluster
             return -1;
         }
         var nodes = view.PlacementCandidates().ToDictionary(n => n.Name, n => n.State, StringComparer.Ordinal);
-        int writes = await RepairReplicationAsync(fence, nodes, cancellationToken);
-        int resized = writes < 0 ? -1 : await KeepReplicaCountAsync(fence, nodes, cancellationToken);
+        var boots = view.LiveBoots();
+        string? BootOf(string name) => boots.GetValueOrDefault(name);
+        int writes = await RepairReplicationAsync(fence, BootOf, cancellationToken);
+        int resized = writes < 0 ? -1 : await KeepReplicaCountAsync(fence, nodes, BootOf, cancellationToken);
         if (resized < 0)
         {
             return -1;
@@ -73,7 +75,7 @@ public sealed partial class Controller(string node, IClusterStore store, Cluster
         var recorded = view.Health().ToDictionary(h => h.Volume, StringComparer.Ordinal);
         foreach (var volume in view.Volumes())
         {
-            var (state, reason) = Judge(volume, nodes);
+            var (state, reason) = Judge(volume, nodes, BootOf);
             var old = recorded.GetValueOrDefault(volume.Name);
             recorded.Remove(volume.Name);
             if (old is not null && old.State == state && old.Reason == reason)
@@ -99,7 +101,7 @@ public sealed partial class Controller(string node, IClusterStore store, Cluster
         return writes;
     }
 
-    private static (VolumeHealthState State, string Reason) Judge(VolumeSpec volume, Dictionary<string, NodeState> nodes)
+    private static (VolumeHealthState State, string Reason) Judge(VolumeSpec volume, Dictionary<string, NodeState> nodes, Func<string, string?> bootOf)
     {
         if (volume.Node is not { } owner)
         {
@@ -107,7 +109,7 @@ public sealed partial class Controller(string node, IClusterStore store, Cluster
         }
         if (volume.Replication is { } set)
         {
-            return JudgeReplicated(set, nodes);
+            return JudgeReplicated(set, nodes, bootOf);
         }
         return nodes.TryGetValue(owner, out var state)
             ? state == NodeState.Down

@@ -69,6 +69,9 @@ public sealed class NodeMembership : IAsyncDisposable, Cairn.Replication.IOwnerL
 
     public string Name => _identity.Name;
 
+    /// <summary>This run's boot (see <see cref="NodeRecord.Boot"/>); known once started.</summary>
+    public string Boot => _loop is null ? throw new InvalidOperationException("membership not started") : NodeRecord.BootOf(_startedAt);
+
     /// <summary>The current heartbeat lease (0 before start or while re-registering).</summary>
     public long LeaseId => Interlocked.Read(ref _leaseId);
 

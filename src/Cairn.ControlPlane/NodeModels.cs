@@ -13,9 +13,23 @@ public sealed record NodePool(string Name, long CapacityBytes, long UsedBytes, l
 /// A live node, under <c>/cairn/nodes/NAME</c>, attached to the node's heartbeat lease: it exists exactly while the node is Up.
 /// The node rewrites it every heartbeat with fresh pool figures.
 /// </summary>
+/// <param name="StartedAt">When this run of the node's daemon started: kept while it runs (a lease lost and granted
+/// again does not change it), new at every restart. It names the node's current boot (<see cref="Boot"/>).</param>
 public sealed record NodeRecord(
     string Name, string? ApiAddress, string? NbdAddress, string Zone, string Rack,
-    IReadOnlyList<NodePool> Pools, DateTimeOffset StartedAt, DateTimeOffset HeartbeatAt, string? ReplicaAddress = null);
+    IReadOnlyList<NodePool> Pools, DateTimeOffset StartedAt, DateTimeOffset HeartbeatAt, string? ReplicaAddress = null)
+{
+    /// <summary>
+    /// The node's boot, as replica sets record it (<see cref="Cairn.Replication.ReplicaMember.Boot"/>): a replica
+    /// whose node's boot changed may have lost writes from its cache. Derived from <see cref="StartedAt"/>, which every
+    /// node has always published, so nodes of every version can be judged.
+    /// </summary>
+    [JsonIgnore]
+    public string Boot => BootOf(StartedAt);
+
+    /// <summary>The boot named by a start time: its UTC instant to the tick (a restart cannot land on the same tick).</summary>
+    public static string BootOf(DateTimeOffset startedAt) => startedAt.UtcDateTime.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+}
 
 /// <summary>
 /// A node that joined the cluster, under <c>/cairn/node-registry/NAME</c>, with no lease, so a Down node still lists.

@@ -76,6 +76,21 @@ public sealed partial class VolumeService
         }
         if (ownsNow)
         {
+            if (set.Find(context.Node)?.Boot is { } ownerBoot && !string.Equals(ownerBoot, context.Boot, StringComparison.Ordinal))
+            {
+                // This node became the owner in an earlier run: its copy may have lost acknowledged writes that were only
+                // in its cache. Serving it would serve them stale; the controller fails the volume over (or, when no
+                // replica kept more, gives it back to this boot) and this node then follows the new set.
+                _logger.LogDebug("volume {Volume}: owned by this node's earlier boot {Boot}; waiting for the controller", spec.Name, ownerBoot);
+                return;
+            }
+            if (owned?.Replicated is { } running && set.LastServed is not null && set.Epoch > running.Device.Epoch)
+            {
+                // Failed over away from this node and given back while it ran (it was cut off from the store): the
+                // replicas have seen the newer epoch and would refuse this one. Open again at the store's epoch.
+                await DemoteAsync(owned, $"the volume was given back to this node at epoch {set.Epoch}; reopening");
+                owned = null;
+            }
             if (owned is null)
             {
                 await OpenOwnedAsync(spec, cancellationToken);
@@ -107,7 +122,7 @@ public sealed partial class VolumeService
         {
             throw new CairnException(CairnErrorCode.Busy, $"volume '{name}' was placed with {replicas[0].Node} as its owner, not {context.Node}; retry");
         }
-        return ReplicaSet.Create([(context.Node, localPool), .. replicas.Skip(1).Select(r => (r.Node, r.Pool))]);
+        return ReplicaSet.Create([(context.Node, localPool), .. replicas.Skip(1).Select(r => (r.Node, r.Pool))], context.CurrentBootOf);
     }
 
     /// <summary>Connects an owned replicated volume to its in-sync replicas (a new volume's nodes create their empty copies on seeing its spec).</summary>
@@ -243,6 +258,9 @@ public sealed partial class VolumeService
         {
             History = new WriteHistory(createdHere ? 0 : set.Epoch + 1, set),
         };
+        // A target starts at the epoch the store holds, not at 0: after this node restarted, a deposed owner that has
+        // not noticed yet must be refused, not let in as the first sender. The current owner is at this epoch or newer.
+        target.TryAdmit(set.Epoch);
         lock (_lock)
         {
             _hosted[spec.Name] = new HostedReplica(spec, stored, target, device);

@@ -109,7 +109,7 @@ public sealed class CairnDaemon : IAsyncDisposable
             await view.WaitUntilAsync(() => view.FindLiveNode(nodeName) is not null, TimeSpan.FromSeconds(30), cancellationToken);
             if (replication is not null)
             {
-                await replication.StartAsync(nodeName, store, membership, cancellationToken);
+                await replication.StartAsync(membership, store, cancellationToken);
             }
             Controller? controller = null;
             election = new ControllerElection(store, nodeName, leading => controller!.RunAsync(leading), new ElectionOptions { LeaseTtl = options.LeaseTtl },

@@ -43,10 +43,11 @@ internal sealed class ReplicationAgent : IAsyncDisposable
     }
 
     /// <summary>Turns replication on, brings this node's copies in line once, then keeps them so in the background.</summary>
-    public async Task StartAsync(string node, IClusterStore store, IOwnerLease lease, CancellationToken cancellationToken)
+    public async Task StartAsync(NodeMembership membership, IClusterStore store, CancellationToken cancellationToken)
     {
-        _volumes.EnableReplication(new ReplicationContext(node, new ReplicaSetWriter(store), lease,
-            name => ReplicationContext.ParseEndpoint(_view.FindLiveNode(name)?.ReplicaAddress)));
+        _volumes.EnableReplication(new ReplicationContext(membership.Name, new ReplicaSetWriter(store), membership,
+            name => ReplicationContext.ParseEndpoint(_view.FindLiveNode(name)?.ReplicaAddress), membership.Boot,
+            name => _view.FindLiveNode(name)?.Boot));
         await _volumes.SyncWithClusterAsync(_view.Volumes(), cancellationToken);
         _loop = Task.Run(() => LoopAsync(_stop.Token), CancellationToken.None);
     }

@@ -38,6 +38,7 @@ public sealed partial class OwnedReplication
         {
             return;
         }
+        await DropRestartedAsync(set);
         int desired = spec.Placement?.Replicas ?? set.Members.Count;
         // Surplus copies out of sync are the controller's to remove, not to bring back.
         foreach (var member in set.Members.Where(m => m.State != ReplicaState.InSync && m.Node != set.Owner).Take(Math.Max(0, desired - set.InSync.Count())))
@@ -66,6 +67,9 @@ public sealed partial class OwnedReplication
         NodeChannel? channel = null;
         try
         {
+            // Taken before connecting: if the view is behind, an older boot is recorded and the replica, once admitted,
+            // looks restarted and is rebuilt once more — never the other way round.
+            string? boot = _context.BootOf(member.Node);
             channel = await ConnectAsync(_spec, member.Node, Device.Epoch, _context, _logger, stopping, within: TimeSpan.FromSeconds(5));
             if (channel is null)
             {
@@ -73,7 +77,7 @@ public sealed partial class OwnedReplication
             }
             await _context.Writer.UpdateAsync(_spec.Name, current =>
                 current.Replication is { } now && now.Owner == _context.Node && now.Find(member.Node) is { State: not ReplicaState.InSync } m
-                    ? m.State == ReplicaState.Rebuilding ? null : now.StartRebuild(member.Node)
+                    ? m.State == ReplicaState.Rebuilding && m.Boot == boot ? null : now.StartRebuild(member.Node, boot)
                     : throw new InvalidOperationException($"{member.Node} no longer needs a rebuild"), cancellationToken: stopping);
             bool delta = Device.DirtySince(member.Node) is not null && member.FailedAtEpoch != 0;
             _logger.LogInformation("volume {Volume}: rebuilding the replica on {Node} ({Kind}) while IO goes on", _spec.Name, member.Node,
@@ -109,6 +113,41 @@ public sealed partial class OwnedReplication
             {
                 await channel.DisposeAsync();
             }
+        }
+    }
+
+    /// <summary>
+    /// An in-sync replica whose node restarted since it joined may have lost acknowledged writes from its cache, yet
+    /// counts as in sync until a write to it fails, and the failover rule will not promote it. It leaves the standard
+    /// way, by this owner (whose epoch must stay the store's): its link, broken by the restart anyway, is closed, a
+    /// flush fails on it, and it is dropped from the in-sync set (bumping the epoch); then it is rebuilt.
+    /// </summary>
+    private async Task DropRestartedAsync(ReplicaSet set)
+    {
+        var restarted = set.InSyncRemotes.Where(m => ReplicaSet.HasRestarted(m, _context.BootOf)).Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
+        if (restarted.Count == 0)
+        {
+            return;
+        }
+        NodeChannel[] closing;
+        lock (_links)
+        {
+            closing = [.. _links.Where(l => restarted.Contains(l.Replica))];
+            _links.RemoveAll(l => restarted.Contains(l.Replica));
+        }
+        _logger.LogWarning("volume {Volume}: the nodes of in-sync replicas {Nodes} restarted since they joined; dropping them to resync them",
+            _spec.Name, string.Join(", ", restarted));
+        foreach (var link in closing)
+        {
+            await link.DisposeAsync();
+        }
+        try
+        {
+            await Device.FlushAsync(_closing.Token);
+        }
+        catch (Exception e) when (e is Core.BlockDeviceException or ReplicaFencedException)
+        {
+            _logger.LogWarning("volume {Volume}: the flush that drops restarted replicas failed: {Reason}", _spec.Name, e.Message);
         }
     }
 

@@ -49,6 +49,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
                 logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer; dropped from the in-sync set (epoch {Epoch})",
                     spec.Name, string.Join(", ", unreachable), epoch);
             }
+            await MarkServedAsync(spec.Name, epoch, context, cancellationToken);
         }
         catch
         {
@@ -91,6 +92,38 @@ public sealed partial class OwnedReplication : IAsyncDisposable
                 logger.LogInformation("volume {Volume}: the replica on {Node} can be resynced from the {Bytes} bytes this node recorded since epoch {Epoch}",
                     volume, member.Node, missed.DirtyBytes, member.FailedAtEpoch);
             }
+        }
+    }
+
+    /// <summary>
+    /// Records in the store that this node serves the volume at <paramref name="epoch"/>, before it serves anything:
+    /// until then the controller may still undo the failover that made it the owner (<see cref="ReplicaSet.LastServed"/>),
+    /// after it never. Throws <see cref="ReplicaFencedException"/> when the store no longer names this node, at this
+    /// epoch and for this boot, as the owner.
+    /// </summary>
+    private static async Task MarkServedAsync(string volume, ulong epoch, ReplicationContext context, CancellationToken cancellationToken)
+    {
+        var written = await context.Writer.UpdateAsync(volume, current =>
+        {
+            var set = current.Replication ?? throw new ReplicaFencedException($"volume '{volume}' is no longer replicated");
+            if (!string.Equals(set.Owner, context.Node, StringComparison.Ordinal) || set.Epoch != epoch)
+            {
+                throw new ReplicaFencedException($"volume '{volume}' is now owned by {set.Owner} at epoch {set.Epoch}, not by {context.Node} at {epoch}");
+            }
+            ReplicaSet served;
+            try
+            {
+                served = set.MarkServed(context.Node, context.Boot);
+            }
+            catch (InvalidOperationException e)
+            {
+                throw new ReplicaFencedException($"volume '{volume}': {e.Message}");
+            }
+            return served.SameAs(set) ? null : served;
+        }, cancellationToken: cancellationToken);
+        if (written is null)
+        {
+            throw new ReplicaFencedException($"volume '{volume}' was deleted");
         }
     }
 

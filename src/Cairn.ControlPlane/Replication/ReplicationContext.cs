@@ -7,8 +7,15 @@ namespace Cairn.ControlPlane.Replication;
 /// <param name="Node">This node's name.</param>
 /// <param name="Lease">Whether this node can still prove its epochs; an owner stops acknowledging IO once it cannot.</param>
 /// <param name="ReplicaEndpointOf">A live node's replica service address, or null while it is Down or has none.</param>
-public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IOwnerLease Lease, Func<string, EndPoint?> ReplicaEndpointOf)
+/// <param name="Boot">This node's current boot (<see cref="NodeRecord.Boot"/>): an owner serves only for the boot it became owner at.</param>
+/// <param name="BootOf">A live node's current boot, or null while it is Down: replica sets record it, and a replica
+/// whose node's boot changed since may have lost writes from its cache.</param>
+public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IOwnerLease Lease, Func<string, EndPoint?> ReplicaEndpointOf,
+    string Boot, Func<string, string?> BootOf)
 {
+    /// <summary>A node's current boot, this node's own without asking the view (which may not show this run yet).</summary>
+    public string? CurrentBootOf(string node) => string.Equals(node, Node, StringComparison.Ordinal) ? Boot : BootOf(node);
+
     /// <summary>How long a new owner waits for each in-sync replica to answer before dropping it from the in-sync set.</summary>
     public TimeSpan ConnectWithin { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -139,11 +139,10 @@ internal sealed class Checker
     /// </summary>
     private HashSet<string> CountingAsInSync(ReplicaSet current)
     {
-        var store = _cluster.Store;
         var inSync = current.InSync.Select(m => m.Node).ToHashSet(StringComparer.Ordinal);
-        if (store.ActivatedEpoch < current.Epoch && !string.Equals(store.ActivatedSet.Owner, current.Owner, StringComparison.Ordinal))
+        if (current.LastServed is { } served && !string.Equals(served.Owner, current.Owner, StringComparison.Ordinal))
         {
-            inSync.UnionWith(store.ActivatedSet.InSync.Select(m => m.Node));
+            inSync.UnionWith(served.InSync.Select(m => m.Node));
         }
         return inSync;
     }
@@ -182,8 +181,7 @@ internal sealed class Checker
             return;
         }
         // In sync as of the last epoch at which an owner served: nothing was acknowledged after it.
-        var store = _cluster.Store;
-        var basis = store.ActivatedEpoch >= old.Epoch ? old : store.ActivatedSet;
+        var basis = old.LastServed ?? old;
         if (!string.Equals(old.Owner, next.Owner, StringComparison.Ordinal) && basis.Find(next.Owner)?.State != ReplicaState.InSync)
         {
             Violate($"epoch {next.Epoch}: {next.Owner} was promoted but was {basis.Find(next.Owner)?.State} at epoch {basis.Epoch}, the last one served");

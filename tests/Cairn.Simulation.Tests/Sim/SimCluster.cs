@@ -20,7 +20,8 @@ internal sealed class SimCluster
         {
             Nodes[$"n{i}"] = new SimNode(this, $"n{i}");
         }
-        Store = new SimClusterStore(sim, ReplicaSet.Create([.. Nodes.Keys.Select(n => (n, "pool"))]), ownerBoot: 0, options.LeaseTtlUs);
+        Store = new SimClusterStore(sim, ReplicaSet.Create([.. Nodes.Keys.Select(n => (n, "pool"))], n => SimClusterStore.Boot(Nodes[n].Incarnation)),
+            options.LeaseTtlUs);
         if ((options.Bugs & SimBugs.ReplicaDropsWrites) != 0)
         {
             Nodes["n1"].Disk.DropsWrites = true;

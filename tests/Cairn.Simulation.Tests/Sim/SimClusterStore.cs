@@ -5,44 +5,39 @@ namespace Cairn.Simulation.Tests.Sim;
 /// <summary>
 /// The cluster store (etcd's role): the authoritative <see cref="ReplicaSet"/> of the volume, changed only by
 /// compare-and-swap on its epoch, and one lease per node, renewed by heartbeats. A lease carries the node's boot
-/// (incarnation), as an etcd lease id would: the owner is the owner node in one boot, so a node that restarted no
-/// longer owns anything until the controller says so again. Runs "at" the store endpoint: callers reach it through
-/// <see cref="SimStoreClient"/>, the controller directly (it runs next to the store in this model).
+/// (incarnation), as production's node record does: the set records at which boot each replica joined the in-sync set
+/// and the owner became the owner (<see cref="ReplicaMember.Boot"/>), and which set last served
+/// (<see cref="ReplicaSet.LastServed"/>), exactly as production stores them. Runs "at" the store endpoint: callers
+/// reach it through <see cref="SimStoreClient"/>, the controller directly (it runs next to the store in this model).
 /// </summary>
-internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int ownerBoot, long leaseTtlUs)
+internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, long leaseTtlUs)
 {
     private readonly Dictionary<string, (int Boot, long ExpiresUs)> _leases = new(StringComparer.Ordinal);
 
     public ReplicaSet Set { get; private set; } = initial;
 
-    /// <summary>
-    /// The boot each node was in when its replica (last) joined the in-sync set. Not in production's store yet: it is
-    /// what lets the controller tell a replica that kept its cache from one that restarted and may have lost
-    /// acknowledged writes (see <see cref="SimOptions.SafeFailover"/>).
-    /// </summary>
-    public Dictionary<string, int> JoinedBoot { get; } = initial.Members.ToDictionary(m => m.Node, _ => 0, StringComparer.Ordinal);
-
-    /// <summary>The boot of the owner's node that the current owner assignment is for.</summary>
-    public int OwnerBoot { get; private set; } = ownerBoot;
+    /// <summary>A boot as replica sets record it (production records a node's start time; any unique name will do).</summary>
+    public static string Boot(int incarnation) => incarnation.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
-    /// The last epoch at which an owner was activated (serving, hence possibly acknowledging), and the set at that
-    /// epoch. While the current epoch is newer, nothing was acknowledged since: every replica in sync at that epoch —
-    /// the deposed owner too — still holds every acknowledged write. Not in production's store yet (see README.md).
+    /// The owner, on <paramref name="boot"/>, says it is about to serve at <paramref name="epoch"/>
+    /// (<see cref="ReplicaSet.MarkServed"/>); false when that epoch, ownership or boot is no longer current. Neither the
+    /// owner nor the in-sync set change, so this is no <see cref="Committed"/> change.
     /// </summary>
-    public ulong ActivatedEpoch { get; private set; }
-
-    public ReplicaSet ActivatedSet { get; private set; } = initial;
-
-    /// <summary>The owner says it is about to serve at <paramref name="epoch"/>; false when that epoch or ownership is no longer current.</summary>
-    public bool TryMarkActivated(ulong epoch, string owner, int boot, StoreRequest? request = null)
+    public bool TryMarkServed(ulong epoch, string owner, int boot, StoreRequest? request = null)
     {
-        if (Set.Epoch != epoch || !string.Equals(Set.Owner, owner, StringComparison.Ordinal) || OwnerBoot != boot)
+        if (Set.Epoch != epoch || !string.Equals(Set.Owner, owner, StringComparison.Ordinal))
         {
             return false;
         }
-        ActivatedEpoch = epoch;
-        ActivatedSet = Set;
+        try
+        {
+            Set = Set.MarkServed(owner, Boot(boot));
+        }
+        catch (InvalidOperationException)
+        {
+            return false; // the owner restarted since it became the owner
+        }
         if (request is not null)
         {
             Activated?.Invoke(request);
@@ -58,7 +53,7 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
 
     /// <param name="request">Who sent the change and when, for changes that travelled the network (an owner's drop):
     /// it may land after its sender crashed.</param>
-    public bool TryCommit(ulong expectedEpoch, ReplicaSet next, int ownerBoot, StoreRequest? request = null)
+    public bool TryCommit(ulong expectedEpoch, ReplicaSet next, StoreRequest? request = null)
     {
         if (Set.Epoch != expectedEpoch)
         {
@@ -66,8 +61,8 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
         }
         var old = Set;
         Set = next;
-        OwnerBoot = ownerBoot;
-        sim.Trace($"store: epoch {old.Epoch} -> {next.Epoch}, owner {next.Owner}/boot {ownerBoot}, in sync [{string.Join(",", next.InSync.Select(m => m.Node))}]");
+        sim.Trace($"store: epoch {old.Epoch} -> {next.Epoch}, owner {next.Owner}/boot {next.Find(next.Owner)?.Boot}, " +
+            $"in sync [{string.Join(",", next.InSync.Select(m => m.Node))}]{(next.LastServed is { } served ? $", last served at epoch {served.Epoch}" : "")}");
         Committed?.Invoke(old, next, request);
         return true;
     }
@@ -78,6 +73,10 @@ internal sealed class SimClusterStore(SimScheduler sim, ReplicaSet initial, int 
     public bool IsAlive(string node) => _leases.TryGetValue(node, out var lease) && lease.ExpiresUs > sim.NowUs;
 
     public int? BootOf(string node) => _leases.TryGetValue(node, out var lease) ? lease.Boot : null;
+
+    /// <summary>A node's boot while its lease is valid, else null: what production's controller reads from node records,
+    /// which live on the heartbeat lease — the <c>bootOf</c> of <see cref="ReplicaSet"/>'s rules.</summary>
+    public string? LiveBootOf(string node) => IsAlive(node) && BootOf(node) is { } boot ? Boot(boot) : null;
 
     /// <summary>When the node was last heard from (the lease's start), for the controller's impatient-bug mode.</summary>
     public long LastHeardUs(string node) => _leases.TryGetValue(node, out var lease) ? lease.ExpiresUs - leaseTtlUs : long.MinValue;
@@ -147,9 +146,8 @@ internal sealed class SimInSyncSet(SimStoreClient client, string owner, bool ski
             {
                 return ((ulong?)null, store.Set.Epoch);
             }
-            var changed = change(store.Set);
-            store.TryCommit(epoch, changed, store.OwnerBoot, request);
-            store.TryMarkActivated(changed.Epoch, owner, store.OwnerBoot); // only an active owner drops: it stays active
+            var changed = change(store.Set); // keeps LastServed: an owner drops only once it serves
+            store.TryCommit(epoch, changed, request);
             return (changed.Epoch, changed.Epoch);
         });
         return next ?? throw new ReplicaFencedException($"{owner}: epoch {epoch} is no longer current (the store is at {current}): {what} refused");

@@ -43,8 +43,8 @@ internal sealed class SimNode
     {
         IsUp = true;
         int incarnation = Incarnation;
-        // A fresh target has epoch 0 (ReplicaTarget keeps it in memory): it would admit a deposed owner's epoch from
-        // the first sender. Nothing reconnects after a link broke today, so no deposed owner ever gets to try.
+        // A fresh target has epoch 0 (ReplicaTarget keeps it in memory). Production starts a hosted target at the
+        // store's epoch so a deposed owner is refused; here nothing reconnects after a link broke, so none gets to try.
         Target = new ReplicaTarget(Name, Disk.ViewFor(incarnation));
         _store = new SimStoreClient(_cluster, this, incarnation);
         _leaseExpiresUs = 0;
@@ -114,13 +114,13 @@ internal sealed class SimNode
     private async Task HeartbeatAsync(int incarnation)
     {
         long sentUs = _cluster.Sim.NowUs;
-        (ReplicaSet Set, int OwnerBoot) view;
+        ReplicaSet view;
         try
         {
             view = await _store!.CallAsync("heartbeat", s =>
             {
                 s.Heartbeat(Name, incarnation);
-                return (s.Set, s.OwnerBoot);
+                return s.Set;
             });
         }
         catch (TimeoutException)
@@ -132,13 +132,16 @@ internal sealed class SimNode
             return; // the answer came back in the same instant the node crashed: nobody is left to act on it
         }
         _leaseExpiresUs = Math.Max(_leaseExpiresUs, sentUs + _cluster.Options.LeaseTtlUs);
-        Reconcile(view.Set, view.OwnerBoot, incarnation);
+        Reconcile(view, incarnation);
     }
 
-    /// <summary>The daemon's watch: own the volume when the store names this boot of this node, step down otherwise.</summary>
-    private void Reconcile(ReplicaSet set, int ownerBoot, int incarnation)
+    /// <summary>
+    /// The daemon's watch: own the volume when the store names this boot of this node, step down otherwise (what
+    /// production's VolumeService.SyncWithClusterAsync does: an owner of an earlier boot waits for the controller).
+    /// </summary>
+    private void Reconcile(ReplicaSet set, int incarnation)
     {
-        bool mine = string.Equals(set.Owner, Name, StringComparison.Ordinal) && ownerBoot == incarnation;
+        bool mine = string.Equals(set.Owner, Name, StringComparison.Ordinal) && set.Find(Name)?.Boot == SimClusterStore.Boot(incarnation);
         if (!mine)
         {
             if (Host is not null)
@@ -147,6 +150,12 @@ internal sealed class SimNode
                 Host = null;
             }
             return;
+        }
+        if (Host is { } running && set.LastServed is not null && set.Epoch > running.Volume.Epoch)
+        {
+            // Failed over away and given back while this owner ran: the replicas refuse its epoch now. Open again.
+            _cluster.Sim.Trace($"{Name}: reopens (given back at epoch {set.Epoch})");
+            Host = null;
         }
         if ((Host is null || Host.Fenced) && !_activating)
         {
@@ -179,9 +188,9 @@ internal sealed class SimNode
             {
                 channels.Add(await connect);
             }
-            // Tell the store before serving: until then the controller may still undo this failover (see SimController).
+            // Tell the store before serving: until then the controller may still undo this failover (ReplicaSet.LastServed).
             var request = new StoreRequest(Name, _cluster.Sim.NowUs);
-            if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkActivated(set.Epoch, Name, incarnation, request)))
+            if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkServed(set.Epoch, Name, incarnation, request)))
             {
                 _cluster.Sim.Trace($"{Name}: not owning at epoch {set.Epoch}: the store moved on");
                 return;

@@ -1,3 +1,5 @@
+using Cairn.Replication;
+
 namespace Cairn.Simulation.Tests.Sim;
 
 /// <summary>What one seed did and found.</summary>
@@ -67,13 +69,15 @@ internal static class SimRun
     }
 
     /// <summary>
-    /// Invariant 1 asks more than the owner's answers: every replica still in sync must hold every acknowledged write
-    /// (it may be promoted next). Its drive is read directly, cache first, under the same freshness rule as a read.
+    /// Invariant 1 asks more than the owner's answers: every replica that may be promoted next must hold every
+    /// acknowledged write. Its drive is read directly, cache first, under the same freshness rule as a read. Those are
+    /// the in-sync replicas still on the boot they joined at: one whose node restarted since is in sync in name only
+    /// (its owner drops it on its next write) and <see cref="ReplicaSet.FailOver"/> never promotes it.
     /// </summary>
     private static void AuditInSyncDrives(SimCluster cluster, Checker checker)
     {
         byte[] zeros = new byte[SimDisk.BlockBytes];
-        foreach (var member in cluster.Store.Set.InSync)
+        foreach (var member in cluster.Store.Set.InSync.Where(m => ReplicaSet.IsIntact(m, cluster.Store.LiveBootOf)))
         {
             var disk = cluster.Nodes[member.Node].Disk;
             for (int block = 0; block < cluster.Options.Blocks; block++)

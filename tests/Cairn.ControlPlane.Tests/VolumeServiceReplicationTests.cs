@@ -1,0 +1,106 @@
+using System.Text.Json;
+using Cairn.ClusterStore;
+using Cairn.ControlPlane.Replication;
+using Cairn.Replication;
+using Cairn.Testing;
+
+namespace Cairn.ControlPlane.Tests;
+
+/// <summary>
+/// A node's side of failover safety, over a real embedded store and this node's real membership (its lease and boot):
+/// a replica it hosts starts at the store's epoch, so a deposed owner's older one is refused; an owner from an earlier
+/// boot does not serve its copy; an owner records that it serves before serving.
+/// </summary>
+public sealed class VolumeServiceReplicationTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "cairn-vsrep-" + Guid.NewGuid().ToString("N"));
+    private readonly MemoryVolumePool _pool = new("p", 100L << 30);
+    private EmbeddedClusterStore _store = null!;
+    private NodeMembership _membership = null!;
+    private VolumeService _service = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _store = EmbeddedClusterStore.Open(_dir);
+        _membership = new NodeMembership(_store, new NodeIdentity("n1"), () => [new NodePool("p", 100L << 30, 0, 100L << 30)]);
+        await _membership.StartAsync();
+        _service = new VolumeService(_store, new PoolManager([_pool]), ownership: VolumeOwnership.Clustered("n1"));
+        await _service.StartAsync();
+        // No other node runs here: their replica services are unreachable and their boots unknown.
+        _service.EnableReplication(new ReplicationContext("n1", new ReplicaSetWriter(_store), _membership, _ => null, _membership.Boot, _ => null)
+        {
+            ConnectWithin = TimeSpan.FromMilliseconds(200),
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _service.DisposeAsync();
+        await _membership.DisposeAsync();
+        await _store.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private static VolumeSpec Spec(string name, ReplicaSet set) =>
+        new VolumeSpec(name, "id-" + name, 1L << 20, "p", DateTimeOffset.UtcNow, set.Owner).WithReplication(set);
+
+    private async Task<VolumeSpec> PutAsync(VolumeSpec spec)
+    {
+        await _store.PutAsync(ClusterKeys.Volumes + spec.Name, JsonSerializer.SerializeToUtf8Bytes(spec, ControlPlaneJson.Default.VolumeSpec));
+        return spec;
+    }
+
+    private async Task<ReplicaSet> StoredAsync(string name) =>
+        JsonSerializer.Deserialize((await _store.GetAsync(ClusterKeys.Volumes + name))!.Value, ControlPlaneJson.Default.VolumeSpec)!.Replication!;
+
+    [Fact]
+    public async Task A_hosted_replica_starts_at_the_store_s_epoch_and_refuses_an_older_one()
+    {
+        var set = new ReplicaSet(7, "n9", [new("n9", "p", ReplicaState.InSync, Boot: "b9"), new("n1", "p", ReplicaState.InSync, Boot: "b1")]);
+        var spec = await PutAsync(Spec("v", set));
+
+        await _service.SyncWithClusterAsync([spec]);
+
+        var target = _service.ReplicaCatalog.Find(spec.Id);
+        Assert.NotNull(target);
+        Assert.Equal(7UL, target.Epoch);
+        Assert.False(target.TryAdmit(6)); // a deposed owner that has not noticed yet
+        Assert.True(target.TryAdmit(7));
+    }
+
+    [Fact]
+    public async Task An_owner_from_an_earlier_boot_waits_and_serves_once_the_volume_is_given_to_this_boot_recording_that_it_serves()
+    {
+        var earlier = ReplicaSet.Create([("n1", "p")], _ => "an earlier boot of n1");
+        var spec = await PutAsync(Spec("v", earlier));
+
+        await _service.SyncWithClusterAsync([spec]);
+        Assert.False(_service.Owns("v")); // its copy may have lost acknowledged writes with the cache of that boot
+
+        // The controller sees n1 restarted and, as it was the only copy, lets it keep the volume at its new boot.
+        var restarted = earlier.FailOver(node => node == "n1" ? _membership.Boot : null);
+        Assert.NotNull(restarted);
+        Assert.NotNull(restarted.LastServed);
+        spec = await PutAsync(spec.WithReplication(restarted));
+
+        await _service.SyncWithClusterAsync([spec]);
+        Assert.True(_service.Owns("v"));
+        var stored = await StoredAsync("v");
+        Assert.Null(stored.LastServed); // recorded before serving: the controller can no longer undo it
+        Assert.Equal((restarted.Epoch, _membership.Boot), (stored.Epoch, stored.Find("n1")!.Boot));
+    }
+
+    [Fact]
+    public async Task An_owner_whose_record_names_another_node_by_the_time_it_opens_does_not_serve()
+    {
+        // n1 was promoted, but by the time it opens, the store gave the volume back to n2 (which never left).
+        var set = new ReplicaSet(3, "n1", [new("n1", "p", ReplicaState.InSync, Boot: _membership.Boot), new("n2", "p", ReplicaState.Failed, 2, Boot: "b2")]);
+        var spec = Spec("v", set);
+        await PutAsync(spec.WithReplication(set with { Epoch = 4, Owner = "n2", Members = [set.Members[0], set.Members[1] with { State = ReplicaState.InSync }] }));
+
+        await _service.SyncWithClusterAsync([spec]); // this node's view is behind the store
+
+        Assert.False(_service.Owns("v"));
+        Assert.Equal("n2", (await StoredAsync("v")).Owner);
+    }
+}
