@@ -24,9 +24,15 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         _spec = spec;
         _context = context;
         _logger = logger;
+        device.ReadRepaired += LogReadRepair;
     }
 
     public ReplicatedVolume Device { get; }
+
+    /// <summary>A client read met a bad block here: it was rewritten from a replica before the read went on, or the read failed.</summary>
+    private void LogReadRepair(BlockRepair repair) => _logger.Log(repair.Outcome == BlockRepairOutcome.Unrecoverable ? LogLevel.Error : LogLevel.Warning,
+        "volume {Volume}: a read met a bad block at byte {Offset} on this node ({Node}): {Outcome}: {Detail}",
+        _spec.Name, repair.OffsetBytes, _context.Node, repair.Outcome, repair.Detail);
 
     public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ReplicationContext context, ILogger logger,
         CancellationToken cancellationToken)
