@@ -82,38 +82,30 @@ public sealed partial class ReplicatedVolume
     {
         ArgumentNullException.ThrowIfNull(report);
         ThrowIfUnavailable();
-        var gate = await StartRepairingAsync(cancellationToken);
-        var run = new ReplicaScrub(this, gate, report, blocksVerified, bytesPerSecond, cancellationToken);
-        try
+        var run = new ReplicaScrub(this, report, blocksVerified, bytesPerSecond, cancellationToken);
+        var extents = new AllocationExtent[ExtentBatch];
+        for (long at = 0; at < SizeBytes;)
         {
-            var extents = new AllocationExtent[ExtentBatch];
-            for (long at = 0; at < SizeBytes;)
+            int count = await _local.GetAllocationAsync(at, SizeBytes - at, extents, cancellationToken);
+            if (count == 0)
             {
-                int count = await _local.GetAllocationAsync(at, SizeBytes - at, extents, cancellationToken);
-                if (count == 0)
-                {
-                    break;
-                }
-                for (int i = 0; i < count && at < SizeBytes; i++)
-                {
-                    long length = Math.Min(extents[i].LengthBytes, SizeBytes - at);
-                    if (length <= 0)
-                    {
-                        throw new InvalidOperationException($"the local device described an empty extent at offset {at}");
-                    }
-                    if (extents[i].State == AllocationState.Data)
-                    {
-                        await run.VerifyAsync(at, at + length);
-                    }
-                    at += length;
-                }
+                break;
             }
-            return run.Result();
+            for (int i = 0; i < count && at < SizeBytes; i++)
+            {
+                long length = Math.Min(extents[i].LengthBytes, SizeBytes - at);
+                if (length <= 0)
+                {
+                    throw new InvalidOperationException($"the local device described an empty extent at offset {at}");
+                }
+                if (extents[i].State == AllocationState.Data)
+                {
+                    await run.VerifyAsync(at, at + length);
+                }
+                at += length;
+            }
         }
-        finally
-        {
-            await StopRepairingAsync();
-        }
+        return run.Result();
     }
 
     /// <summary>Makes changes hold their ranges in a repair gate, and waits until every change that started without it has finished.</summary>
@@ -342,8 +334,12 @@ public sealed partial class ReplicatedVolume
         return healed;
     }
 
-    /// <summary>One pass of <see cref="ScrubReplicasAsync"/>: verifies windows of data on every in-sync replica at once, repairs, paces.</summary>
-    private sealed class ReplicaScrub(ReplicatedVolume volume, RegionGate gate, Action<BlockRepair> report, IProgress<long>? progress, long bytesPerSecond,
+    /// <summary>
+    /// One pass of <see cref="ScrubReplicasAsync"/>: verifies windows of data on every in-sync replica at once, repairs,
+    /// paces. Verifying needs no ordering (a replica answers requests in order, each read sees whole writes); the repair
+    /// gate goes up only around the repair of blocks found bad, so client changes pay for it only then.
+    /// </summary>
+    private sealed class ReplicaScrub(ReplicatedVolume volume, Action<BlockRepair> report, IProgress<long>? progress, long bytesPerSecond,
         CancellationToken cancellationToken)
     {
         private readonly Dictionary<string, string> _unverified = new(StringComparer.Ordinal);
@@ -368,18 +364,36 @@ public sealed partial class ReplicatedVolume
                     if (answers[i].Failure is { } failure)
                     {
                         _unverified[replicas[i].Replica] = failure;
-                        continue;
                     }
-                    for (ulong bad = answers[i].Bad; bad != 0; bad &= bad - 1)
-                    {
-                        long offset = at + (long)System.Numerics.BitOperations.TrailingZeroCount(bad) * RepairBlockBytes;
-                        report(await volume.RepairReplicaBlockAsync(gate, replicas[i], offset, _block, cancellationToken));
-                    }
+                }
+                if (answers.Any(a => a.Bad != 0))
+                {
+                    await RepairAsync(replicas, answers, at);
                 }
                 _blocksVerified += (length + RepairBlockBytes - 1) / RepairBlockBytes * (long)replicas.Length;
                 _bytesPerReplica += length;
                 progress?.Report(_blocksVerified);
                 await PaceAsync();
+            }
+        }
+
+        private async Task RepairAsync(IReplicaChannel[] replicas, (ulong Bad, string? Failure)[] answers, long windowStart)
+        {
+            var gate = await volume.StartRepairingAsync(cancellationToken);
+            try
+            {
+                for (int i = 0; i < replicas.Length; i++)
+                {
+                    for (ulong bad = answers[i].Bad; bad != 0; bad &= bad - 1)
+                    {
+                        long offset = windowStart + (long)System.Numerics.BitOperations.TrailingZeroCount(bad) * RepairBlockBytes;
+                        report(await volume.RepairReplicaBlockAsync(gate, replicas[i], offset, _block, cancellationToken));
+                    }
+                }
+            }
+            finally
+            {
+                await volume.StopRepairingAsync();
             }
         }
 
