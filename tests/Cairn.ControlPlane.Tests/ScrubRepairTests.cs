@@ -140,6 +140,25 @@ public sealed class ScrubRepairTests
         }
     }
 
+    [Fact]
+    public async Task A_replica_that_refuses_the_rewrite_of_its_bad_block_leaves_the_in_sync_set_with_the_block_recorded_for_its_resync()
+    {
+        RefuseWritesChannel? refusing = null;
+        await using var c = await Copies.StartAsync(first => refusing = new RefuseWritesChannel(first));
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(1), Content(20)));
+        refusing!.Refuse = true; // n2's drive now fails every write
+
+        var report = await c.ScrubAsync();
+
+        var error = Assert.Single(report.Errors);
+        Assert.Equal((1L, 0L, 1L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount));
+        Assert.Equal(("n2", 20L * Block), (error.Node, error.OffsetBytes));
+        Assert.Equal("unrecoverable: the replica answered Io to the rewrite and left the in-sync set; its resync will rewrite the block", error.Repair);
+        Assert.Equal(["n3"], c.Owner.InSyncReplicas);
+        Assert.Equal([new DirtyRange(20L * Block, Block)], c.Owner.DirtySince("n2")!.Ranges());
+        Assert.Equal(ReplicaState.Failed, (await c.StoredSetAsync()).Find("n2")!.State); // dropped in the cluster store, epoch bumped
+    }
+
     private static async Task<byte[]> ReadAsync(IBlockDevice device, int block)
     {
         byte[] data = new byte[Block];
@@ -235,6 +254,12 @@ public sealed class ScrubRepairTests
             await Owner.FlushAsync();
         }
 
+        public async Task<ReplicaSet> StoredSetAsync()
+        {
+            var kv = await _store!.GetAsync(ClusterKeys.Volumes + "db");
+            return JsonSerializer.Deserialize(kv!.Value, ControlPlaneJson.Default.VolumeSpec)!.Replication!;
+        }
+
         public Task<ScrubReport> ScrubAsync() =>
             new VolumeScrub(new LocalVolumePool(Pools[0]), "vol-1", Owner, "n1", Log).RunAsync(null, 0, CancellationToken.None);
 
@@ -280,6 +305,24 @@ public sealed class ScrubRepairTests
             }
             return status;
         }
+    }
+
+    /// <summary>A replica whose drive fails writes: once <see cref="Refuse"/> is set, writes answer <see cref="ReplicaStatus.Io"/>.</summary>
+    private sealed class RefuseWritesChannel(IReplicaChannel inner) : IReplicaChannel
+    {
+        public string Replica => inner.Replica;
+
+        private volatile bool _refuse;
+
+        public bool Refuse
+        {
+            get => _refuse;
+            set => _refuse = value;
+        }
+
+        public ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default) =>
+            _refuse && op == ReplicaOp.Write ? ValueTask.FromResult(ReplicaStatus.Io) : inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
     }
 
     /// <summary>Keeps what a scrub logs, formatted, to show that a repair is logged.</summary>
