@@ -38,12 +38,15 @@ public sealed record SnapshotListResponse(IReadOnlyList<SnapshotResponse> Snapsh
 /// <summary>POST /api/v1/volumes/{name}/scrub: <c>rate</c> paces the reads (bytes per second, "50MiB"); absent = unpaced.</summary>
 public sealed record StartScrubRequest(System.Text.Json.JsonElement? Rate);
 
-public sealed record ScrubErrorResponse(string Device, long OffsetBytes, long PhysicalBlock, string Problem);
+/// <summary>One bad block: the copy (device, on node), where, what was wrong, and <c>repair</c>: "repaired: ..." or "unrecoverable: ...".
+/// <c>physicalBlock</c> is null for a replica's block (only its node knows it).</summary>
+public sealed record ScrubErrorResponse(string Device, long OffsetBytes, long? PhysicalBlock, string Problem, string? Node, string? Repair);
 
-/// <summary>A volume's scrub. <c>state</c> is Running, Finished or Failed; <c>errors</c> lists bad blocks (device, byte offset).</summary>
-public sealed record ScrubResponse(string Volume, string State, long BlocksChecked, long BlocksTotal, long ErrorCount,
-    IReadOnlyList<ScrubErrorResponse> Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure)
+/// <summary>A volume's scrub. <c>state</c> is Running, Finished or Failed; <c>errors</c> lists bad blocks (device, byte offset);
+/// of <c>errorCount</c>, <c>repairedCount</c> were rewritten from a good copy and <c>unrecoverableCount</c> stay bad.</summary>
+public sealed record ScrubResponse(string Volume, string State, long BlocksChecked, long BlocksTotal, long ErrorCount, long RepairedCount,
+    long UnrecoverableCount, IReadOnlyList<ScrubErrorResponse> Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure)
 {
-    public static ScrubResponse From(ScrubStatus s) => new(s.Volume, s.State, s.BlocksChecked, s.BlocksTotal, s.ErrorCount,
-        [.. s.Errors.Select(e => new ScrubErrorResponse(e.Device, e.OffsetBytes, e.PhysicalBlock, e.Problem))], s.StartedAt, s.FinishedAt, s.Failure);
+    public static ScrubResponse From(ScrubStatus s) => new(s.Volume, s.State, s.BlocksChecked, s.BlocksTotal, s.ErrorCount, s.RepairedCount, s.UnrecoverableCount,
+        [.. s.Errors.Select(e => new ScrubErrorResponse(e.Device, e.OffsetBytes, e.PhysicalBlock, e.Problem, e.Node, e.Repair))], s.StartedAt, s.FinishedAt, s.Failure);
 }

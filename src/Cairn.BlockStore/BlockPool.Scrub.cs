@@ -10,13 +10,27 @@ public sealed record ScrubProgress(long BlocksChecked, long BlocksTotal, long Er
 /// <summary>One bad block: where (VOLUME or VOLUME@SNAPSHOT, byte offset, physical block) and what was wrong.</summary>
 public sealed record ScrubError(string Device, long OffsetBytes, long PhysicalBlock, string Problem);
 
+/// <summary>
+/// A bad block the live volume reads, by its byte offset: what a replicated volume's owner can rewrite from a replica.
+/// <paramref name="SharedWithSnapshot"/>: a snapshot holds the same block (the scrub lists it under the snapshot), so
+/// rewriting the volume's copy leaves the snapshot's bad.
+/// </summary>
+public readonly record struct VolumeBadBlock(long OffsetBytes, bool SharedWithSnapshot);
+
 /// <summary>A finished scrub. <paramref name="Errors"/> lists up to <see cref="BlockPool.MaxScrubErrorsListed"/> bad blocks; <paramref name="ErrorCount"/> counts all.</summary>
-public sealed record ScrubResult(string VolumeId, long BlocksChecked, long ErrorCount, IReadOnlyList<ScrubError> Errors, TimeSpan Elapsed);
+public sealed record ScrubResult(string VolumeId, long BlocksChecked, long ErrorCount, IReadOnlyList<ScrubError> Errors, TimeSpan Elapsed)
+{
+    /// <summary>The bad blocks the live volume reads, in the order found, at most <see cref="BlockPool.MaxScrubVolumeBadBlocksListed"/>.</summary>
+    public IReadOnlyList<VolumeBadBlock> VolumeBadBlocks { get; init; } = [];
+}
 
 /// <summary>Scrub: reads every block a volume and its snapshots hold and verifies it against the CRC32C in its map entry.</summary>
 public sealed partial class BlockPool
 {
     public const int MaxScrubErrorsListed = 100;
+
+    /// <summary>Bad blocks of the live volume a scrub hands on for repair (256 MiB of data); a later scrub finds the rest.</summary>
+    public const int MaxScrubVolumeBadBlocksListed = 1 << 16;
 
     /// <summary>
     /// Verifies every allocated block of a volume and of its snapshots, each shared block once. <paramref name="bytesPerSecond"/>
@@ -34,7 +48,7 @@ public sealed partial class BlockPool
         {
             Lineage.ForEachDifference(t.Frozen, t.Base, (_, e, before) => total += ExtentMap.IsData(e) && !ExtentMap.SameBlock(e, before) ? 1 : 0);
         }
-        var run = new ScrubRun(this, total, progress, bytesPerSecond, clock, cancellationToken);
+        var run = new ScrubRun(this, targets[^1].Live!, total, progress, bytesPerSecond, clock, cancellationToken);
         foreach (var t in targets)
         {
             Lineage.ForEachDifference(t.Frozen, t.Base, (lba, e, before) =>
@@ -46,7 +60,7 @@ public sealed partial class BlockPool
             });
         }
         progress?.Report(new ScrubProgress(run.Checked, total, run.ErrorCount));
-        return new ScrubResult(volumeId, run.Checked, run.ErrorCount, run.Errors, clock.Elapsed);
+        return new ScrubResult(volumeId, run.Checked, run.ErrorCount, run.Errors, clock.Elapsed) { VolumeBadBlocks = run.VolumeBadBlocks };
     }
 
     /// <summary>
@@ -73,13 +87,15 @@ public sealed partial class BlockPool
 
     private sealed record ScrubTarget(string Device, ExtentMap Frozen, ExtentMap? Base, ThinVolume? Live, VolumeSnapshot? Snapshot);
 
-    private sealed class ScrubRun(BlockPool pool, long total, IProgress<ScrubProgress>? progress, long bytesPerSecond, Stopwatch clock, CancellationToken cancellationToken)
+    private sealed class ScrubRun(BlockPool pool, ThinVolume volume, long total, IProgress<ScrubProgress>? progress, long bytesPerSecond, Stopwatch clock,
+        CancellationToken cancellationToken)
     {
         private readonly byte[] _block = new byte[PoolFormat.BlockBytes];
 
         public long Checked { get; private set; }
         public long ErrorCount { get; private set; }
         public List<ScrubError> Errors { get; } = [];
+        public List<VolumeBadBlock> VolumeBadBlocks { get; } = [];
 
         /// <summary>
         /// Reads the entry and the block inside one read epoch, from the live map for the volume (the fork only says
@@ -102,9 +118,9 @@ public sealed partial class BlockPool
                     return;
                 }
                 ulong entry = target.Live is { } live ? live.Map.GetOrHole(lba) : target.Frozen.Get(lba);
-                if (ExtentMap.IsData(entry))
+                if (ExtentMap.IsData(entry) && !Check(target.Device, lba, entry))
                 {
-                    Check(target.Device, lba, entry);
+                    NoteIfVolumeReads(target, lba, entry);
                 }
             }
             finally
@@ -114,7 +130,22 @@ public sealed partial class BlockPool
             Checked++;
         }
 
-        private void Check(string device, long lba, ulong entry)
+        /// <summary>
+        /// A bad block the live volume reads is handed on for repair: the volume's own, or a snapshot's that the volume
+        /// still shares (visited once, under the snapshot). Called inside the read epoch, so the entry is current.
+        /// </summary>
+        private void NoteIfVolumeReads(ScrubTarget target, long lba, ulong entry)
+        {
+            bool shared = target.Live is null;
+            if (VolumeBadBlocks.Count >= MaxScrubVolumeBadBlocksListed || (shared && (volume.IsDeleted || !ExtentMap.SameBlock(volume.Map.GetOrHole(lba), entry))))
+            {
+                return;
+            }
+            VolumeBadBlocks.Add(new VolumeBadBlock(lba * PoolFormat.BlockBytes, shared));
+        }
+
+        /// <summary>Verifies one block; false (and recorded) when it is bad.</summary>
+        private bool Check(string device, long lba, ulong entry)
         {
             uint physical = ExtentMap.PhysicalOf(entry);
             string? problem = null;
@@ -139,6 +170,7 @@ public sealed partial class BlockPool
                     Errors.Add(new ScrubError(device, lba * PoolFormat.BlockBytes, physical, problem));
                 }
             }
+            return problem is null;
         }
 
         /// <summary>Sleeps while ahead of the byte rate, so a background scrub leaves the disk to clients.</summary>

@@ -21,7 +21,11 @@ internal sealed partial class ThinVolume
             long pos = offset + done;
             int inBlock = (int)(pos & (BlockBytes - 1));
             int n = Math.Min(BlockBytes - inBlock, source.Length - done);
-            if (n < BlockBytes)
+            if (n < BlockBytes && inBlock == 0 && pos + n == SizeBytes)
+            {
+                WriteLastBlock(pos >> BlockShift, source.Slice(done, n), pos + n);
+            }
+            else if (n < BlockBytes)
             {
                 ModifyBlock(pos >> BlockShift, inBlock, source.Slice(done, n), n);
             }
@@ -35,8 +39,10 @@ internal sealed partial class ThinVolume
     }
 
     /// <summary>Redirect-on-write of whole blocks: fresh blocks, data written, then the map points at them. Returns bytes written.</summary>
+    /// <param name="whileSizeIs">When 0 or more, links only while the volume is still that big, else gives the blocks
+    /// back and returns 0 (a padded last block must not zero bytes a grow just brought into the volume).</param>
     [SkipLocalsInit]
-    private int WriteWholeBlocks(long lba, ReadOnlySpan<byte> source)
+    private int WriteWholeBlocks(long lba, ReadOnlySpan<byte> source, long whileSizeIs = -1)
     {
         bool overwrite = ExtentMap.IsData(_map.Get(lba));
         int count = _pool.Allocate(source.Length / BlockBytes, overwrite, out uint physical);
@@ -64,10 +70,32 @@ internal sealed partial class ThinVolume
                 _pool.ReleaseUnreferenced(physical, count);
                 ThrowIfDeleted();
             }
+            if (whileSizeIs >= 0 && _sizeBytes != whileSizeIs)
+            {
+                _pool.ReleaseUnreferenced(physical, count);
+                return 0;
+            }
             Link(lba, entries[..count]);
         }
         _pool.AfterAppend();
         return chunk.Length;
+    }
+
+    /// <summary>
+    /// All of a volume's last, partial block is written as a whole block padded with zeros (bytes past the end always
+    /// read as zeros, as in <see cref="Zero"/>): like any whole-block write it replaces a copy that fails its checksum
+    /// instead of failing to merge with it, which is how a repair rewrites it.
+    /// </summary>
+    [SkipLocalsInit]
+    private void WriteLastBlock(long lba, ReadOnlySpan<byte> part, long sizeBytes)
+    {
+        Span<byte> block = stackalloc byte[BlockBytes];
+        part.CopyTo(block);
+        block[part.Length..].Clear();
+        if (WriteWholeBlocks(lba, block, sizeBytes) == 0)
+        {
+            ModifyBlock(lba, 0, part, part.Length); // the volume grew meanwhile: the block is no longer its last
+        }
     }
 
     /// <summary>Points map entries at freshly written blocks and journals it. Caller holds the volume lock.</summary>

@@ -102,7 +102,7 @@ public static partial class CairnCli
         var volume = VolumeArgument();
         var rate = new Option<string?>("--rate") { Description = "Read at most this much per second, e.g. 50MiB (default: as fast as the disk goes).", HelpName = "SIZE" };
         var noWait = new Option<bool>("--no-wait") { Description = "Start the scrub and return; see it later with cairn volume scrub-status." };
-        var scrub = new Command("scrub", "Read every block of a volume and its snapshots and verify its checksum, with a progress bar. Exit code 3 when bad blocks are found.")
+        var scrub = new Command("scrub", "Read every block of a volume and its snapshots (and its replicas' copies) and verify its checksum, rewriting bad blocks from a good replica, with a progress bar. Exit code 3 when bad blocks remain.")
         {
             volume, rate, noWait,
         };
@@ -146,9 +146,10 @@ public static partial class CairnCli
         {
             throw new CliException(CliException.Failed, $"scrub of volume '{status.Volume}' failed: {status.Failure}");
         }
-        if (status.ErrorCount > 0)
+        if (status.StillBad > 0)
         {
-            throw new CliException(CliException.BadBlocks, $"scrub of volume '{status.Volume}' found {status.ErrorCount} bad blocks; restore them from a replica or backup");
+            throw new CliException(CliException.BadBlocks,
+                $"scrub of volume '{status.Volume}' found {status.ErrorCount} bad blocks and could not repair {status.StillBad} of them (see REPAIR); restore those from a backup");
         }
     }
 }

@@ -6,7 +6,7 @@ namespace Cairn.Cli;
 /// The cairn command line. <see cref="RunAsync"/> is the whole program with its streams and environment
 /// passed in, so tests run it in-process and read exactly what a user would see.
 /// Exit codes: 0 success, 1 the API refused or the command line was wrong, 2 the API could not be reached,
-/// 3 a scrub found bad blocks.
+/// 3 a scrub found bad blocks it could not repair.
 /// </summary>
 public static partial class CairnCli
 {

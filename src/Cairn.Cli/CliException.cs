@@ -9,7 +9,7 @@ internal sealed class CliException(int exitCode, string message) : Exception(mes
     /// <summary>The API could not be reached at all.</summary>
     public const int Unreachable = 2;
 
-    /// <summary>A scrub found blocks that fail their checksum.</summary>
+    /// <summary>A scrub found blocks that fail their checksum and could not repair them all.</summary>
     public const int BadBlocks = 3;
 
     public int ExitCode { get; } = exitCode;

@@ -72,15 +72,17 @@ internal sealed partial class Output
             return;
         }
         string took = s.FinishedAt is { } end ? $" in {(end - s.StartedAt).TotalSeconds.ToString("F1", CultureInfo.InvariantCulture)} s" : "";
-        Line($"Scrubbed volume '{s.Volume}' and its snapshots: {s.BlocksChecked} blocks verified{took}, {s.ErrorCount} bad.");
+        string repairs = s.ErrorCount == 0 ? "" : $": {s.RepairedCount} repaired from good copies, {s.StillBad} unrecoverable";
+        Line($"Scrubbed volume '{s.Volume}' and its snapshots: {s.BlocksChecked} blocks verified{took}, {s.ErrorCount} bad{repairs}.");
         if (s.Errors is not { Count: > 0 } errors)
         {
             return;
         }
-        var table = NewTable("DEVICE", "OFFSET", "PHYSICAL BLOCK", "PROBLEM");
+        var table = NewTable("DEVICE", "NODE", "OFFSET", "PHYSICAL BLOCK", "PROBLEM", "REPAIR");
         foreach (var e in errors)
         {
-            table.AddRow(Cells(e.Device, e.OffsetBytes.ToString(CultureInfo.InvariantCulture), e.PhysicalBlock.ToString(CultureInfo.InvariantCulture), e.Problem));
+            table.AddRow(Cells(e.Device, e.Node ?? "-", e.OffsetBytes.ToString(CultureInfo.InvariantCulture),
+                e.PhysicalBlock?.ToString(CultureInfo.InvariantCulture) ?? "-", e.Problem, e.Repair ?? "-"));
         }
         _console.Write(table);
     }

@@ -26,7 +26,12 @@ internal sealed record RevertVolumeDto(string Snapshot, bool Force);
 
 internal sealed record StartScrubDto(string? Rate);
 
-internal sealed record ScrubErrorDto(string Device, long OffsetBytes, long PhysicalBlock, string Problem);
+internal sealed record ScrubErrorDto(string Device, long OffsetBytes, long? PhysicalBlock, string Problem, string? Node = null, string? Repair = null);
 
+/// <param name="UnrecoverableCount">Null from a cairnd that does not repair: then every bad block stays bad.</param>
 internal sealed record ScrubDto(string Volume, string State, long BlocksChecked, long BlocksTotal, long ErrorCount,
-    IReadOnlyList<ScrubErrorDto>? Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure);
+    IReadOnlyList<ScrubErrorDto>? Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure, long RepairedCount = 0,
+    long? UnrecoverableCount = null)
+{
+    public long StillBad => UnrecoverableCount ?? ErrorCount;
+}

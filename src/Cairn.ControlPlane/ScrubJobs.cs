@@ -1,13 +1,17 @@
 using Cairn.BlockStore;
+using Cairn.Replication;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.ControlPlane;
+
+/// <summary>What a scrub of one volume works on: its data in this node's pool and, when replicated, the owner's engine that repairs.</summary>
+internal sealed record ScrubSubject(string VolumeId, ISnapshotPool Pool, ReplicatedVolume? Replicated, string? Node);
 
 /// <summary>
 /// Scrubs run as background jobs, one per volume at a time: the API starts one and polls its progress and result.
 /// The last result of each volume is kept until the next scrub of it starts.
 /// </summary>
-internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Pool)> resolve, TimeProvider time, ILogger logger)
+internal sealed class ScrubJobs(Func<string, ScrubSubject> resolve, TimeProvider time, ILogger logger)
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Job> _jobs = new(StringComparer.Ordinal);
@@ -20,7 +24,7 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
         {
             throw new CairnException(CairnErrorCode.InvalidArgument, $"rate must be positive (bytes per second) or 0 for unpaced, not {bytesPerSecond}", "rate");
         }
-        var (id, pool) = resolve(volume);
+        var subject = resolve(volume);
         lock (_lock)
         {
             if (_jobs.TryGetValue(volume, out var running) && running.FinishedAt is null)
@@ -29,7 +33,7 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
             }
             var job = new Job(time.GetUtcNow());
             _jobs[volume] = job;
-            job.Task = Task.Run(() => Run(volume, id, pool, bytesPerSecond, job));
+            job.Task = Task.Run(() => RunAsync(volume, subject, bytesPerSecond, job));
             return job.Status(volume);
         }
     }
@@ -55,15 +59,18 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
         }
     }
 
-    private void Run(string volume, string id, ISnapshotPool pool, long bytesPerSecond, Job job)
+    private async Task RunAsync(string volume, ScrubSubject subject, long bytesPerSecond, Job job)
     {
         try
         {
-            var result = pool.ScrubVolume(id, job, bytesPerSecond, CancellationToken.None);
+            var scrub = new VolumeScrub(subject.Pool, subject.VolumeId, subject.Replicated, subject.Node, logger);
+            var result = await scrub.RunAsync(job, bytesPerSecond, CancellationToken.None);
             job.Finish(result, null, time.GetUtcNow());
             if (result.ErrorCount > 0)
             {
-                logger.LogError("scrub of volume {Volume}: {Errors} bad blocks in {Blocks} checked; first: {First}", volume, result.ErrorCount, result.BlocksChecked, result.Errors[0]);
+                logger.Log(result.UnrecoverableCount > 0 ? LogLevel.Error : LogLevel.Warning,
+                    "scrub of volume {Volume}: {Errors} bad blocks in {Blocks} checked: {Repaired} repaired from good copies, {Unrecoverable} unrecoverable; first: {First}",
+                    volume, result.ErrorCount, result.BlocksChecked, result.RepairedCount, result.UnrecoverableCount, result.Errors[0]);
             }
             else
             {
@@ -80,7 +87,7 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
     private sealed class Job(DateTimeOffset startedAt) : IProgress<ScrubProgress>
     {
         private ScrubProgress _progress = new(0, 0, 0);
-        private ScrubResult? _result;
+        private ScrubReport? _result;
         private string? _failure;
 
         public Task Task { get; set; } = Task.CompletedTask;
@@ -88,7 +95,7 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
 
         public void Report(ScrubProgress value) => Volatile.Write(ref _progress, value);
 
-        public void Finish(ScrubResult? result, string? failure, DateTimeOffset at)
+        public void Finish(ScrubReport? result, string? failure, DateTimeOffset at)
         {
             _result = result;
             _failure = failure;
@@ -100,8 +107,8 @@ internal sealed class ScrubJobs(Func<string, (string VolumeId, ISnapshotPool Poo
             var p = Volatile.Read(ref _progress);
             if (_result is { } r)
             {
-                return new ScrubStatus(volume, "Finished", r.BlocksChecked, r.BlocksChecked, r.ErrorCount,
-                    [.. r.Errors.Select(e => new ScrubErrorInfo(e.Device, e.OffsetBytes, e.PhysicalBlock, e.Problem))], startedAt, FinishedAt, null);
+                return new ScrubStatus(volume, "Finished", r.BlocksChecked, r.BlocksChecked, r.ErrorCount, r.Errors, startedAt, FinishedAt, null,
+                    r.RepairedCount, r.UnrecoverableCount);
             }
             return new ScrubStatus(volume, _failure is null ? "Running" : "Failed", p.BlocksChecked, p.BlocksTotal, p.Errors, [], startedAt, FinishedAt, _failure);
         }

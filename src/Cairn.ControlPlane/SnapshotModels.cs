@@ -18,7 +18,15 @@ public sealed record SnapshotDetails(
     IReadOnlyList<ClientInfo> Clients);
 
 /// <summary>A volume's scrub: running (progress so far) or finished (result), as the API shows it.</summary>
+/// <param name="ErrorCount">Bad blocks found, on this node and (replicated volumes) on the in-sync replicas.</param>
+/// <param name="RepairedCount">Bad blocks rewritten from a good copy: they read correctly now.</param>
+/// <param name="UnrecoverableCount">Bad blocks left as they were (no good copy, a snapshot's block, a volume with one copy).</param>
 public sealed record ScrubStatus(string Volume, string State, long BlocksChecked, long BlocksTotal, long ErrorCount,
-    IReadOnlyList<ScrubErrorInfo> Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure);
+    IReadOnlyList<ScrubErrorInfo> Errors, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt, string? Failure, long RepairedCount = 0,
+    long UnrecoverableCount = 0);
 
-public sealed record ScrubErrorInfo(string Device, long OffsetBytes, long PhysicalBlock, string Problem);
+/// <summary>One bad block: which copy (<paramref name="Device"/> VOLUME or VOLUME@SNAPSHOT, on <paramref name="Node"/>), where, what was
+/// wrong and what the scrub did about it.</summary>
+/// <param name="PhysicalBlock">Where it lies in its pool; null for a replica's block, which only its node knows.</param>
+/// <param name="Repair">"repaired: ..." or "unrecoverable: ..." with the reason.</param>
+public sealed record ScrubErrorInfo(string Device, long OffsetBytes, long? PhysicalBlock, string Problem, string? Node = null, string? Repair = null);

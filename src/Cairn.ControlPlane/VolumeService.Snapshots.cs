@@ -253,7 +253,7 @@ public sealed partial class VolumeService
     private ScrubJobs Scrubs => LazyInitializer.EnsureInitialized(ref _scrubJobs, () => new ScrubJobs(volume =>
     {
         var (state, pool) = SnapshotCapable(volume);
-        return (state.Spec.Id, pool);
+        return new ScrubSubject(state.Spec.Id, pool, state.Replicated?.Device, _replication?.Node);
     }, _time, _logger));
 
     private ScrubJobs? _scrubJobs;

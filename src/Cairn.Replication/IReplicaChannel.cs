@@ -8,7 +8,8 @@ public interface IReplicaChannel
 {
     string Replica { get; }
 
-    /// <summary>Sends one request and waits for its status; throws <see cref="ReplicaLinkException"/> when the replica cannot be reached.</summary>
+    /// <summary>Sends one request and waits for its status; throws <see cref="ReplicaLinkException"/> when the replica cannot be reached.
+    /// A successful read or verify leaves its reply's payload in <paramref name="readInto"/> (<see cref="ReplicaProtocol.ReplyPayloadBytes"/>).</summary>
     ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
         Memory<byte> readInto, CancellationToken cancellationToken = default);
 }

@@ -90,7 +90,8 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
         }
     }
 
-    /// <summary>Sends one request and waits for its reply. A read's data lands in <paramref name="readInto"/> (its length is the request's).</summary>
+    /// <summary>Sends one request and waits for its reply. A read's data lands in <paramref name="readInto"/> (its length is the
+    /// request's), a verify's bitmap in its first <see cref="ReplicaProtocol.VerifyReplyBytes"/> bytes.</summary>
     public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
         Memory<byte> readInto, CancellationToken cancellationToken = default)
     {
@@ -103,7 +104,8 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
         }
         // The low bits of the sequence name the slot, so a reply finds its request without a lookup table.
         long sequence = Interlocked.Increment(ref _sequence) * MaxInFlight + slot.Index;
-        slot.Arm(sequence, op == ReplicaOp.Read ? readInto[..(int)length] : default);
+        int replyPayload = ReplicaProtocol.ReplyPayloadBytes(op, length);
+        slot.Arm(sequence, replyPayload > 0 ? readInto[..replyPayload] : default);
         try
         {
             await _sending.WaitAsync(cancellationToken);

@@ -20,6 +20,13 @@ public enum ReplicaOp : ushort
     DeleteAllSnapshots = 9,
     /// <summary>Reverts the replica's volume to one of its snapshots; the payload is the snapshot's name (UTF-8, 1-255 bytes).</summary>
     RevertToSnapshot = 10,
+    /// <summary>
+    /// Checks the replica's copy of a range against its checksums without sending the data (a scrub of the replica,
+    /// driven by the owner): offset 4 KiB aligned, length at most <see cref="ReplicaProtocol.MaxVerifyBytes"/>. A
+    /// successful reply carries <see cref="ReplicaProtocol.VerifyReplyBytes"/> bytes: a little-endian u64 whose bit i
+    /// is set when the range's i-th 4 KiB block failed to read (checksum mismatch or media error).
+    /// </summary>
+    Verify = 11,
 }
 
 /// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
@@ -55,7 +62,7 @@ public enum ReplicaFlags : ushort
 /// hello        magic u32 "CRHL" | version u16 | name length u16 | epoch u64 | name (UTF-8, ≤ 255 bytes)
 /// hello reply  magic u32 "CRHR" | status u32 | epoch u64 (the replica's) | size u64 (bytes)
 /// request      magic u32 "CRRQ" | op u16 | flags u16 | epoch u64 | sequence u64 | offset u64 | length u32 | payload (writes, snapshot names)
-/// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes)
+/// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes; verifies: 8 bytes)
 /// </code>
 /// </summary>
 public static class ReplicaProtocol
@@ -77,6 +84,23 @@ public static class ReplicaProtocol
 
     /// <summary>The largest range a trim or write-zeroes may cover (they carry no payload).</summary>
     public const long MaxRangeBytes = 1L << 40;
+
+    /// <summary>The unit a verify reports on: the block store's checksummed block.</summary>
+    public const int VerifyBlockBytes = 4096;
+
+    /// <summary>The largest range one verify covers: one bit per block of a u64. Small, since the replica's connection serves requests in order.</summary>
+    public const int MaxVerifyBytes = 64 * VerifyBlockBytes;
+
+    /// <summary>The payload of a successful verify's reply: the bitmap of bad blocks.</summary>
+    public const int VerifyReplyBytes = sizeof(ulong);
+
+    /// <summary>How many payload bytes follow a successful reply to <paramref name="op"/> over <paramref name="length"/> bytes.</summary>
+    public static int ReplyPayloadBytes(ReplicaOp op, uint length) => op switch
+    {
+        ReplicaOp.Read => (int)length,
+        ReplicaOp.Verify => VerifyReplyBytes,
+        _ => 0,
+    };
 }
 
 /// <summary>A request header, decoded. <see cref="Length"/> is the payload size for writes and the range for the rest.</summary>
@@ -118,7 +142,7 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
         error = op switch
         {
-            < ReplicaOp.Read or > ReplicaOp.RevertToSnapshot => $"unknown op {(ushort)op}",
+            < ReplicaOp.Read or > ReplicaOp.Verify => $"unknown op {(ushort)op}",
             _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
@@ -126,6 +150,8 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
                 $"snapshot name of {length} bytes (1-{ReplicaProtocol.MaxNameBytes})",
             ReplicaOp.Grow when length != 0 => $"grow with a payload of {length} bytes (it carries none)",
             ReplicaOp.DeleteAllSnapshots when length != 0 => $"delete-all-snapshots with a payload of {length} bytes (it carries none)",
+            ReplicaOp.Verify when length > ReplicaProtocol.MaxVerifyBytes => $"verify of {length} bytes exceeds {ReplicaProtocol.MaxVerifyBytes}",
+            ReplicaOp.Verify when offset % ReplicaProtocol.VerifyBlockBytes != 0 => $"verify at offset {offset}, not a multiple of {ReplicaProtocol.VerifyBlockBytes}",
             _ => "",
         };
         return error.Length == 0;

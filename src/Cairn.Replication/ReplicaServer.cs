@@ -51,7 +51,7 @@ internal sealed class ReplicaConnection(Socket socket, ReplicaCatalog catalog, F
                     log.Warning($"replica {target.Name}: {error} from {ClientDescription}; closing the connection");
                     return;
                 }
-                var data = payload.AsMemory(0, request.CarriesPayload || request.Op == ReplicaOp.Read ? (int)request.Length : 0);
+                var data = payload.AsMemory(0, BufferBytes(request));
                 if (request.CarriesPayload && !await TryReadExactlyAsync(data, _abort.Token))
                 {
                     return;
@@ -59,9 +59,10 @@ internal sealed class ReplicaConnection(Socket socket, ReplicaCatalog catalog, F
                 var status = await target.ExecuteAsync(request, data, data, _abort.Token);
                 new ReplicaReply(status, request.Sequence).Encode(header);
                 await _stream.WriteAsync(header.AsMemory(0, ReplicaProtocol.ReplyHeaderSize), _abort.Token);
-                if (request.Op == ReplicaOp.Read && status == ReplicaStatus.Ok)
+                int replyPayload = ReplicaProtocol.ReplyPayloadBytes(request.Op, request.Length);
+                if (replyPayload > 0 && status == ReplicaStatus.Ok)
                 {
-                    await _stream.WriteAsync(data, _abort.Token);
+                    await _stream.WriteAsync(data[..replyPayload], _abort.Token);
                 }
             }
         }
@@ -104,6 +105,14 @@ internal sealed class ReplicaConnection(Socket socket, ReplicaCatalog catalog, F
         await _stream.WriteAsync(header.AsMemory(0, ReplicaProtocol.HelloReplySize), cancellationToken);
         return status == ReplicaStatus.Ok ? target : null;
     }
+
+    /// <summary>The request's payload, a read's data, or a verify's scratch (the range, then its bitmap): the buffer the request needs.</summary>
+    private static int BufferBytes(ReplicaRequest request) => request.Op switch
+    {
+        ReplicaOp.Verify => Math.Max((int)request.Length, ReplicaProtocol.VerifyReplyBytes),
+        ReplicaOp.Read => (int)request.Length,
+        _ => request.CarriesPayload ? (int)request.Length : 0,
+    };
 
     private async ValueTask<bool> TryReadExactlyAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Text;
 using Cairn.Core;
 
@@ -52,7 +53,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
         }
     }
 
-    /// <summary>Runs one request. Reads fill <paramref name="readBuffer"/> (exactly the request's length).</summary>
+    /// <summary>Runs one request. Reads fill <paramref name="readBuffer"/> (exactly the request's length); a verify uses it as
+    /// scratch (at least the request's length and <see cref="ReplicaProtocol.VerifyReplyBytes"/>) and leaves its bitmap at the start.</summary>
     public async ValueTask<ReplicaStatus> ExecuteAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readBuffer, CancellationToken cancellationToken)
     {
         if (!TryAdmit(request.Epoch))
@@ -66,6 +68,9 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
             {
                 case ReplicaOp.Read:
                     await Device.ReadAsync(request.Offset, readBuffer, cancellationToken);
+                    break;
+                case ReplicaOp.Verify:
+                    await VerifyAsync(request.Offset, (int)request.Length, readBuffer, cancellationToken);
                     break;
                 case ReplicaOp.Write:
                     await Device.WriteAsync(request.Offset, payload, fua, cancellationToken);
@@ -95,6 +100,36 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
         {
             return StatusOf(e.Error);
         }
+    }
+
+    /// <summary>
+    /// Reads the range, whose blocks the device verifies against their checksums, and leaves in the first 8 bytes of
+    /// <paramref name="scratch"/> a bitmap of the 4 KiB blocks that failed with an IO error. The whole range is read at
+    /// once; only when that fails is each block read on its own, to tell which.
+    /// </summary>
+    private async ValueTask VerifyAsync(long offset, int length, Memory<byte> scratch, CancellationToken cancellationToken)
+    {
+        const int Block = ReplicaProtocol.VerifyBlockBytes;
+        ulong bad = 0;
+        try
+        {
+            await Device.ReadAsync(offset, scratch[..length], cancellationToken);
+        }
+        catch (BlockDeviceException e) when (e.Error == BlockError.Io)
+        {
+            for (int i = 0; i * Block < length; i++)
+            {
+                try
+                {
+                    await Device.ReadAsync(offset + (long)i * Block, scratch.Slice(i * Block, Math.Min(Block, length - i * Block)), cancellationToken);
+                }
+                catch (BlockDeviceException b) when (b.Error == BlockError.Io)
+                {
+                    bad |= 1UL << i;
+                }
+            }
+        }
+        BinaryPrimitives.WriteUInt64LittleEndian(scratch.Span, bad);
     }
 
     private ReplicaStatus ExecuteControl(ReplicaRequest request, ReadOnlySpan<byte> name)

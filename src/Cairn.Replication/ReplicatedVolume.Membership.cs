@@ -68,7 +68,8 @@ public sealed partial class ReplicatedVolume
     /// so it sees a replica in sync, rebuilding or tracked, never none of them. It also counts the changes that entered
     /// through it: once swapped out, <see cref="Retire"/> tells when every change that may not know of the swap is done.
     /// </summary>
-    private sealed class Membership(IReplicaChannel[] inSync, RebuildSession[] rebuilding, Tracked[] tracking, TaskCompletionSource? paused = null)
+    private sealed class Membership(IReplicaChannel[] inSync, RebuildSession[] rebuilding, Tracked[] tracking, TaskCompletionSource? paused = null,
+        RegionGate? repairGate = null)
     {
         private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private int _inFlight;
@@ -84,10 +85,15 @@ public sealed partial class ReplicatedVolume
         /// <summary>Set while a snapshot quiesces the volume: new changes wait for it instead of entering.</summary>
         public TaskCompletionSource? Paused { get; } = paused;
 
-        public Membership With(IReplicaChannel[]? inSync = null, RebuildSession[]? rebuilding = null, Tracked[]? tracking = null) =>
-            new(inSync ?? InSync, rebuilding ?? Rebuilding, tracking ?? Tracking, Paused);
+        /// <summary>Set while blocks are being repaired: changes hold their range in it, so a repair never rewrites a block a change is writing.</summary>
+        public RegionGate? RepairGate { get; } = repairGate;
 
-        public Membership WithPause(TaskCompletionSource? paused) => new(InSync, Rebuilding, Tracking, paused);
+        public Membership With(IReplicaChannel[]? inSync = null, RebuildSession[]? rebuilding = null, Tracked[]? tracking = null) =>
+            new(inSync ?? InSync, rebuilding ?? Rebuilding, tracking ?? Tracking, Paused, RepairGate);
+
+        public Membership WithPause(TaskCompletionSource? paused) => new(InSync, Rebuilding, Tracking, paused, RepairGate);
+
+        public Membership WithRepairGate(RegionGate? gate) => new(InSync, Rebuilding, Tracking, Paused, gate);
 
         public void Enter() => Interlocked.Increment(ref _inFlight);
 

@@ -12,7 +12,8 @@ namespace Cairn.Replication;
 /// that bumps the epoch — before the write is acknowledged without it (invariant 2); from then on the regions it
 /// misses are tracked (<see cref="DirtySince"/>) so that it can be resynced from those alone. A replica answering
 /// <see cref="ReplicaStatus.StaleEpoch"/>, or a failed drop, means another owner has taken over: this one then fails
-/// the write and every later one, so it never acknowledges behind the new owner's back. Reads are served locally.
+/// the write and every later one, so it never acknowledges behind the new owner's back. Reads are served locally; a
+/// local block that fails its checksum is repaired from an in-sync replica first (see the Repair partial).
 /// With an <see cref="IOwnerLease"/>, an owner whose lease lapsed serves and acknowledges nothing until it holds the
 /// lease again: the controller may fail the volume over once the lease expired, so past that moment this owner can
 /// no longer prove that its epoch is current.
@@ -55,12 +56,12 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             return ValueTask.FromException(refused);
         }
         var read = _local.ReadAsync(offset, destination, cancellationToken);
-        if (_lease is null)
+        if (read.IsCompletedSuccessfully)
         {
-            return read;
+            // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
+            return _lease is null ? read : LeaseCheckedAfterRead();
         }
-        // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
-        return read.IsCompletedSuccessfully ? LeaseCheckedAfterRead() : ReadHoldingLeaseAsync(read);
+        return ReadRepairingAsync(read, offset, destination, cancellationToken);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
@@ -135,12 +136,20 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         int entered = 0;
         Exception? localFailure = null;
         (List<IReplicaChannel>? Failed, List<RebuildSession>? Lost) outcome;
+        var repairGate = change.HasRange ? membership.RepairGate : null;
+        bool repairEntered = false;
         try
         {
             // A rebuild's copier must not copy this range between our local write and the replica's: hold it shared throughout.
             for (; change.HasRange && entered < rebuilding.Length; entered++)
             {
                 await rebuilding[entered].Gate.EnterLiveAsync(change.Offset, change.Offset + change.Length);
+            }
+            // Nor may a repair rewrite a block from a copy this change has not reached yet (after the rebuild gates: one order for all).
+            if (repairGate is not null)
+            {
+                await repairGate.EnterLiveAsync(change.Offset, change.Offset + change.Length);
+                repairEntered = true;
             }
             StartSends(change, membership, sends, cancellationToken);
             try
@@ -155,6 +164,10 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         }
         finally
         {
+            if (repairEntered)
+            {
+                repairGate!.ExitLive(change.Offset, change.Offset + change.Length);
+            }
             for (int i = 0; i < entered; i++)
             {
                 rebuilding[i].Gate.ExitLive(change.Offset, change.Offset + change.Length);
@@ -282,9 +295,27 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 
     private ValueTask LeaseCheckedAfterRead() => IsAvailable(out var refused) ? ValueTask.CompletedTask : ValueTask.FromException(refused);
 
-    private async ValueTask ReadHoldingLeaseAsync(ValueTask read)
+    /// <summary>
+    /// Waits for a local read that did not complete at once. One that fails with an IO error (a block failing its
+    /// checksum, a media error) is repaired from an in-sync replica block by block and read again (invariant 4: a bad
+    /// block is never returned to a client, and the owner's copy is healed); the original error stands only when some
+    /// block has no good copy anywhere.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadRepairingAsync(ValueTask read, long offset, Memory<byte> destination, CancellationToken cancellationToken)
     {
-        await read;
+        try
+        {
+            await read;
+        }
+        catch (BlockDeviceException e) when (e.Error == BlockError.Io && _membership.InSync.Length > 0)
+        {
+            if (!await RepairReadRangeAsync(offset, destination.Length, cancellationToken))
+            {
+                throw;
+            }
+            await _local.ReadAsync(offset, destination, cancellationToken);
+        }
         ThrowIfLeaseLapsed();
     }
 
@@ -294,6 +325,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     {
         _changing.Dispose();
         _controlling.Dispose();
+        _repairWindow.Dispose();
     }
 
     private bool IsAvailable([NotNullWhen(false)] out Exception? refused)

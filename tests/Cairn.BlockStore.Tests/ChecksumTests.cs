@@ -57,6 +57,28 @@ public sealed class ChecksumTests
     }
 
     [Fact]
+    public async Task Writing_all_of_a_volume_s_last_partial_block_replaces_a_corrupt_copy_and_pads_it_with_zeros()
+    {
+        var medium = new SimulatedMedium();
+        using var pool = Sim(medium, 1L << 20);
+        var v = pool.CreateVolume("v", 2 * Block + 512);
+        await v.WriteAsync(0, Pattern(2 * Block + 512, 1)); // physical 0..2, the last block a partial one
+        medium.Corrupt("data.cairn", 2 * Block + 100, [0xA5]);
+        await ThrowsBlockError(BlockError.Io, () => v.ReadAsync(2 * Block, new byte[512]).AsTask());
+        await ThrowsBlockError(BlockError.Io, () => v.WriteAsync(2 * Block + 256, new byte[256]).AsTask()); // a merge still refuses bad data
+
+        await v.WriteAsync(2 * Block, Pattern(512, 2)); // from the block's start to the volume's end: a whole block
+        Assert.Equal(Pattern(512, 2), await v.ReadAsync(2 * Block, 512));
+        v.Grow(3 * Block);
+        byte[] padded = [.. Pattern(512, 2), .. new byte[Block - 512]];
+        Assert.Equal(padded, await v.ReadAsync(2 * Block, Block)); // padded with zeros
+        await v.WriteAsync(2 * Block, Pattern(512, 3)); // no longer the last block: merged, keeping the rest
+        byte[] merged = [.. Pattern(512, 3), .. new byte[Block - 512]];
+        Assert.Equal(merged, await v.ReadAsync(2 * Block, Block));
+        Assert.Equal(Pattern(2 * Block, 1), await v.ReadAsync(0, 2 * Block));
+    }
+
+    [Fact]
     public async Task Media_errors_surface_as_io_errors()
     {
         var medium = new SimulatedMedium();

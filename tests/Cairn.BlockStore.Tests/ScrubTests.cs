@@ -31,6 +31,26 @@ public sealed class ScrubTests
     }
 
     [Fact]
+    public async Task Scrub_hands_on_the_bad_blocks_the_live_volume_reads_also_those_it_shares_with_a_snapshot()
+    {
+        var medium = new SimulatedMedium();
+        using var pool = Sim(medium, 1L << 20);
+        var v = pool.CreateVolume("v", 16 * Block);
+        await v.WriteAsync(0, Pattern(4 * Block, 1)); // physical 0..3
+        pool.CreateSnapshot("v", "s");
+        await v.WriteAsync(Block, Pattern(Block, 2));  // physical 4: block 1 of the volume; physical 1 stays, the snapshot's alone
+        await v.FlushAsync();
+
+        medium.Corrupt("data.cairn", 0 * Block + 7, [0x5A]); // shared by the snapshot and the volume
+        medium.Corrupt("data.cairn", 1 * Block + 7, [0x5A]); // the snapshot's alone: the volume does not read it
+        medium.Corrupt("data.cairn", 4 * Block + 7, [0x5A]); // the volume's alone
+        var result = pool.ScrubVolume("v");
+
+        Assert.Equal(3, result.ErrorCount);
+        Assert.Equal([new VolumeBadBlock(0, SharedWithSnapshot: true), new VolumeBadBlock(Block, SharedWithSnapshot: false)], result.VolumeBadBlocks);
+    }
+
+    [Fact]
     public async Task Scrub_of_an_unknown_volume_is_refused_and_cancellation_stops_it()
     {
         using var pool = Sim(new SimulatedMedium(), 1L << 20);

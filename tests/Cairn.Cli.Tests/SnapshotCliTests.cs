@@ -69,4 +69,28 @@ public sealed class SnapshotCliTests : IAsyncLifetime
         Assert.Contains("Scrubbed volume 'db' and its snapshots: 0 blocks verified", output, StringComparison.Ordinal);
         Assert.Contains("0 bad.", await Succeeds("volume", "scrub-status", "db"), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_bad_block_that_cannot_be_repaired_is_shown_with_why_and_fails_the_scrub_with_exit_3()
+    {
+        await Succeeds("volume", "create", "db", "--size", "16MiB");
+        byte[] content = new byte[4096];
+        new Random(42).NextBytes(content);
+        using (var session = _d.Daemon.Volumes.TryOpen("db", "test")!)
+        {
+            await session.Device.WriteAsync(8192, content);
+            await session.Device.FlushAsync();
+        }
+        Assert.Equal(1, Testing.DataFileCorruption.CorruptBlock(Path.Combine(_d.DataDir, "pools", "default"), content));
+
+        var (exit, stdout, stderr) = await Cairn("volume", "scrub", "db");
+
+        Assert.Equal(3, exit);
+        Assert.Contains("1 blocks verified", stdout, StringComparison.Ordinal);
+        Assert.Contains("1 bad: 0 repaired from good copies, 1 unrecoverable.", stdout, StringComparison.Ordinal);
+        Assert.Contains("found 1 bad blocks and could not repair 1 of them (see REPAIR)", stderr, StringComparison.Ordinal);
+        var (_, json, _) = await Cairn("--json", "volume", "scrub-status", "db");
+        var error = System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("errors")[0];
+        Assert.Equal((8192L, "unrecoverable: the volume has a single copy"), (error.GetProperty("offsetBytes").GetInt64(), error.GetProperty("repair").GetString()));
+    }
 }

@@ -154,4 +154,28 @@ public sealed class ReplicaLinkTests : IAsyncLifetime
         Assert.Equal([$"r2 grow {2 * Size}", "r2 snapshot nightly-é", "r2 delete nightly-é"], log);
         Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, default)); // the frames stayed aligned
     }
+
+    [Fact]
+    public async Task A_verify_answers_a_bitmap_of_blocks_that_fail_to_read_and_sends_no_data()
+    {
+        var failing = new RamBlockDevice(Size) { Fault = (op, _) => op == "read" ? BlockError.Io : null };
+        _catalog.Add(new ReplicaTarget("bad", failing));
+        await using var good = await ConnectAsync(1);
+        await using var bad = await ConnectAsync(1, "bad");
+        byte[] bitmap = new byte[ReplicaProtocol.VerifyReplyBytes];
+
+        Assert.Equal(ReplicaStatus.Ok, await good.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, 65536, ReplicaProtocol.MaxVerifyBytes, default, bitmap));
+        Assert.Equal(0UL, BitConverter.ToUInt64(bitmap));
+        Assert.Equal(ReplicaStatus.Ok, await bad.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, 0, 2 * 4096 + 512, default, bitmap)); // 3 blocks, the last partial
+        Assert.Equal(0b111UL, BitConverter.ToUInt64(bitmap));
+        Assert.Equal(ReplicaStatus.Ok, await bad.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, 0, ReplicaProtocol.MaxVerifyBytes, default, bitmap));
+        Assert.Equal(ulong.MaxValue, BitConverter.ToUInt64(bitmap));
+        Assert.Equal(ReplicaStatus.InvalidArgument, await good.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, Size, 4096, default, bitmap)); // past the end
+
+        // The replies carried exactly their bitmap: the frames after them stay aligned.
+        Assert.Equal(ReplicaStatus.Ok, await good.SendAsync(ReplicaOp.Write, ReplicaFlags.None, 0, 4096, Pattern(4096, 3), default));
+        byte[] read = new byte[4096];
+        Assert.Equal(ReplicaStatus.Ok, await good.SendAsync(ReplicaOp.Read, ReplicaFlags.None, 0, 4096, default, read));
+        Assert.Equal(Pattern(4096, 3), read);
+    }
 }

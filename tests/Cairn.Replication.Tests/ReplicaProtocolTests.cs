@@ -28,7 +28,7 @@ public sealed class ReplicaProtocolTests
 
     [Theory]
     [InlineData(0, 0, 0, 0, "bad request magic")]
-    [InlineData(1, 11, 0, 0, "unknown op 11")]
+    [InlineData(1, 12, 0, 0, "unknown op 12")] // the first op after Verify
     [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
     [InlineData(1, 1, 0, -1, "negative offset")]
     public void Malformed_requests_say_what_is_wrong(int magicOk, int op, int flags, long offset, string expected)
@@ -94,5 +94,32 @@ public sealed class ReplicaProtocolTests
 
         Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
         Assert.StartsWith(expected, error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(0, ReplicaProtocol.MaxVerifyBytes + 4096, "verify of 266240 bytes exceeds 262144")]
+    [InlineData(512, 4096, "verify at offset 512, not a multiple of 4096")]
+    public void Verifies_beyond_one_bitmap_or_off_block_boundaries_are_refused(long offset, uint length, string expected)
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest(ReplicaOp.Verify, ReplicaFlags.None, 1, 1, offset, length).Encode(header);
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.Equal(expected, error);
+    }
+
+    [Fact]
+    public void A_verify_carries_no_payload_and_is_answered_with_an_eight_byte_bitmap()
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        var request = new ReplicaRequest(ReplicaOp.Verify, ReplicaFlags.None, 4, 7, 1L << 30, ReplicaProtocol.MaxVerifyBytes);
+        request.Encode(header);
+        Assert.True(ReplicaRequest.TryDecode(header, out var decoded, out string error), error);
+        Assert.Equal(request, decoded);
+        Assert.False(decoded.CarriesPayload);
+        Assert.Equal(8, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.Verify, ReplicaProtocol.MaxVerifyBytes));
+        Assert.Equal(4096, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.Read, 4096));
+        Assert.Equal(0, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.Write, 4096));
+        Assert.Equal((ReplicaOp)11, ReplicaOp.Verify); // appended: the numbers on the wire never change
     }
 }

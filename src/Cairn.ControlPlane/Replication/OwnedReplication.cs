@@ -24,9 +24,15 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         _spec = spec;
         _context = context;
         _logger = logger;
+        device.ReadRepaired += LogReadRepair;
     }
 
     public ReplicatedVolume Device { get; }
+
+    /// <summary>A client read met a bad block here: it was rewritten from a replica before the read went on, or the read failed.</summary>
+    private void LogReadRepair(BlockRepair repair) => _logger.Log(repair.Outcome == BlockRepairOutcome.Unrecoverable ? LogLevel.Error : LogLevel.Warning,
+        "volume {Volume}: a read met a bad block at byte {Offset} on this node ({Node}): {Outcome}: {Detail}",
+        _spec.Name, repair.OffsetBytes, _context.Node, repair.Outcome, repair.Detail);
 
     /// <param name="snapshots">The local copy's snapshots, which full rebuilds recreate on replicas; null when its pool keeps none.</param>
     /// <param name="history">What the local copy received as a replica before this node was promoted; null when it was not one.</param>
