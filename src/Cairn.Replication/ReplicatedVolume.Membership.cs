@@ -60,6 +60,15 @@ public sealed partial class ReplicatedVolume
         }
     }
 
+    /// <summary>A new resync record: a dropped replica may have lost what it acknowledged but had not made durable (its node
+    /// may have crashed), so the record starts with those regions.</summary>
+    private DirtyRegionMap UnflushedSince(ulong epoch)
+    {
+        var record = new DirtyRegionMap(epoch);
+        _activity.CopyInto(record);
+        return record;
+    }
+
     /// <summary>A replica that left the in-sync set, and the regions it has missed since.</summary>
     private sealed record Tracked(string Replica, DirtyRegionMap Map);
 
@@ -256,7 +265,7 @@ public sealed partial class ReplicatedVolume
                 Interlocked.Exchange(ref _epoch, (long)next);
                 var tracking = current.Tracking.ToList();
                 tracking.AddRange(stillThere.Where(f => FindTracked(current.Tracking, f.Replica) is null)
-                    .Select(f => new Tracked(f.Replica, new DirtyRegionMap(at))));
+                    .Select(f => new Tracked(f.Replica, UnflushedSince(at))));
                 // Tracking starts in the same swap that stops sending: a change that no longer reaches the replica is marked.
                 _ = Swap(current.With(inSync: [.. current.InSync.Except(stillThere)], tracking: [.. tracking]));
             }

@@ -26,6 +26,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     private readonly SemaphoreSlim _changing = new(1, 1);
     private long _epoch;
     private volatile string? _fenced;
+    private readonly ActivityLog _activity = new();
 
     /// <param name="lease">The owner node's lease; null when nothing else can take the volume over (a single node).</param>
     public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
@@ -45,6 +46,10 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 
     /// <summary>The epoch this owner last established.</summary>
     public ulong Epoch => (ulong)Interlocked.Read(ref _epoch);
+
+    /// <summary>Whether changes were acknowledged since the last flush every in-sync replica completed: a periodic flush
+    /// then bounds what a replica that crashes can lose, and so what its resync must cover besides what it missed.</summary>
+    public bool HasUnflushedChanges => !_activity.IsEmpty;
 
     /// <summary>The remote replicas still in sync.</summary>
     public IReadOnlyList<string> InSyncReplicas => [.. _membership.InSync.Select(r => r.Replica)];
@@ -112,11 +117,20 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             {
                 ThrowIfUnavailable(); // the snapshot may have found another owner
             }
+            long seal = change.Op == ReplicaOp.Flush ? _activity.Seal() : 0; // before it is sent: it covers what completed so far
             Track(membership, change);
             var failed = await ApplyAsync(change, membership, cancellationToken);
             if (failed is not null)
             {
-                await DropAsync(failed, change, cancellationToken);
+                await DropAsync(failed, change, cancellationToken); // a dropped replica's record starts with what it may not have made durable
+            }
+            if (change.HasRange)
+            {
+                _activity.Mark(change.Offset, change.Length);
+            }
+            else if (change.Op == ReplicaOp.Flush)
+            {
+                _activity.Retire(seal); // durable on every replica still in sync
             }
         }
         finally

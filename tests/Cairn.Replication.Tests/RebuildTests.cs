@@ -182,6 +182,7 @@ public sealed class RebuildTests
         var target = new RamBlockDevice(Size);
         var first = new DirectChannel(new ReplicaTarget("r1", target), 1);
         await volume.RebuildAsync(first, delta: false).WaitAsync(Deadline);
+        await volume.FlushAsync(); // everything so far durable on r1: only what follows is missed
         first.Unreachable = true;
 
         var random = new Random(5);

@@ -229,7 +229,8 @@ public sealed class ReplicatedVolumeTests
     {
         var (volume, _, _, channels, _) = Build();
         using var _ = volume;
-        await volume.WriteAsync(0, Pattern(4096, 1)); // both have it: never dirty
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        await volume.FlushAsync(); // both have it durably: never dirty
         Assert.Null(volume.DirtySince("r1"));
 
         channels[1].Unreachable = true;
@@ -246,6 +247,25 @@ public sealed class ReplicatedVolumeTests
         Assert.True(await volume.StopTrackingAsync("r1")); // removed for good: no longer marked
         Assert.Null(volume.DirtySince("r1"));
         Assert.False(await volume.StopTrackingAsync("r1"));
+    }
+
+    [Fact]
+    public async Task A_dropped_replica_is_tracked_also_for_what_it_acknowledged_since_the_last_flush()
+    {
+        var (volume, _, _, channels, _) = Build();
+        using var _ = volume;
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        await volume.FlushAsync();
+        await volume.WriteAsync(8192, Pattern(4096, 2)); // acknowledged by both, durable on neither yet
+        Assert.True(volume.HasUnflushedChanges);
+
+        channels[1].Unreachable = true; // its node crashed: it may have lost the unflushed write
+        await volume.WriteAsync(65536, Pattern(4096, 3));
+
+        var map = Assert.IsType<DirtyRegionMap>(volume.DirtySince("r1"));
+        Assert.Equal([new DirtyRange(8192, 4096), new DirtyRange(65536, 4096)], map.Ranges());
+        await volume.FlushAsync();
+        Assert.False(volume.HasUnflushedChanges); // durable on every replica still in sync
     }
 
     [Fact]

@@ -25,6 +25,41 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         _context = context;
         _logger = logger;
         device.ReadRepaired += LogReadRepair;
+        _flushing = Task.Run(FlushPeriodicallyAsync);
+    }
+
+    /// <summary>How often replicas are flushed while changes go on, without a client asking.</summary>
+    public static readonly TimeSpan FlushInterval = TimeSpan.FromSeconds(1);
+
+    private readonly Task _flushing;
+
+    /// <summary>
+    /// Flushes the volume every <see cref="FlushInterval"/> while it changes, like a filesystem's commit interval: what a
+    /// replica that crashes can lose, and so what its resync must copy besides what it missed, stays a second's worth of
+    /// writes even when clients never flush.
+    /// </summary>
+    private async Task FlushPeriodicallyAsync()
+    {
+        var stopping = _closing.Token;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(FlushInterval, stopping);
+                if (Device.HasUnflushedChanges)
+                {
+                    await Device.FlushAsync(stopping);
+                }
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                _logger.LogDebug("volume {Volume}: periodic flush failed: {Reason}", _spec.Name, e.Message); // a failed replica is dropped by the flush itself
+            }
+        }
     }
 
     public ReplicatedVolume Device { get; }
@@ -169,6 +204,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _closing.CancelAsync();
+        await _flushing;
         await StopRebuildsAsync();
         Device.Dispose();
         List<NodeChannel> links;
