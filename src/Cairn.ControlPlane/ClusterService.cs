@@ -101,6 +101,17 @@ public sealed class ClusterService(IClusterStore store, string thisNode, string 
         return kv is null ? null : Read(kv, ClusterJson.Default.LeaderRecord);
     }
 
+    /// <summary>
+    /// A node's current boot (<see cref="NodeRecord.Boot"/>) as the store says now, or null while it is Down. Read from
+    /// the store, not a view: a node writes its record before its replica service takes any volume, so once one of its
+    /// replicas has answered, this read cannot return an earlier boot than the one that answered.
+    /// </summary>
+    public static async Task<string?> GetBootAsync(IClusterStore store, string node, CancellationToken cancellationToken = default)
+    {
+        var kv = await store.GetAsync(ClusterKeys.Node(node), cancellationToken);
+        return kv is null ? null : Read(kv, ClusterJson.Default.NodeRecord)?.Boot;
+    }
+
     private static NodeInfo Merge(NodeRegistration registration, NodeRecord? live)
     {
         var state = live is null ? NodeState.Down : registration.Draining ? NodeState.Draining : NodeState.Up;

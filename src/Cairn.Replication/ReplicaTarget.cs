@@ -8,8 +8,9 @@ namespace Cairn.Replication;
 /// One replica as its node serves it: the block device holding its data and the highest epoch it has seen. A sender
 /// presents its epoch when it connects and with every request; anything older than what the replica has seen is
 /// refused (<see cref="ReplicaStatus.StaleEpoch"/>), so once a new owner has reached the replica, a deposed owner can
-/// no longer change it. The epoch is kept in memory: a restarted replica learns it again from the first sender, and
-/// the cluster store's compare-and-swap on the epoch stays the authority that keeps deposed owners from acknowledging.
+/// no longer change it. The epoch is kept in memory: whoever hosts the replica starts it at the epoch the cluster store
+/// holds (<see cref="TryAdmit"/>), so after a restart a deposed owner's older epoch is still refused; the store's
+/// compare-and-swap on the epoch stays the authority that keeps deposed owners from acknowledging.
 /// Growing and snapshots go through <paramref name="control"/>; without one they answer <see cref="ReplicaStatus.NotSupported"/>.
 /// </summary>
 public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolumeControl? control = null)

@@ -18,6 +18,7 @@ public sealed class VolumeServiceReplicationTests : IAsyncLifetime
     private EmbeddedClusterStore _store = null!;
     private NodeMembership _membership = null!;
     private VolumeService _service = null!;
+    private Func<string, System.Net.EndPoint?> _replicaEndpointOf = _ => null; // no other node serves replicas unless a test starts one
 
     public async ValueTask InitializeAsync()
     {
@@ -26,10 +27,10 @@ public sealed class VolumeServiceReplicationTests : IAsyncLifetime
         await _membership.StartAsync();
         _service = new VolumeService(_store, new PoolManager([_pool]), ownership: VolumeOwnership.Clustered("n1"));
         await _service.StartAsync();
-        // No other node runs here: their replica services are unreachable and their boots unknown.
-        _service.EnableReplication(new ReplicationContext("n1", new ReplicaSetWriter(_store), _membership, _ => null, _membership.Boot, _ => null)
+        _service.EnableReplication(new ReplicationContext("n1", new ReplicaSetWriter(_store), _membership, node => _replicaEndpointOf(node),
+            _membership.Boot, _ => null, (node, ct) => ClusterService.GetBootAsync(_store, node, ct))
         {
-            ConnectWithin = TimeSpan.FromMilliseconds(200),
+            ConnectWithin = TimeSpan.FromSeconds(20), // generous: a loaded 2-core machine
         });
     }
 
@@ -88,6 +89,42 @@ public sealed class VolumeServiceReplicationTests : IAsyncLifetime
         var stored = await StoredAsync("v");
         Assert.Null(stored.LastServed); // recorded before serving: the controller can no longer undo it
         Assert.Equal((restarted.Epoch, _membership.Boot), (stored.Epoch, stored.Find("n1")!.Boot));
+    }
+
+    /// <summary>
+    /// n2 restarted within its lease (the controller saw no gap), so the set still lists it in sync at its earlier boot,
+    /// and its new run hosts the replica again and answers. Opening, the owner reads n2's boot from the store and drops
+    /// it before serving: it may lack writes it lost from its cache. A replica on the boot it joined at stays in sync.
+    /// </summary>
+    [Fact]
+    public async Task Opening_an_owner_drops_a_replica_that_answers_from_a_later_boot_than_it_joined_at_and_keeps_one_that_does_not()
+    {
+        var n2 = new NodeMembership(_store, new NodeIdentity("n2"), () => [new NodePool("p", 100L << 30, 0, 100L << 30)]);
+        await n2.StartAsync();
+        await using var _ = n2;
+        await using var n2Service = new VolumeService(_store, new PoolManager([new MemoryVolumePool("p", 100L << 30)]), ownership: VolumeOwnership.Clustered("n2"));
+        await n2Service.StartAsync();
+        n2Service.EnableReplication(new ReplicationContext("n2", new ReplicaSetWriter(_store), n2, _ => null, n2.Boot, _ => null,
+            (node, ct) => ClusterService.GetBootAsync(_store, node, ct)));
+        await using var n2Replicas = new ReplicaServer(n2Service.ReplicaCatalog, new Core.FrontendLog(_ => { }, _ => { }, (_, _) => { }));
+        n2Replicas.Start(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        _replicaEndpointOf = node => node == "n2" ? n2Replicas.LocalEndpoint : null;
+
+        var restarted = await PutAsync(Spec("restarted", ReplicaSet.Create([("n1", "p"), ("n2", "p")], node => node == "n1" ? _membership.Boot : "an earlier boot of n2")));
+        var intact = await PutAsync(Spec("intact", ReplicaSet.Create([("n1", "p"), ("n2", "p")], node => node == "n1" ? _membership.Boot : n2.Boot)));
+        await n2Service.SyncWithClusterAsync([restarted, intact]);
+        await _service.SyncWithClusterAsync([restarted, intact]);
+
+        Assert.True(_service.Owns("restarted"));
+        var dropped = await StoredAsync("restarted");
+        var member = dropped.Find("n2")!;
+        // Dropped at epoch 1; the owner then rebuilds it (it is reachable), perhaps already admitted at its current boot.
+        Assert.True(member.State == ReplicaState.InSync ? member.Boot == n2.Boot && dropped.Epoch >= 3 : member.FailedAtEpoch == 1 && dropped.Epoch == 2,
+            $"n2 was trusted at the boot it left: {dropped.Epoch} {member}");
+        Assert.Null(dropped.LastServed);
+        Assert.True(_service.Owns("intact"));
+        var kept = await StoredAsync("intact");
+        Assert.Equal((1UL, ReplicaState.InSync), (kept.Epoch, kept.Find("n2")!.State));
     }
 
     [Fact]

@@ -67,14 +67,14 @@ public sealed partial class OwnedReplication
         NodeChannel? channel = null;
         try
         {
-            // Taken before connecting: if the view is behind, an older boot is recorded and the replica, once admitted,
-            // looks restarted and is rebuilt once more — never the other way round.
-            string? boot = _context.BootOf(member.Node);
             channel = await ConnectAsync(_spec, member.Node, Device.Epoch, _context, _logger, stopping, within: TimeSpan.FromSeconds(5));
             if (channel is null)
             {
                 return;
             }
+            // The boot that answered (its record was written before it took replicas), or a later one — but then this
+            // connection is broken and the rebuild cannot finish. Recorded now, taken at admission.
+            string? boot = await _context.ReadBootAsync(member.Node, stopping);
             await _context.Writer.UpdateAsync(_spec.Name, current =>
                 current.Replication is { } now && now.Owner == _context.Node && now.Find(member.Node) is { State: not ReplicaState.InSync } m
                     ? m.State == ReplicaState.Rebuilding && m.Boot == boot ? null : now.StartRebuild(member.Node, boot)

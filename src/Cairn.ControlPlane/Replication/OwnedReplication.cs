@@ -84,10 +84,25 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         var inSyncSet = new SpecInSyncSet(context.Writer, spec.Name, context.Node);
         try
         {
+            foreach (var link in reached.ToList())
+            {
+                // It answered, but its node may have restarted since it joined the in-sync set (within its lease, so the
+                // controller saw no gap): then it may lack acknowledged writes it lost from its cache. Not trusted:
+                // dropped before anything is served, and rebuilt.
+                if (set.Find(link.Replica)?.Boot is { } joined && await context.ReadBootAsync(link.Replica, cancellationToken) is { } now
+                    && !string.Equals(now, joined, StringComparison.Ordinal))
+                {
+                    reached.Remove(link);
+                    unreachable.Add(link.Replica);
+                    await link.DisposeAsync();
+                    logger.LogWarning("volume {Volume}: the node of the replica on {Node} restarted since it joined the in-sync set (boot {Joined}, now {Now})",
+                        spec.Name, link.Replica, joined, now);
+                }
+            }
             if (unreachable.Count > 0)
             {
                 epoch = await inSyncSet.DropAsync(unreachable, epoch, cancellationToken);
-                logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer; dropped from the in-sync set (epoch {Epoch})",
+                logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer or restarted; dropped from the in-sync set (epoch {Epoch})",
                     spec.Name, string.Join(", ", unreachable), epoch);
             }
             await MarkServedAsync(spec.Name, epoch, context, cancellationToken);

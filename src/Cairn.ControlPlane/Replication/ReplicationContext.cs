@@ -8,10 +8,12 @@ namespace Cairn.ControlPlane.Replication;
 /// <param name="Lease">Whether this node can still prove its epochs; an owner stops acknowledging IO once it cannot.</param>
 /// <param name="ReplicaEndpointOf">A live node's replica service address, or null while it is Down or has none.</param>
 /// <param name="Boot">This node's current boot (<see cref="NodeRecord.Boot"/>): an owner serves only for the boot it became owner at.</param>
-/// <param name="BootOf">A live node's current boot, or null while it is Down: replica sets record it, and a replica
-/// whose node's boot changed since may have lost writes from its cache.</param>
+/// <param name="BootOf">A live node's current boot as this node's view shows it, or null while it is Down: replica sets
+/// record it, and a replica whose node's boot changed since may have lost writes from its cache.</param>
+/// <param name="ReadBootAsync">The same, read from the cluster store itself (<see cref="ClusterService.GetBootAsync"/>):
+/// for decisions that must not rest on a view that may lag, such as which replicas a new owner may trust.</param>
 public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IOwnerLease Lease, Func<string, EndPoint?> ReplicaEndpointOf,
-    string Boot, Func<string, string?> BootOf)
+    string Boot, Func<string, string?> BootOf, Func<string, CancellationToken, Task<string?>> ReadBootAsync)
 {
     /// <summary>A node's current boot, this node's own without asking the view (which may not show this run yet).</summary>
     public string? CurrentBootOf(string node) => string.Equals(node, Node, StringComparison.Ordinal) ? Boot : BootOf(node);

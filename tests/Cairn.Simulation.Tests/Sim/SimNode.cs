@@ -43,13 +43,21 @@ internal sealed class SimNode
     {
         IsUp = true;
         int incarnation = Incarnation;
-        // A fresh target has epoch 0 (ReplicaTarget keeps it in memory). Production starts a hosted target at the
-        // store's epoch so a deposed owner is refused; here nothing reconnects after a link broke, so none gets to try.
-        Target = new ReplicaTarget(Name, Disk.ViewFor(incarnation));
+        // As in cairnd, the replica is served only once the store holds this boot (its node record is written before
+        // the replica service takes any volume), at the epoch the store holds (so a deposed owner is refused): at the
+        // first heartbeat that lands. Nodes bootstrapped into the store serve at once.
+        Target = _cluster.Store.BootOf(Name) == incarnation ? NewTarget(incarnation, _cluster.Store.Set.Epoch) : null;
         _store = new SimStoreClient(_cluster, this, incarnation);
         _leaseExpiresUs = 0;
         _cluster.Sim.Trace($"{Name}: up (boot {incarnation})");
         _cluster.Spawn(() => HeartbeatLoopAsync(incarnation));
+    }
+
+    private ReplicaTarget NewTarget(int incarnation, ulong epoch)
+    {
+        var target = new ReplicaTarget(Name, Disk.ViewFor(incarnation));
+        target.TryAdmit(epoch);
+        return target;
     }
 
     public void Crash()
@@ -132,6 +140,7 @@ internal sealed class SimNode
             return; // the answer came back in the same instant the node crashed: nobody is left to act on it
         }
         _leaseExpiresUs = Math.Max(_leaseExpiresUs, sentUs + _cluster.Options.LeaseTtlUs);
+        Target ??= NewTarget(incarnation, view.Epoch);
         Reconcile(view, incarnation);
     }
 
@@ -189,11 +198,24 @@ internal sealed class SimNode
                 channels.Add(await connect);
             }
             // Tell the store before serving: until then the controller may still undo this failover (ReplicaSet.LastServed).
+            // And ask it which replicas that answered restarted since they joined (within their lease, unseen by the
+            // controller): they may lack writes lost from their cache, so they are given up and dropped by the first change.
             var request = new StoreRequest(Name, _cluster.Sim.NowUs);
-            if (Incarnation != incarnation || !await _store!.CallAsync("activate", s => s.TryMarkServed(set.Epoch, Name, incarnation, request)))
+            if (Incarnation != incarnation)
+            {
+                return;
+            }
+            var (served, restarted) = await _store!.CallAsync("activate", s =>
+                (s.TryMarkServed(set.Epoch, Name, incarnation, request),
+                 set.InSyncRemotes.Where(m => m.Boot is { } joined && s.LiveBootOf(m.Node) is { } now && now != joined).Select(m => m.Node).ToList()));
+            if (!served)
             {
                 _cluster.Sim.Trace($"{Name}: not owning at epoch {set.Epoch}: the store moved on");
                 return;
+            }
+            foreach (var channel in channels.Where(c => restarted.Contains(c.Replica)))
+            {
+                channel.Abandon("its node restarted since it joined the in-sync set");
             }
             var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name, (_cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0));
             Host = new OwnerHost(_cluster, this, volume);

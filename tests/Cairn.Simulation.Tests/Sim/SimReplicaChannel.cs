@@ -185,6 +185,9 @@ internal sealed class SimReplicaChannel : IReplicaChannel
         });
     }
 
+    /// <summary>The owner gives up on this replica: every waiting and later request fails, so its next change drops it.</summary>
+    public void Abandon(string reason) => Break(reason);
+
     private void Break(string reason)
     {
         if (_broken is not null)
