@@ -6,6 +6,13 @@ namespace Cairn.Replication;
 /// <summary>How far a rebuild has come: bytes of the volume copied (or erased) out of those it has to.</summary>
 public readonly record struct RebuildProgress(long BytesDone, long BytesTotal);
 
+/// <summary>
+/// What a finished rebuild sent to the replica: <see cref="DataBytes"/> read locally and written to it, and
+/// <see cref="ErasedBytes"/> of holes and zeros erased by trims and zeroings (requests without payload). Live changes
+/// that reached the replica meanwhile are not counted: they are the clients' writes, not the rebuild's.
+/// </summary>
+public readonly record struct RebuildSummary(bool Delta, long DataBytes, long ErasedBytes);
+
 /// <summary>A rebuild stopped before the replica caught up: it stays out of the in-sync set, and the volume carries on.</summary>
 public sealed class ReplicaRebuildException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -27,10 +34,12 @@ public sealed partial class ReplicatedVolume
     /// and zeroings, so stale data on a returning replica is erased. Then the replica is flushed and admitted through
     /// <see cref="IInSyncSet.AdmitAsync"/>, which bumps the epoch, in one step with respect to live changes.
     /// </summary>
+    /// <returns>What the copier sent: data bytes and erased bytes, live changes not included.</returns>
     /// <exception cref="InvalidOperationException">The replica is in sync or already being rebuilt, or a delta was asked for without a record.</exception>
     /// <exception cref="ReplicaRebuildException">The replica failed, or the local device could not be read: the rebuild is abandoned.</exception>
     /// <exception cref="BlockDeviceException">The volume is fenced: another owner took over (also when admitting the replica).</exception>
-    public async Task RebuildAsync(IReplicaChannel replica, bool delta, IProgress<RebuildProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<RebuildSummary> RebuildAsync(IReplicaChannel replica, bool delta, IProgress<RebuildProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(replica);
         ThrowIfUnavailable();
@@ -50,6 +59,7 @@ public sealed partial class ReplicatedVolume
             await CopyAsync(session, ranges, total, progress, cancellationToken);
             await SendToTargetAsync(session, ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
             await AdmitAsync(session);
+            return new RebuildSummary(delta, session.DataBytes, session.ErasedBytes);
         }
         catch (Exception e) when (session is { Admitted: false })
         {
@@ -76,6 +86,8 @@ public sealed partial class ReplicatedVolume
     private sealed class RebuildSession(IReplicaChannel channel)
     {
         private volatile string? _failure;
+        private long _dataBytes;
+        private long _erasedBytes;
 
         public IReplicaChannel Channel { get; } = channel;
 
@@ -85,7 +97,15 @@ public sealed partial class ReplicatedVolume
 
         public bool Admitted { get; set; }
 
+        public long DataBytes => Interlocked.Read(ref _dataBytes);
+
+        public long ErasedBytes => Interlocked.Read(ref _erasedBytes);
+
         public void Fail(string reason) => _failure ??= reason;
+
+        public void CountData(long bytes) => Interlocked.Add(ref _dataBytes, bytes);
+
+        public void CountErased(long bytes) => Interlocked.Add(ref _erasedBytes, bytes);
     }
 
     /// <summary>
@@ -221,9 +241,11 @@ public sealed partial class ReplicatedVolume
         {
             case AllocationState.Hole:
                 await SendToTargetAsync(session, ReplicaOp.Trim, ReplicaFlags.None, offset, length, default, cancellationToken);
+                session.CountErased(length);
                 break;
             case AllocationState.Zero:
                 await SendToTargetAsync(session, ReplicaOp.WriteZeroes, ReplicaFlags.NoHole, offset, length, default, cancellationToken);
+                session.CountErased(length);
                 break;
             default:
                 for (long done = 0; done < length; done += RebuildChunkBytes)
@@ -231,6 +253,7 @@ public sealed partial class ReplicatedVolume
                     var piece = buffer.AsMemory(0, (int)Math.Min(RebuildChunkBytes, length - done));
                     await _local.ReadAsync(offset + done, piece, cancellationToken);
                     await SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.None, offset + done, piece.Length, piece, cancellationToken);
+                    session.CountData(piece.Length);
                 }
                 break;
         }
