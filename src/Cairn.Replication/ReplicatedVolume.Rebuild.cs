@@ -1,4 +1,4 @@
-using System.Buffers;
+using System.Runtime.CompilerServices;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -18,14 +18,6 @@ public sealed class ReplicaRebuildException(string message, Exception? inner = n
 
 public sealed partial class ReplicatedVolume
 {
-    /// <summary>The most one copy request carries: far below the protocol's 8 MiB, so live changes wait little for a window.</summary>
-    public const int RebuildChunkBytes = 1 << 20;
-
-    /// <summary>The longest hole or zero run erased in one request (and one window of the region gate).</summary>
-    private const long MaxEraseBytes = 1L << 30;
-
-    private const int ExtentBatch = 64;
-
     /// <summary>
     /// Brings <paramref name="replica"/> up to date while live changes go on, then admits it to the in-sync set
     /// (invariant 3). From the start, every live change also goes to it; its failure there aborts the rebuild, never
@@ -162,104 +154,8 @@ public sealed partial class ReplicatedVolume
     private static List<DirtyRange> Clip(IReadOnlyList<DirtyRange> ranges, long sizeBytes) =>
         [.. ranges.Where(r => r.Offset < sizeBytes).Select(r => r with { Length = Math.Min(r.End, sizeBytes) - r.Offset })];
 
-    private async Task CopyAsync(RebuildSession session, IReadOnlyList<DirtyRange> ranges, long total, IProgress<RebuildProgress>? progress,
-        CancellationToken cancellationToken)
-    {
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(RebuildChunkBytes);
-        var extents = new AllocationExtent[ExtentBatch];
-        long done = 0;
-        try
-        {
-            foreach (var range in ranges)
-            {
-                for (long at = range.Offset; at < range.End;)
-                {
-                    long end = await CopyWindowAsync(session, at, range.End, buffer, extents, cancellationToken);
-                    done += end - at;
-                    at = end;
-                    progress?.Report(new RebuildProgress(done, total));
-                }
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    /// <summary>
-    /// Copies one window starting at <paramref name="at"/>: up to the next 1 MiB boundary, or a whole hole or zero run
-    /// (erased in one request). Holds the window exclusively, and reads its allocation only once holding it: a live
-    /// change that turned a hole into data meanwhile has reached the replica already and is copied, not erased.
-    /// </summary>
-    private async Task<long> CopyWindowAsync(RebuildSession session, long at, long limit, byte[] buffer, AllocationExtent[] extents,
-        CancellationToken cancellationToken)
-    {
-        ThrowIfFenced();
-        if (session.Failure is { } failure)
-        {
-            throw new ReplicaRebuildException(failure);
-        }
-        long end = Math.Min(limit, (at / RebuildChunkBytes + 1) * RebuildChunkBytes);
-        int probed = await _local.GetAllocationAsync(at, Math.Min(limit - at, MaxEraseBytes), extents.AsMemory(0, 1), cancellationToken);
-        if (probed > 0 && extents[0].State != AllocationState.Data && at + extents[0].LengthBytes > end)
-        {
-            end = Math.Min(limit, at + Math.Min(extents[0].LengthBytes, MaxEraseBytes));
-        }
-        await session.Gate.EnterCopyAsync(at, end, cancellationToken);
-        try
-        {
-            for (long position = at; position < end;)
-            {
-                int count = await _local.GetAllocationAsync(position, end - position, extents, cancellationToken);
-                if (count == 0)
-                {
-                    throw new ReplicaRebuildException($"the local device described no allocation at offset {position}");
-                }
-                for (int i = 0; i < count && position < end; i++)
-                {
-                    long length = Math.Min(extents[i].LengthBytes, end - position);
-                    if (length <= 0)
-                    {
-                        throw new ReplicaRebuildException($"the local device described an empty extent at offset {position}");
-                    }
-                    await CopyExtentAsync(session, position, length, extents[i].State, buffer, cancellationToken);
-                    position += length;
-                }
-            }
-        }
-        finally
-        {
-            session.Gate.ExitCopy();
-        }
-        return end;
-    }
-
-    private async Task CopyExtentAsync(RebuildSession session, long offset, long length, AllocationState state, byte[] buffer, CancellationToken cancellationToken)
-    {
-        switch (state)
-        {
-            case AllocationState.Hole:
-                await SendToTargetAsync(session, ReplicaOp.Trim, ReplicaFlags.None, offset, length, default, cancellationToken);
-                session.CountErased(length);
-                break;
-            case AllocationState.Zero:
-                await SendToTargetAsync(session, ReplicaOp.WriteZeroes, ReplicaFlags.NoHole, offset, length, default, cancellationToken);
-                session.CountErased(length);
-                break;
-            default:
-                for (long done = 0; done < length; done += RebuildChunkBytes)
-                {
-                    var piece = buffer.AsMemory(0, (int)Math.Min(RebuildChunkBytes, length - done));
-                    await _local.ReadAsync(offset + done, piece, cancellationToken);
-                    await SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.None, offset + done, piece.Length, piece, cancellationToken);
-                    session.CountData(piece.Length);
-                }
-                break;
-        }
-    }
-
-    private async Task SendToTargetAsync(RebuildSession session, ReplicaOp op, ReplicaFlags flags, long offset, long length, ReadOnlyMemory<byte> payload,
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendToTargetAsync(RebuildSession session, ReplicaOp op, ReplicaFlags flags, long offset, long length, ReadOnlyMemory<byte> payload,
         CancellationToken cancellationToken)
     {
         string name = session.Channel.Replica;

@@ -232,6 +232,55 @@ public sealed class RebuildTests
         Assert.True(counting.Requests < 3 + 8, "the hole after the data is erased in one request, not one per chunk");
     }
 
+    /// <summary>Holds every write until released, and records how many were waiting at once.</summary>
+    private sealed class HeldWritesChannel(IReplicaChannel inner) : IReplicaChannel
+    {
+        private int _waiting;
+
+        public string Replica => inner.Replica;
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Waiting => Volatile.Read(ref _waiting);
+
+        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            if (op == ReplicaOp.Write)
+            {
+                Interlocked.Increment(ref _waiting);
+                await Release.Task;
+            }
+            return await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task The_copier_keeps_a_window_of_requests_in_flight_and_a_live_write_to_it_waits_until_the_replica_answered_them()
+    {
+        var local = new RamBlockDevice(Size);
+        using var volume = new ReplicatedVolume(local, [], 1, new InSyncSet(1));
+        await volume.WriteAsync(0, Pattern((int)Size, 1));
+        var target = new RamBlockDevice(Size);
+        var held = new HeldWritesChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
+
+        var rebuild = volume.RebuildAsync(held, delta: false);
+        int window = ReplicatedVolume.RebuildWindowBytes / ReplicatedVolume.RebuildChunkBytes;
+        using var deadline = new CancellationTokenSource(Deadline);
+        while (held.Waiting < window) // every chunk of the first window is sent before any is answered
+        {
+            await Task.Delay(1, deadline.Token);
+        }
+        var live = volume.WriteAsync(ReplicatedVolume.RebuildWindowBytes / 2, Pattern(4096, 2)).AsTask();
+        await Task.Delay(100);
+        Assert.False(live.IsCompleted, "a live write entered a window whose copies were still in flight");
+        Assert.Equal(window, held.Waiting); // and the copier took no further window meanwhile
+
+        held.Release.SetResult();
+        await Task.WhenAll(rebuild, live).WaitAsync(Deadline);
+        AssertSameBytes(local, target, "r1");
+    }
+
     [Fact]
     public async Task A_rebuild_target_failing_midway_aborts_the_rebuild_and_no_client_write()
     {
