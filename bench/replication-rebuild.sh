@@ -104,7 +104,8 @@ cairn volume create rb --size "$SIZE" --replicas 1 >/dev/null
 OWNER=$(cairn volume show rb --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["node"])')
 EXPORT=$(cairn volume show rb --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["export"])')
 log "filling $SIZE of volume rb on $OWNER ($EXPORT)"
-fio --name=fill --ioengine=nbd --uri="$EXPORT" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
+fio --name=fill --ioengine=nbd --uri="$EXPORT" --rw=write --bs=1M --iodepth=8 --size="$SIZE" --output-format=json >"$WORK/fill.json"
+FILL=$(fio_json "$WORK/fill.json" write.bw_bytes)   # Cairn's own write path on one node: what a replica's writes go through
 ROWS=()
 for count in 2 3; do
   before=$(cairn volume show rb --json | python3 -c 'import json, sys; print(" ".join(r["node"] for r in json.load(sys.stdin)["replicas"]))')
@@ -129,26 +130,28 @@ scripts/dev-cluster.sh start-node "${AWAY#node}" >/dev/null
 RESYNC_WALL=$(wait_in_sync rb 3 600)
 RESYNC="$(replica rb "$AWAY" lastRebuild.kind) $(replica rb "$AWAY" lastRebuild.dataBytes) $(replica rb "$AWAY" lastRebuild.erasedBytes) $(replica rb "$AWAY" lastRebuild.seconds)"
 
-python3 - "$DISK_DIRECT" "$DISK_BUFFERED" "$NET" "$WRITTEN" "$RUNTIME" "$RESYNC_WALL" "$RESYNC" "${ROWS[@]}" <<'PY'
+python3 - "$DISK_DIRECT" "$DISK_BUFFERED" "$NET" "$FILL" "$WRITTEN" "$RUNTIME" "$RESYNC_WALL" "$RESYNC" "${ROWS[@]}" <<'PY'
 import sys
-disk_direct, disk_buffered, net, written = (float(x) for x in sys.argv[1:5])
-runtime, resync_wall, resync, rows = sys.argv[5], float(sys.argv[6]), sys.argv[7].split(), sys.argv[8:]
+disk_direct, disk_buffered, net, fill, written = (float(x) for x in sys.argv[1:6])
+runtime, resync_wall, resync, rows = sys.argv[6], float(sys.argv[7]), sys.argv[8].split(), sys.argv[9:]
 mb = lambda b: b / 1e6
 print(f"{'peer':<58}{'MB/s':>10}")
 print(f"{'disk: 1 MiB sequential writes, O_DIRECT, QD 8':<58}{mb(disk_direct):>10,.0f}")
 print(f"{'disk: 1 MiB sequential writes, buffered + fsync at end':<58}{mb(disk_buffered):>10,.0f}")
 print(f"{'loopback TCP: one connection, 1 MiB writes':<58}{mb(net):>10,.0f}")
+print(f"{'Cairn: filling the volume over NBD, 1 MiB writes, QD 8':<58}{mb(fill):>10,.0f}")
 slower = min(disk_direct, net)
-print(f"\n{'rebuild':<26}{'kind':>6}{'data GB':>10}{'wall s':>9}{'MB/s':>8}{'copy s':>9}{'MB/s':>8}{'/ slower':>10}{'/ buffered':>11}")
+print(f"\n{'rebuild':<26}{'kind':>6}{'data GB':>10}{'wall s':>9}{'MB/s':>8}{'copy s':>9}{'MB/s':>8}{'/ slower':>10}{'/ buffered':>11}{'/ fill':>8}")
 for row in rows:
     count, node, wall, kind, data, copy = row.split()
     rate, copy_rate = float(data) / float(wall), float(data) / float(copy)
     print(f"{'1 -> ' if count == '2' else '2 -> '}{count} replicas ({node})".ljust(26)
           + f"{kind:>6}{float(data) / 1e9:>10.2f}{float(wall):>9.1f}{mb(rate):>8,.0f}{float(copy):>9.1f}{mb(copy_rate):>8,.0f}"
-          + f"{rate / slower:>10.2f}{rate / disk_buffered:>11.2f}")
+          + f"{rate / slower:>10.2f}{rate / disk_buffered:>11.2f}{rate / fill:>8.2f}")
 print("wall = from the replica-count change to every replica InSync (polled every 0.2 s); copy = the owner's own")
 print("figure, from connecting to the new replica to admitting it. '/ slower' = wall MB/s over the slower of disk")
-print("(O_DIRECT) and network: the goal is 0.80; '/ buffered' = over buffered+fsync disk writes, as the block store writes.")
+print("(O_DIRECT) and network: the goal is 0.80; '/ buffered' = over buffered+fsync disk writes, as the block store")
+print("writes (page cache, then fdatasync); '/ fill' = over Cairn's own sequential writes on one node, measured just before.")
 kind, data, erased, copy = resync[0], float(resync[1]), float(resync[2]), float(resync[3])
 print(f"\ndelta resync after a {runtime} s outage with writes:")
 print(f"  bytes written during the outage (4 KiB random, fio)   {written:>16,.0f}")
