@@ -123,6 +123,11 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")).Values.All(s => s == "InSync"),
             "the returning replica is resynced and in sync again");
         Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[owner].Log, StringComparison.Ordinal);
+        // The owner's API reports what the resync moved: the regions written while the replica was away (issue 5: at most 2x).
+        var resync = (await VolumeAsync(_nodes[owner], "logs")).GetProperty("replicas").EnumerateArray()
+            .Single(r => r.GetProperty("node").GetString() == away).GetProperty("lastRebuild");
+        Assert.Equal("delta", resync.GetProperty("kind").GetString());
+        Assert.InRange(resync.GetProperty("dataBytes").GetInt64(), during.Length, 2L * during.Length);
 
         // Fewer copies: a surplus in-sync replica is retired; more: a new one is copied in full while IO goes on.
         var fewer = await _http.PatchAsJsonAsync($"{_nodes[away].ApiUrl}/api/v1/volumes/logs", new { replicas = 2 });
