@@ -4,18 +4,27 @@
 #   scripts/dev-cluster.sh start [--nodes N] [--zones K]   start (or restart) the cluster and print its endpoints
 #   scripts/dev-cluster.sh status                         show what runs
 #   scripts/dev-cluster.sh stop [--clean]                 stop every process (and delete the data with --clean)
-# Set CAIRN_BIN to a directory holding cairnd/ and cairn/ builds to skip building.
+#   scripts/dev-cluster.sh kill N                         SIGKILL node N (a crash: its data stays)
+#   scripts/dev-cluster.sh start-node N                   start node N again on its data, in its zone; waits until ready
+# Set CAIRN_BIN to a directory holding cairnd/ and cairn/ builds to skip building. CAIRN_DEV_DIR, CAIRN_DEV_ETCD_PORT
+# and CAIRN_DEV_{API,NBD,ISCSI}_BASE move the cluster (benchmarks run one beside a developer's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DIR=${CAIRN_DEV_DIR:-$ROOT/cairn-dev-cluster}
 BIN=${CAIRN_BIN:-$ROOT/.artifacts/bin}
 ETCD_PORT=${CAIRN_DEV_ETCD_PORT:-12379}
-API_BASE=9410 NBD_BASE=10809 ISCSI_BASE=3260   # node i listens on BASE + i (the single-node demo keeps BASE itself)
+# Node i listens on BASE + i (the single-node demo keeps BASE itself).
+API_BASE=${CAIRN_DEV_API_BASE:-9410} NBD_BASE=${CAIRN_DEV_NBD_BASE:-10809} ISCSI_BASE=${CAIRN_DEV_ISCSI_BASE:-3260}
 NODES=3 ZONES=3 CLEAN=0
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 command=${1:-}; [[ -n $command ]] || usage; shift
+NODE_INDEX=
+if [[ $command == kill || $command == start-node ]]; then
+  NODE_INDEX=${1:-}; shift || true
+  [[ $NODE_INDEX =~ ^[1-9][0-9]?$ && -d ${DIR:-}/node$NODE_INDEX ]] || { echo "dev-cluster: $command needs the index of an existing node" >&2; exit 2; }
+fi
 while [[ $# -gt 0 ]]; do
   case $1 in
     --nodes) NODES=$2; shift 2 ;;
@@ -65,8 +74,8 @@ start_etcd() {
     || { cat "$DIR/etcd/etcd.log" >&2; exit 1; }
 }
 
-start_node() { # index
-  local i=$1 name="node$1" zone="zone$(( ($1 - 1) % ZONES + 1 ))"
+start_node() { # index [zone]
+  local i=$1 name="node$1" zone=${2:-"zone$(( ($1 - 1) % ZONES + 1 ))"}
   local dir="$DIR/$name" api=$((API_BASE + i)) nbd=$((NBD_BASE + i)) iscsi=$((ISCSI_BASE + i))
   for port in $api $nbd $iscsi; do port_free "$port" || { echo "dev-cluster: port $port ($name) is taken" >&2; exit 1; }; done
   mkdir -p "$dir"
@@ -122,6 +131,20 @@ Stop it with: scripts/dev-cluster.sh stop [--clean]
 TXT
     ;;
   status) status ;;
+  kill)
+    alive "$DIR/node$NODE_INDEX/cairnd.pid" || { echo "dev-cluster: node$NODE_INDEX is not running" >&2; exit 1; }
+    kill -9 "$(cat "$DIR/node$NODE_INDEX/cairnd.pid")"
+    rm -f "$DIR/node$NODE_INDEX/cairnd.pid"
+    echo "dev-cluster: node$NODE_INDEX killed (SIGKILL); start it again with: $0 start-node $NODE_INDEX"
+    ;;
+  start-node)
+    dir="$DIR/node$NODE_INDEX"
+    alive "$dir/cairnd.pid" && { echo "dev-cluster: node$NODE_INDEX is running already" >&2; exit 1; }
+    [[ -f $dir/cairnd.log ]] && mv "$dir/cairnd.log" "$dir/cairnd.log.prev"
+    start_node "$NODE_INDEX" "$(grep -o -- '--zone [^ ]*' "$dir/cmdline" | cut -d' ' -f2)"
+    wait_for "node$NODE_INDEX ready" 60 grep -q "cairnd: ready" "$dir/cairnd.log" || { cat "$dir/cairnd.log" >&2; exit 1; }
+    echo "dev-cluster: node$NODE_INDEX started"
+    ;;
   stop)
     stop_all
     [[ $CLEAN == 1 ]] && rm -rf "$DIR"

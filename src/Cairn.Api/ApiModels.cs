@@ -103,17 +103,28 @@ public sealed record VolumeResponse(
         v.Name, v.Id, v.SizeBytes, ByteSize.Format(v.SizeBytes), v.AllocatedBytes, ByteSize.Format(v.AllocatedBytes), v.Pool, v.CreatedAt,
         v.ExportAddress, [.. v.Clients.Select(c => new ClientResponse(c.Client, c.ConnectedAt))], v.Available, v.Node,
         v.Iscsi is { } i ? IscsiResponse.From(i, v.IscsiAccess) : null, PlacementPolicyResponse.From(v.Placement ?? PlacementPolicy.Default),
-        Epoch: v.Replication?.Epoch, Replicas: ReplicaResponse.From(v.Node, v.Pool, v.Replication, v.RebuildPercent));
+        Epoch: v.Replication?.Epoch, Replicas: ReplicaResponse.From(v.Node, v.Pool, v.Replication, v.RebuildPercent, v.LastRebuilds));
 }
 
 /// <summary>One copy of a volume: where it lives, whether it is the owner, and whether it is in sync (InSync, Rebuilding, Failed).</summary>
 /// <param name="Progress">Percent copied while Rebuilding (as its owner last saw it).</param>
-public sealed record ReplicaResponse(string? Node, string Pool, string State, bool Owner, string? Reason, double? Progress = null)
+/// <param name="LastRebuild">The last rebuild of this replica that its current owner finished; null if none since it opened the volume.</param>
+public sealed record ReplicaResponse(string? Node, string Pool, string State, bool Owner, string? Reason, double? Progress = null,
+    RebuildResponse? LastRebuild = null)
 {
-    public static IReadOnlyList<ReplicaResponse> From(string? node, string pool, ReplicaSet? set, IReadOnlyDictionary<string, double>? progress = null) => set is null
+    public static IReadOnlyList<ReplicaResponse> From(string? node, string pool, ReplicaSet? set, IReadOnlyDictionary<string, double>? progress = null,
+        IReadOnlyDictionary<string, RebuildReport>? lastRebuilds = null) => set is null
         ? [new ReplicaResponse(node, pool, nameof(ReplicaState.InSync), true, null)]
         : [.. set.Members.Select(m => new ReplicaResponse(m.Node, m.Pool, m.State.ToString(), m.Node == set.Owner, m.Reason,
-            m.State == ReplicaState.Rebuilding && progress?.TryGetValue(m.Node, out double percent) == true ? Math.Round(percent, 1) : null))];
+            m.State == ReplicaState.Rebuilding && progress?.TryGetValue(m.Node, out double percent) == true ? Math.Round(percent, 1) : null,
+            lastRebuilds?.TryGetValue(m.Node, out var last) == true ? RebuildResponse.From(last) : null))];
+}
+
+/// <summary>A finished rebuild: "full" or "delta", data bytes copied, bytes erased (trims and zeroings), seconds, and MB/s of data.</summary>
+public sealed record RebuildResponse(string Kind, long DataBytes, long ErasedBytes, double Seconds, double MegabytesPerSecond, DateTimeOffset FinishedAt)
+{
+    public static RebuildResponse From(RebuildReport r) =>
+        new(r.Kind, r.DataBytes, r.ErasedBytes, Math.Round(r.Seconds, 3), Math.Round(r.DataMegabytesPerSecond, 1), r.FinishedAt);
 }
 
 /// <summary>The controller's judgement of a volume: "Healthy" or "Unavailable", why, and since when. Null until it judged.</summary>

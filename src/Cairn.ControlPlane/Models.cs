@@ -37,6 +37,22 @@ public sealed record VolumeSpec(string Name, string Id, long SizeBytes, string P
 
 public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 
+/// <summary>
+/// A finished rebuild of one replica, as its owner measured it: a delta (only regions written while the replica was
+/// away) or a full copy, the bytes sent as data, the bytes erased by trims and zeroings (no payload on the wire), and
+/// the time from connecting to the replica until it was admitted to the in-sync set.
+/// </summary>
+public sealed record RebuildReport(bool Delta, long DataBytes, long ErasedBytes, double Seconds, DateTimeOffset FinishedAt)
+{
+    public string Kind => Delta ? "delta" : "full";
+
+    /// <summary>Data bytes copied per second, in MB (10^6 bytes) per second.</summary>
+    public double DataMegabytesPerSecond => Seconds > 0 ? DataBytes / Seconds / 1e6 : 0;
+
+    public static RebuildReport Of(RebuildSummary summary, TimeSpan elapsed, DateTimeOffset finishedAt) =>
+        new(summary.Delta, summary.DataBytes, summary.ErasedBytes, elapsed.TotalSeconds, finishedAt);
+}
+
 /// <summary>What the control plane reports about a volume: desired state plus what is observed now.</summary>
 /// <param name="ExportAddress">Where clients attach, e.g. nbd://127.0.0.1:10809/NAME; null while no frontend listens.</param>
 /// <param name="Available">False when the volume's pool is not open on this node (its data cannot be served).</param>
@@ -45,6 +61,7 @@ public sealed record ClientInfo(string Client, DateTimeOffset ConnectedAt);
 /// <param name="IscsiAccess">Who may log in over iSCSI; null = anyone. Carries secrets: the API shows only user names.</param>
 /// <param name="Replication">Replicas, owner and epoch of a replicated volume; null for one copy.</param>
 /// <param name="RebuildPercent">Percent copied of each replica being rebuilt, by node.</param>
+/// <param name="LastRebuilds">The last rebuild the owner finished of each replica, by node (since the owner opened the volume).</param>
 public sealed record VolumeInfo(
     string Name,
     string Id,
@@ -60,7 +77,8 @@ public sealed record VolumeInfo(
     PlacementPolicy? Placement = null,
     IscsiAccess? IscsiAccess = null,
     ReplicaSet? Replication = null,
-    IReadOnlyDictionary<string, double>? RebuildPercent = null);
+    IReadOnlyDictionary<string, double>? RebuildPercent = null,
+    IReadOnlyDictionary<string, RebuildReport>? LastRebuilds = null);
 
 public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
 

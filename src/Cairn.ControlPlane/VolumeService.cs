@@ -341,7 +341,8 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
         var spec = state.Spec;
         return new VolumeInfo(spec.Name, spec.Id, spec.SizeBytes, state.Volume?.AllocatedBytes ?? 0, spec.Pool, spec.CreatedAt,
             _addresses.NbdAddressFor(spec.Name), clients, state.Volume is not null, spec.Node ?? _ownership.NodeName,
-            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess, spec.Replication, state.Replicated?.RebuildProgress());
+            _addresses.IscsiAddressFor(spec.Name), spec.Placement, spec.IscsiAccess, spec.Replication, state.Replicated?.RebuildProgress(),
+            state.Replicated?.LastRebuilds());
     }
 
     private static void ValidateSize(long sizeBytes)

@@ -100,6 +100,17 @@ public sealed class FrontendListener : IAsyncDisposable
                 await Task.Delay(10);
                 continue;
             }
+            try
+            {
+                // Every protocol served here answers with small replies, often several in flight: with Nagle's algorithm
+                // a reply written while an earlier one is unacknowledged waits for the peer's (delayed) ACK.
+                client.NoDelay = true;
+            }
+            catch (SocketException)
+            {
+                client.Dispose(); // reset before we got to it
+                continue;
+            }
             if (_connections.Count >= _maxConnections)
             {
                 _log.Warning($"{_protocol} connection from {client.RemoteEndPoint} refused: {_maxConnections} connections already open (MaxConnections)");

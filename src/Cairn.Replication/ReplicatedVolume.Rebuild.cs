@@ -1,4 +1,4 @@
-using System.Buffers;
+using System.Runtime.CompilerServices;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -6,31 +6,32 @@ namespace Cairn.Replication;
 /// <summary>How far a rebuild has come: bytes of the volume copied (or erased) out of those it has to.</summary>
 public readonly record struct RebuildProgress(long BytesDone, long BytesTotal);
 
+/// <summary>
+/// What a finished rebuild sent to the replica: <see cref="DataBytes"/> read locally and written to it, and
+/// <see cref="ErasedBytes"/> of holes and zeros erased by trims and zeroings (requests without payload). Live changes
+/// that reached the replica meanwhile are not counted: they are the clients' writes, not the rebuild's.
+/// </summary>
+public readonly record struct RebuildSummary(bool Delta, long DataBytes, long ErasedBytes);
+
 /// <summary>A rebuild stopped before the replica caught up: it stays out of the in-sync set, and the volume carries on.</summary>
 public sealed class ReplicaRebuildException(string message, Exception? inner = null) : Exception(message, inner);
 
 public sealed partial class ReplicatedVolume
 {
-    /// <summary>The most one copy request carries: far below the protocol's 8 MiB, so live changes wait little for a window.</summary>
-    public const int RebuildChunkBytes = 1 << 20;
-
-    /// <summary>The longest hole or zero run erased in one request (and one window of the region gate).</summary>
-    private const long MaxEraseBytes = 1L << 30;
-
-    private const int ExtentBatch = 64;
-
     /// <summary>
     /// Brings <paramref name="replica"/> up to date while live changes go on, then admits it to the in-sync set
-    /// (invariant 3). A full rebuild first recreates the owner's snapshots there (<see cref="CopySnapshotsAsync"/>). From the start, every live change also goes to it; its failure there aborts the rebuild, never
-    /// the change. Meanwhile the owner copies: with <paramref name="delta"/>, only the regions recorded since it dropped
+    /// (invariant 3). A full rebuild first recreates the owner's snapshots there (<see cref="CopySnapshotsAsync"/>).
+    /// From the start, every live change also goes to it; its failure there aborts the rebuild, never the change. Meanwhile the owner copies: with <paramref name="delta"/>, only the regions recorded since it dropped
     /// that replica (<see cref="DirtySince"/>); otherwise the whole volume, data as data and holes and zeros as trims
     /// and zeroings, so stale data on a returning replica is erased. Then the replica is flushed and admitted through
     /// <see cref="IInSyncSet.AdmitAsync"/>, which bumps the epoch, in one step with respect to live changes.
     /// </summary>
+    /// <returns>What the copier sent: data bytes and erased bytes, live changes not included.</returns>
     /// <exception cref="InvalidOperationException">The replica is in sync or already being rebuilt, or a delta was asked for without a record.</exception>
     /// <exception cref="ReplicaRebuildException">The replica failed, or the local device could not be read: the rebuild is abandoned.</exception>
     /// <exception cref="BlockDeviceException">The volume is fenced: another owner took over (also when admitting the replica).</exception>
-    public async Task RebuildAsync(IReplicaChannel replica, bool delta, IProgress<RebuildProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<RebuildSummary> RebuildAsync(IReplicaChannel replica, bool delta, IProgress<RebuildProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(replica);
         ThrowIfUnavailable();
@@ -55,6 +56,7 @@ public sealed partial class ReplicatedVolume
             await CopyAsync(session, ranges, total, progress, cancellationToken);
             await SendToTargetAsync(session, ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, cancellationToken);
             await AdmitAsync(session);
+            return new RebuildSummary(delta, session.DataBytes, session.ErasedBytes);
         }
         catch (Exception e) when (session is { Admitted: false })
         {
@@ -81,6 +83,8 @@ public sealed partial class ReplicatedVolume
     private sealed class RebuildSession(IReplicaChannel channel)
     {
         private volatile string? _failure;
+        private long _dataBytes;
+        private long _erasedBytes;
 
         public IReplicaChannel Channel { get; } = channel;
 
@@ -90,7 +94,15 @@ public sealed partial class ReplicatedVolume
 
         public bool Admitted { get; set; }
 
+        public long DataBytes => Interlocked.Read(ref _dataBytes);
+
+        public long ErasedBytes => Interlocked.Read(ref _erasedBytes);
+
         public void Fail(string reason) => _failure ??= reason;
+
+        public void CountData(long bytes) => Interlocked.Add(ref _dataBytes, bytes);
+
+        public void CountErased(long bytes) => Interlocked.Add(ref _erasedBytes, bytes);
     }
 
     /// <summary>
@@ -147,101 +159,8 @@ public sealed partial class ReplicatedVolume
     private static List<DirtyRange> Clip(IReadOnlyList<DirtyRange> ranges, long sizeBytes) =>
         [.. ranges.Where(r => r.Offset < sizeBytes).Select(r => r with { Length = Math.Min(r.End, sizeBytes) - r.Offset })];
 
-    private async Task CopyAsync(RebuildSession session, IReadOnlyList<DirtyRange> ranges, long total, IProgress<RebuildProgress>? progress,
-        CancellationToken cancellationToken)
-    {
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(RebuildChunkBytes);
-        var extents = new AllocationExtent[ExtentBatch];
-        long done = 0;
-        try
-        {
-            foreach (var range in ranges)
-            {
-                for (long at = range.Offset; at < range.End;)
-                {
-                    long end = await CopyWindowAsync(session, at, range.End, buffer, extents, cancellationToken);
-                    done += end - at;
-                    at = end;
-                    progress?.Report(new RebuildProgress(done, total));
-                }
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    /// <summary>
-    /// Copies one window starting at <paramref name="at"/>: up to the next 1 MiB boundary, or a whole hole or zero run
-    /// (erased in one request). Holds the window exclusively, and reads its allocation only once holding it: a live
-    /// change that turned a hole into data meanwhile has reached the replica already and is copied, not erased.
-    /// </summary>
-    private async Task<long> CopyWindowAsync(RebuildSession session, long at, long limit, byte[] buffer, AllocationExtent[] extents,
-        CancellationToken cancellationToken)
-    {
-        ThrowIfFenced();
-        if (session.Failure is { } failure)
-        {
-            throw new ReplicaRebuildException(failure);
-        }
-        long end = Math.Min(limit, (at / RebuildChunkBytes + 1) * RebuildChunkBytes);
-        int probed = await _local.GetAllocationAsync(at, Math.Min(limit - at, MaxEraseBytes), extents.AsMemory(0, 1), cancellationToken);
-        if (probed > 0 && extents[0].State != AllocationState.Data && at + extents[0].LengthBytes > end)
-        {
-            end = Math.Min(limit, at + Math.Min(extents[0].LengthBytes, MaxEraseBytes));
-        }
-        await session.Gate.EnterCopyAsync(at, end, cancellationToken);
-        try
-        {
-            for (long position = at; position < end;)
-            {
-                int count = await _local.GetAllocationAsync(position, end - position, extents, cancellationToken);
-                if (count == 0)
-                {
-                    throw new ReplicaRebuildException($"the local device described no allocation at offset {position}");
-                }
-                for (int i = 0; i < count && position < end; i++)
-                {
-                    long length = Math.Min(extents[i].LengthBytes, end - position);
-                    if (length <= 0)
-                    {
-                        throw new ReplicaRebuildException($"the local device described an empty extent at offset {position}");
-                    }
-                    await CopyExtentAsync(session, position, length, extents[i].State, buffer, cancellationToken);
-                    position += length;
-                }
-            }
-        }
-        finally
-        {
-            session.Gate.ExitCopy();
-        }
-        return end;
-    }
-
-    private async Task CopyExtentAsync(RebuildSession session, long offset, long length, AllocationState state, byte[] buffer, CancellationToken cancellationToken)
-    {
-        switch (state)
-        {
-            case AllocationState.Hole:
-                await SendToTargetAsync(session, ReplicaOp.Trim, ReplicaFlags.None, offset, length, default, cancellationToken);
-                break;
-            case AllocationState.Zero:
-                await SendToTargetAsync(session, ReplicaOp.WriteZeroes, ReplicaFlags.NoHole, offset, length, default, cancellationToken);
-                break;
-            default:
-                for (long done = 0; done < length; done += RebuildChunkBytes)
-                {
-                    var piece = buffer.AsMemory(0, (int)Math.Min(RebuildChunkBytes, length - done));
-                    await _local.ReadAsync(offset + done, piece, cancellationToken);
-                    await SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.None, offset + done, piece.Length, piece, cancellationToken);
-                }
-                break;
-        }
-    }
-
-    private async Task SendToTargetAsync(RebuildSession session, ReplicaOp op, ReplicaFlags flags, long offset, long length, ReadOnlyMemory<byte> payload,
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendToTargetAsync(RebuildSession session, ReplicaOp op, ReplicaFlags flags, long offset, long length, ReadOnlyMemory<byte> payload,
         CancellationToken cancellationToken)
     {
         string name = session.Channel.Replica;

@@ -52,8 +52,21 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
     private static Dictionary<string, string> ReplicaStates(JsonElement volume) =>
         volume.GetProperty("replicas").EnumerateArray().ToDictionary(r => r.GetProperty("node").GetString()!, r => r.GetProperty("state").GetString()!);
 
-    private static Task<TimeSpan> WaitAsync(Func<Task<bool>> condition, string what) =>
-        Eventually.HoldsOverHttpAsync(condition, Deadline, what);
+    private async Task<TimeSpan> WaitAsync(Func<Task<bool>> condition, string what)
+    {
+        try
+        {
+            return await Eventually.HoldsOverHttpAsync(condition, Deadline, what);
+        }
+        catch (TimeoutException)
+        {
+            foreach (var (name, node) in _nodes) // what each node said, to tell why
+            {
+                output.WriteLine($"--- log of {name} ---\n{node.Log}");
+            }
+            throw;
+        }
+    }
 
     private static byte[] Pattern(int length, int seed) => [.. Enumerable.Range(0, length).Select(i => (byte)((i * 31) ^ seed))];
 
@@ -121,6 +134,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "logs"))
         {
             client.Write(0, before);
+            client.Flush(); // durable on every replica: only what follows is the resync's business
             _nodes[away].KillHard();
             client.Write(32 << 20, during); // drops the dead replica; its dirty map starts here
         }
@@ -128,6 +142,11 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")).Values.All(s => s == "InSync"),
             "the returning replica is resynced and in sync again");
         Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[owner].Log, StringComparison.Ordinal);
+        // The owner's API reports what the resync moved: the regions written while the replica was away (issue 5: at most 2x).
+        var resync = (await VolumeAsync(_nodes[owner], "logs")).GetProperty("replicas").EnumerateArray()
+            .Single(r => r.GetProperty("node").GetString() == away).GetProperty("lastRebuild");
+        Assert.Equal("delta", resync.GetProperty("kind").GetString());
+        Assert.InRange(resync.GetProperty("dataBytes").GetInt64(), during.Length, 2L * during.Length);
 
         // Fewer copies: a surplus in-sync replica is retired; more: a new one is copied in full while IO goes on.
         var fewer = await _http.PatchAsJsonAsync($"{_nodes[away].ApiUrl}/api/v1/volumes/logs", new { replicas = 2 });

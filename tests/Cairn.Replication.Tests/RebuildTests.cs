@@ -119,7 +119,8 @@ public sealed class RebuildTests
 
         var reports = new Reports();
         int before = Volatile.Read(ref written);
-        await volume.RebuildAsync(new DirectChannel(new ReplicaTarget("r1", target), 1), delta, reports).WaitAsync(Deadline);
+        var counting = new CountingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
+        var summary = await volume.RebuildAsync(counting, delta, reports).WaitAsync(Deadline);
         int during = Volatile.Read(ref written) - before;
         Volatile.Write(ref rebuilt, true);
         await Task.WhenAll(writers).WaitAsync(Deadline); // none failed, and some wrote after the admission
@@ -135,6 +136,10 @@ public sealed class RebuildTests
         var last = reports.Seen[^1];
         Assert.Equal(last.BytesTotal, last.BytesDone);
         Assert.True(reports.Seen.Zip(reports.Seen.Skip(1)).All(p => p.First.BytesDone <= p.Second.BytesDone), "progress went backwards");
+        // The summary counts what the copier sent, each byte of the range once, and none of the clients' live writes.
+        Assert.Equal(delta, summary.Delta);
+        Assert.Equal(last.BytesTotal, summary.DataBytes + summary.ErasedBytes);
+        Assert.True(counting.WrittenBytes + counting.ErasedBytes > summary.DataBytes + summary.ErasedBytes, "live changes reached the replica too");
         if (!delta)
         {
             Assert.Equal(Size, last.BytesTotal);
@@ -194,9 +199,10 @@ public sealed class RebuildTests
         await volume.TrimAsync(5 << 20, 65536);
         long dirty = volume.DirtySince("r1")!.DirtyBytes;
         var counting = new CountingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
-        await volume.RebuildAsync(counting, delta: true).WaitAsync(Deadline);
+        var summary = await volume.RebuildAsync(counting, delta: true).WaitAsync(Deadline);
 
         Assert.Equal(dirty, counting.WrittenBytes + counting.ErasedBytes); // the dirty granules, and nothing else
+        Assert.Equal(new RebuildSummary(Delta: true, counting.WrittenBytes, counting.ErasedBytes), summary);
         Assert.InRange(counting.WrittenBytes, 1, 2L * Writes * 4096);
         AssertSameBytes(local, target, "r1");
         Assert.Equal((4UL, 4UL), (volume.Epoch, set.Epoch)); // admitted, dropped, admitted
@@ -215,15 +221,65 @@ public sealed class RebuildTests
         await target.WriteAsync(0, Pattern((int)Size, 2)); // a returning replica full of stale data
 
         var counting = new CountingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
-        await volume.RebuildAsync(counting, delta: false).WaitAsync(Deadline);
+        var summary = await volume.RebuildAsync(counting, delta: false).WaitAsync(Deadline);
 
         AssertSameBytes(local, target, "r1");
         Assert.Equal((3L << 20) - 65536 - 8192, counting.WrittenBytes);
+        Assert.Equal(new RebuildSummary(Delta: false, counting.WrittenBytes, counting.ErasedBytes), summary);
         Assert.Equal(Size - counting.WrittenBytes, counting.ErasedBytes);
         Assert.Equal(AllocationState.Zero, target.PageState(1 << 20));
         Assert.Equal(AllocationState.Hole, target.PageState(2 << 20));
         Assert.Equal(AllocationState.Hole, target.PageState(Size - 4096));
         Assert.True(counting.Requests < 3 + 8, "the hole after the data is erased in one request, not one per chunk");
+    }
+
+    /// <summary>Holds every write until released, and records how many were waiting at once.</summary>
+    private sealed class HeldWritesChannel(IReplicaChannel inner) : IReplicaChannel
+    {
+        private int _waiting;
+
+        public string Replica => inner.Replica;
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Waiting => Volatile.Read(ref _waiting);
+
+        public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            if (op == ReplicaOp.Write)
+            {
+                Interlocked.Increment(ref _waiting);
+                await Release.Task;
+            }
+            return await inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task The_copier_keeps_a_window_of_requests_in_flight_and_a_live_write_to_it_waits_until_the_replica_answered_them()
+    {
+        var local = new RamBlockDevice(Size);
+        using var volume = new ReplicatedVolume(local, [], 1, new InSyncSet(1));
+        await volume.WriteAsync(0, Pattern((int)Size, 1));
+        var target = new RamBlockDevice(Size);
+        var held = new HeldWritesChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
+
+        var rebuild = volume.RebuildAsync(held, delta: false);
+        int window = ReplicatedVolume.RebuildWindowBytes / ReplicatedVolume.RebuildChunkBytes;
+        using var deadline = new CancellationTokenSource(Deadline);
+        while (held.Waiting < window) // every chunk of the first window is sent before any is answered
+        {
+            await Task.Delay(1, deadline.Token);
+        }
+        var live = volume.WriteAsync(ReplicatedVolume.RebuildWindowBytes / 2, Pattern(4096, 2)).AsTask();
+        await Task.Delay(100);
+        Assert.False(live.IsCompleted, "a live write entered a window whose copies were still in flight");
+        Assert.Equal(window, held.Waiting); // and the copier took no further window meanwhile
+
+        held.Release.SetResult();
+        await Task.WhenAll(rebuild, live).WaitAsync(Deadline);
+        AssertSameBytes(local, target, "r1");
     }
 
     [Fact]

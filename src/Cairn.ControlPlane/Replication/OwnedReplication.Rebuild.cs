@@ -10,6 +10,7 @@ namespace Cairn.ControlPlane.Replication;
 public sealed partial class OwnedReplication
 {
     private readonly Dictionary<string, Rebuild> _rebuilds = new(StringComparer.Ordinal); // guarded by itself
+    private readonly Dictionary<string, RebuildReport> _lastRebuilds = new(StringComparer.Ordinal); // guarded by _rebuilds
     private VolumeSpec _spec;
 
     private sealed class Rebuild(Task task)
@@ -26,6 +27,15 @@ public sealed partial class OwnedReplication
         {
             return _rebuilds.Where(r => !r.Value.Task.IsCompleted && r.Value.Progress.BytesTotal > 0)
                 .ToDictionary(r => r.Key, r => 100.0 * r.Value.Progress.BytesDone / r.Value.Progress.BytesTotal, StringComparer.Ordinal);
+        }
+    }
+
+    /// <summary>The last rebuild this owner finished for each replica: what it copied and how fast.</summary>
+    public IReadOnlyDictionary<string, RebuildReport> LastRebuilds()
+    {
+        lock (_rebuilds)
+        {
+            return new Dictionary<string, RebuildReport>(_lastRebuilds, StringComparer.Ordinal);
         }
     }
 
@@ -75,6 +85,13 @@ public sealed partial class OwnedReplication
             // The boot that answered (its record was written before it took replicas), or a later one — but then this
             // connection is broken and the rebuild cannot finish. Recorded now, taken at admission.
             string? boot = await _context.ReadBootAsync(member.Node, stopping);
+            if (boot is null)
+            {
+                // Its heartbeat record lapsed (a loaded or cut-off node): admitted without a boot, it could never be
+                // promoted. The next reconcile tries again once the node is back in the store.
+                _logger.LogInformation("volume {Volume}: not rebuilding the replica on {Node} yet: its node has no live record", _spec.Name, member.Node);
+                return;
+            }
             await _context.Writer.UpdateAsync(_spec.Name, current =>
                 current.Replication is { } now && now.Owner == _context.Node && now.Find(member.Node) is { State: not ReplicaState.InSync } m
                     ? m.State == ReplicaState.Rebuilding && m.Boot == boot ? null : now.StartRebuild(member.Node, boot)
@@ -83,7 +100,8 @@ public sealed partial class OwnedReplication
             _logger.LogInformation("volume {Volume}: rebuilding the replica on {Node} ({Kind}) while IO goes on", _spec.Name, member.Node,
                 delta ? "delta: only regions written since it dropped out" : "full copy of allocated regions");
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            await Device.RebuildAsync(channel, delta, new SynchronousProgress(p => rebuild.Progress = p), stopping);
+            var summary = await Device.RebuildAsync(channel, delta, new SynchronousProgress(p => rebuild.Progress = p), stopping);
+            var report = RebuildReport.Of(summary, clock.Elapsed, _context.Time.GetUtcNow());
             NodeChannel[] stale;
             lock (_links)
             {
@@ -96,8 +114,13 @@ public sealed partial class OwnedReplication
                 await old.DisposeAsync();
             }
             channel = null; // in the in-sync set now: kept until the volume closes
-            _logger.LogInformation("volume {Volume}: the replica on {Node} caught up ({Bytes} bytes in {Seconds:F1} s) and is in sync at epoch {Epoch}",
-                _spec.Name, member.Node, rebuild.Progress.BytesTotal, clock.Elapsed.TotalSeconds, Device.Epoch);
+            lock (_rebuilds)
+            {
+                _lastRebuilds[member.Node] = report;
+            }
+            _logger.LogInformation(
+                "volume {Volume}: rebuild of the replica on {Node} done: {Kind}, {DataBytes} bytes copied and {ErasedBytes} erased in {Seconds:F1} s, {Rate:F1} MB/s; in sync at epoch {Epoch}",
+                _spec.Name, member.Node, report.Kind, report.DataBytes, report.ErasedBytes, report.Seconds, report.DataMegabytesPerSecond, Device.Epoch);
         }
         catch (Exception e) when (e is not OperationCanceledException || !stopping.IsCancellationRequested)
         {

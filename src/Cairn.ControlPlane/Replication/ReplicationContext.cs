@@ -21,6 +21,9 @@ public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IO
     /// <summary>How long a new owner waits for each in-sync replica to answer before dropping it from the in-sync set.</summary>
     public TimeSpan ConnectWithin { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>The clock that dates finished rebuilds.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     /// <summary>Parses "host:port" as published in a node record.</summary>
     public static EndPoint? ParseEndpoint(string? address)
     {
