@@ -151,6 +151,8 @@ public sealed record PlacementResponse(
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);
 
+/// <summary>A pool on this node.</summary>
+/// <param name="State">"Ok", or "Failed" when its drive failed and it refuses IO until cairnd restarts (<paramref name="Fault"/> says why).</param>
 public sealed record PoolResponse(
     string Name,
     string Directory,
@@ -160,11 +162,13 @@ public sealed record PoolResponse(
     string Used,
     long FreeBytes,
     string Free,
-    int Volumes)
+    int Volumes,
+    string State,
+    string? Fault)
 {
     public static PoolResponse From(PoolInfo p) => new(
         p.Name, p.Directory, p.CapacityBytes, ByteSize.Format(p.CapacityBytes), p.UsedBytes, ByteSize.Format(p.UsedBytes),
-        p.FreeBytes, ByteSize.Format(p.FreeBytes), p.VolumeCount);
+        p.FreeBytes, ByteSize.Format(p.FreeBytes), p.VolumeCount, p.Fault is null ? "Ok" : "Failed", p.Fault);
 }
 
 public sealed record PoolListResponse(IReadOnlyList<PoolResponse> Pools);
