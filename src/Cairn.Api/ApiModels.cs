@@ -15,7 +15,8 @@ namespace Cairn.Api;
 /// </summary>
 /// <param name="Replicas">How many replicas placement finds room for (default 1).</param>
 /// <param name="Spread">"node", "rack" or "zone", optionally ":required" (default) or ":preferred".</param>
-/// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply).</param>
+/// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply); with
+/// several replicas this node is the owner and placement chooses where the others go.</param>
 /// <param name="Pool">With <paramref name="Node"/>: the pool on that node.</param>
 /// <param name="PlacedOn">Set by the node that ran placement when it passes a create to the chosen owner: every copy's
 /// "node/pool", the owner first, so the owner does not place again and come to a different answer.</param>
