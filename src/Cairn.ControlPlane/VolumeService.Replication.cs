@@ -74,6 +74,10 @@ public sealed partial class VolumeService
             await DemoteAsync(owned, $"the volume was failed over to {set.Owner} at epoch {set.Epoch}");
             owned = null;
         }
+        if (owned?.Replicated is { LeaseRenewed: true } && context.Lease.IsHeld && !await ProveOwnershipAsync(owned, context, cancellationToken))
+        {
+            return; // demoted: this node follows the new replica set once its view shows it
+        }
         if (ownsNow)
         {
             if (owned is null)
@@ -177,6 +181,55 @@ public sealed partial class VolumeService
             await replicated.DisposeAsync();
         }
         _logger.LogWarning("volume {Volume}: no longer served here: {Why}; revoked {Sessions} client sessions", state.Spec.Name, why, sessions.Count);
+    }
+
+    /// <summary>
+    /// This node's lease was lost and granted again while it owned the volume: meanwhile the controller may have failed
+    /// it over, and the view may not show that yet. Reads the store (after the new grant): when it still names this node
+    /// the owner at the volume's epoch, serving resumes under the new grant; otherwise the volume is demoted. Returns
+    /// whether this node still owns it.
+    /// </summary>
+    private async Task<bool> ProveOwnershipAsync(VolumeState state, ReplicationContext context, CancellationToken cancellationToken)
+    {
+        var replicated = state.Replicated!;
+        long term = replicated.LeaseTerm; // before the read: the store's answer is at least as new as this grant
+        var kv = await _store.GetAsync(KeyOf(state.Spec.Name), cancellationToken);
+        var stored = kv is null ? null : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec);
+        if (stored?.Replication is { } set && string.Equals(set.Owner, context.Node, StringComparison.Ordinal) && set.Epoch == replicated.Device.Epoch)
+        {
+            state.Spec = stored;
+            state.ModRevision = kv!.ModRevision;
+            replicated.Rebind(term);
+            _logger.LogInformation("volume {Volume}: this node's lease was granted again and the store still names it the owner at epoch {Epoch}; serving again",
+                state.Spec.Name, set.Epoch);
+            return true;
+        }
+        await DemoteAsync(state, stored?.Replication is { } now
+            ? $"while this node's lease was lost, the volume went to {now.Owner} at epoch {now.Epoch}"
+            : "the volume was deleted while this node's lease was lost");
+        return false;
+    }
+
+    /// <summary>
+    /// Re-reads a replicated volume's spec before an owner-side write of it (drops, admissions and the controller change
+    /// it under the owner), and refuses when the store names another owner: a deposed owner whose view lags behind must
+    /// not write the spec, nor act on it (a delete would remove its copy and the new owner's spec).
+    /// </summary>
+    private async Task RefreshOwnedSpecAsync(VolumeState state, CancellationToken cancellationToken)
+    {
+        var kv = await _store.GetAsync(KeyOf(state.Spec.Name), cancellationToken);
+        var stored = kv is null ? null : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec);
+        if (stored is null)
+        {
+            throw NotFound(state.Spec.Name);
+        }
+        if (stored.Replication is { } set && !string.Equals(set.Owner, _replication?.Node, StringComparison.Ordinal))
+        {
+            throw new CairnException(CairnErrorCode.Unavailable,
+                $"volume '{state.Spec.Name}' is owned by node {set.Owner} now (epoch {set.Epoch}), not by {_replication?.Node}, whose view of the cluster lags behind; retry in a moment");
+        }
+        state.Spec = stored;
+        state.ModRevision = kv!.ModRevision;
     }
 
     /// <summary>Re-reads an owned volume's spec and revision after someone else (a drop, the controller) changed it.</summary>
