@@ -17,6 +17,9 @@ namespace Cairn.ControlPlane;
 public sealed partial class VolumeService
 {
     private readonly Dictionary<string, HostedReplica> _hosted = new(StringComparer.Ordinal); // by volume name, guarded by _lock
+    // Volumes this node was found deposed from when its lease came back, and the epoch the store had then; until the
+    // view shows that epoch it still names this node the owner, and must not be acted on. Guarded by _mutations.
+    private readonly Dictionary<string, ulong> _deposedUntil = new(StringComparer.Ordinal);
     private ReplicationContext? _replication;
 
     /// <summary>The replicas this node serves to owners elsewhere, by volume id: what the replica service looks up.</summary>
@@ -57,6 +60,10 @@ public sealed partial class VolumeService
             {
                 await UnhostAsync(gone, deleteData: true, "the volume no longer has a replica on this node");
             }
+            foreach (string name in _deposedUntil.Keys.Where(name => !byName.ContainsKey(name)).ToList())
+            {
+                _deposedUntil.Remove(name);
+            }
         }
         finally
         {
@@ -67,6 +74,14 @@ public sealed partial class VolumeService
     private async Task SyncOneAsync(VolumeSpec spec, ReplicationContext context, CancellationToken cancellationToken)
     {
         var set = spec.Replication!;
+        if (_deposedUntil.TryGetValue(spec.Name, out ulong newer))
+        {
+            if (set.Epoch < newer)
+            {
+                return; // the view lags behind the store, which gave the volume to another node: reopening would serve it stale
+            }
+            _deposedUntil.Remove(spec.Name);
+        }
         var owned = Find(spec.Name);
         bool ownsNow = string.Equals(set.Owner, context.Node, StringComparison.Ordinal);
         if (owned is not null && !ownsNow)
@@ -204,8 +219,12 @@ public sealed partial class VolumeService
                 state.Spec.Name, set.Epoch);
             return true;
         }
-        await DemoteAsync(state, stored?.Replication is { } now
-            ? $"while this node's lease was lost, the volume went to {now.Owner} at epoch {now.Epoch}"
+        if (stored?.Replication is { } now)
+        {
+            _deposedUntil[state.Spec.Name] = now.Epoch;
+        }
+        await DemoteAsync(state, stored?.Replication is { } then
+            ? $"while this node's lease was lost, the volume went to {then.Owner} at epoch {then.Epoch}"
             : "the volume was deleted while this node's lease was lost");
         return false;
     }
