@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # The kernel-initiator tests boot a QEMU guest (scripts/guest: qemu-system-x86, xz-utils to unpack Debian's kernel)
 # and read the ext4 file system the guest made (e2fsprogs' debugfs); the guest's own packages stay off the host.
 # The multi-process fault runs (tests/Shared/NetnsCluster.cs) need iproute2 (ip netns, veth, bridge) and build their
-# failing drive from nbdkit's error filter, libnbd-bin's nbdfuse, util-linux's losetup and e2fsprogs' mkfs.ext4.
+# failing drive from nbdkit's error filter, libnbd-bin's nbdfuse, util-linux's losetup and e2fsprogs' mkfs.ext4 (and
+# e2fsck, which repairs it after errors).
 PACKAGES=(libnbd-bin fio qemu-utils qemu-block-extra nbdkit nbd-client etcd-server libiscsi-bin qemu-system-x86 xz-utils e2fsprogs iproute2)
 
 missing=()

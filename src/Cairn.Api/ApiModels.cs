@@ -15,7 +15,8 @@ namespace Cairn.Api;
 /// </summary>
 /// <param name="Replicas">How many replicas placement finds room for (default 1).</param>
 /// <param name="Spread">"node", "rack" or "zone", optionally ":required" (default) or ":preferred".</param>
-/// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply).</param>
+/// <param name="Node">Pins the volume to this node instead of letting placement choose (placement's rules still apply); with
+/// several replicas this node is the owner and placement chooses where the others go.</param>
 /// <param name="Pool">With <paramref name="Node"/>: the pool on that node.</param>
 /// <param name="PlacedOn">Set by the node that ran placement when it passes a create to the chosen owner: every copy's
 /// "node/pool", the owner first, so the owner does not place again and come to a different answer.</param>
@@ -162,6 +163,8 @@ public sealed record PlacementResponse(
 
 public sealed record VolumeListResponse(IReadOnlyList<VolumeResponse> Volumes);
 
+/// <summary>A pool on this node.</summary>
+/// <param name="State">"Ok", or "Failed" when its drive failed and it refuses IO until cairnd restarts (<paramref name="Fault"/> says why).</param>
 public sealed record PoolResponse(
     string Name,
     string Directory,
@@ -171,11 +174,13 @@ public sealed record PoolResponse(
     string Used,
     long FreeBytes,
     string Free,
-    int Volumes)
+    int Volumes,
+    string State,
+    string? Fault)
 {
     public static PoolResponse From(PoolInfo p) => new(
         p.Name, p.Directory, p.CapacityBytes, ByteSize.Format(p.CapacityBytes), p.UsedBytes, ByteSize.Format(p.UsedBytes),
-        p.FreeBytes, ByteSize.Format(p.FreeBytes), p.VolumeCount);
+        p.FreeBytes, ByteSize.Format(p.FreeBytes), p.VolumeCount, p.Fault is null ? "Ok" : "Failed", p.Fault);
 }
 
 public sealed record PoolListResponse(IReadOnlyList<PoolResponse> Pools);

@@ -27,6 +27,12 @@ public sealed partial class BlockPool
     private ulong _generation;
     private volatile Exception? _fault;
 
+    /// <summary>
+    /// Why the pool refuses IO, or null while it is healthy. Set when a metadata sync failed: after a failed fsync the
+    /// page cache can no longer be trusted, so the pool stays failed until it is opened again (cairnd restarted).
+    /// </summary>
+    public string? Fault => _fault is { } fault ? $"metadata sync failed ({fault.Message}); it refuses IO until reopened (restart cairnd)" : null;
+
     // Reclamation: frees wait in the open batch, then (durable) in _durableFrees, then one grace period in _graceFrees.
     private readonly Lock _freeLock = new();
     private FreeLists _durableFrees = new();
@@ -133,7 +139,7 @@ public sealed partial class BlockPool
             }
             catch (Exception ex) when (ex is BlockDeviceException or IOException)
             {
-                // No room for the journal: the next interval retries. A failed sync faults the pool (see Fault) and ends the loop.
+                // No room for the journal: the next interval retries. A failed sync faults the pool (see EnterFault) and ends the loop.
                 Volatile.Write(ref _commitRequested, 0);
             }
         }
@@ -268,7 +274,7 @@ public sealed partial class BlockPool
         }
         catch (IOException ex)
         {
-            throw Fault(ex);
+            throw EnterFault(ex);
         }
         var bytes = batch.Seal(_journalSequence + 1);
         try
@@ -282,7 +288,7 @@ public sealed partial class BlockPool
         }
         catch (IOException ex)
         {
-            throw Fault(ex);
+            throw EnterFault(ex);
         }
         try
         {
@@ -290,7 +296,7 @@ public sealed partial class BlockPool
         }
         catch (IOException ex)
         {
-            throw Fault(ex);
+            throw EnterFault(ex);
         }
         _journalSequence++;
         _journalEnd += bytes.Length;
@@ -308,7 +314,7 @@ public sealed partial class BlockPool
     }
 
     /// <summary>After a failed fsync the page cache can no longer be trusted (fsyncgate): refuse further writes until reopened.</summary>
-    private BlockDeviceException Fault(IOException ex)
+    private BlockDeviceException EnterFault(IOException ex)
     {
         _fault = ex;
         return new BlockDeviceException(BlockError.Io, $"pool '{Name}': metadata sync failed ({ex.Message}); the pool refuses writes until reopened", ex);
@@ -375,7 +381,7 @@ public sealed partial class BlockPool
         }
         catch (IOException ex)
         {
-            throw Fault(ex);
+            throw EnterFault(ex);
         }
         _generation = generation;
         _journalEnd = JournalFile.HeaderBytes;

@@ -61,7 +61,9 @@ internal sealed record PoolDto(
     string Used,
     long FreeBytes,
     string Free,
-    int Volumes);
+    int Volumes,
+    string? State = null,
+    string? Fault = null);
 
 internal sealed record PoolListDto(IReadOnlyList<PoolDto> Pools);
 

@@ -123,6 +123,10 @@ internal sealed partial class Output(TextWriter writer, bool json)
             table.AddRow(Cells(p.Name, p.Capacity, p.Used, p.Free, p.Volumes.ToString(CultureInfo.InvariantCulture), p.Directory));
         }
         _console.Write(table);
+        foreach (var failed in pools.Where(p => p.Fault is not null))
+        {
+            Line($"Pool '{failed.Name}' has failed: {failed.Fault}");
+        }
     }
 
     public void Nodes(IReadOnlyList<NodeDto> nodes)

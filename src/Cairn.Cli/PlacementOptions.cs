@@ -13,7 +13,7 @@ internal sealed class PlacementOptions
         HelpName = "LEVEL[:MODE]",
     };
 
-    public Option<string?> Node { get; } = new("--node") { Description = "Put the volume on this node instead of letting placement choose.", HelpName = "NODE" };
+    public Option<string?> Node { get; } = new("--node") { Description = "Put the volume on this node instead of letting placement choose (with --replicas: its owner; placement places the others).", HelpName = "NODE" };
 
     public Option<string?> Pool { get; } = new("--pool") { Description = "With --node: the pool on that node.", HelpName = "POOL" };
 

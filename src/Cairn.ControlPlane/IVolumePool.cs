@@ -15,6 +15,9 @@ public interface IVolumePool : IDisposable
     long UsedBytes { get; }
     long FreeBytes { get; }
 
+    /// <summary>Why the pool refuses IO (a failed drive), or null while it is healthy.</summary>
+    string? Fault => null;
+
     IReadOnlyList<StoredVolumeInfo> ListVolumes();
 
     StoredVolume CreateVolume(string volumeId, long sizeBytes);
@@ -32,6 +35,7 @@ public sealed class LocalVolumePool(BlockPool pool) : IVolumePool, ISnapshotPool
     public long CapacityBytes => pool.CapacityBytes;
     public long UsedBytes => pool.UsedBytes;
     public long FreeBytes => pool.FreeBytes;
+    public string? Fault => pool.Fault;
 
     public IReadOnlyList<StoredVolumeInfo> ListVolumes() => pool.ListVolumes();
 

@@ -80,7 +80,8 @@ public sealed record VolumeInfo(
     IReadOnlyDictionary<string, double>? RebuildPercent = null,
     IReadOnlyDictionary<string, RebuildReport>? LastRebuilds = null);
 
-public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount);
+/// <param name="Fault">Why the pool refuses IO (its drive failed), or null while it is healthy.</param>
+public sealed record PoolInfo(string Name, string Directory, long CapacityBytes, long UsedBytes, long FreeBytes, int VolumeCount, string? Fault = null);
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(VolumeSpec))]

@@ -64,6 +64,9 @@ public sealed class NodeMembership : IAsyncDisposable, Cairn.Replication.IOwnerL
     /// </summary>
     public bool IsHeld => LeaseId != 0 && _time.GetUtcNow().UtcTicks < Interlocked.Read(ref _leaseProvenUntilTicks);
 
+    /// <summary>The heartbeat lease's id: a new one after the lease was lost and granted again.</summary>
+    public long Term => LeaseId;
+
     private void LeaseProven(DateTimeOffset sentAt) =>
         Interlocked.Exchange(ref _leaseProvenUntilTicks, (sentAt + _options.LeaseTtl * 0.75).UtcTicks);
 

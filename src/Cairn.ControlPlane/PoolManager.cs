@@ -75,7 +75,7 @@ public sealed class PoolManager : IDisposable
         ?? throw new CairnException(CairnErrorCode.Unavailable, "no pool is configured on this node; start cairnd with --pool PATH");
 
     public IReadOnlyList<PoolInfo> Describe() =>
-        [.. _pools.Select(p => new PoolInfo(p.Name, p.Directory, p.CapacityBytes, p.UsedBytes, p.FreeBytes, p.ListVolumes().Count))];
+        [.. _pools.Select(p => new PoolInfo(p.Name, p.Directory, p.CapacityBytes, p.UsedBytes, p.FreeBytes, p.ListVolumes().Count, p.Fault))];
 
     public void Dispose()
     {

@@ -22,7 +22,7 @@ public sealed partial class VolumeService
             var state = Find(name) ?? throw NotFound(name);
             if (state.Replicated is not null)
             {
-                await RefreshSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
+                await RefreshOwnedSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
             }
             var spec = state.Spec with { IscsiAccess = access.IsOpen ? null : access };
             var result = await _store.CommitAsync(

@@ -17,6 +17,9 @@ namespace Cairn.ControlPlane;
 public sealed partial class VolumeService
 {
     private readonly Dictionary<string, HostedReplica> _hosted = new(StringComparer.Ordinal); // by volume name, guarded by _lock
+    // Volumes this node was found deposed from when its lease came back, and the epoch the store had then; until the
+    // view shows that epoch it still names this node the owner, and must not be acted on. Guarded by _mutations.
+    private readonly Dictionary<string, ulong> _deposedUntil = new(StringComparer.Ordinal);
     private ReplicationContext? _replication;
 
     /// <summary>The replicas this node serves to owners elsewhere, by volume id: what the replica service looks up.</summary>
@@ -57,6 +60,10 @@ public sealed partial class VolumeService
             {
                 await UnhostAsync(gone, deleteData: true, "the volume no longer has a replica on this node");
             }
+            foreach (string name in _deposedUntil.Keys.Where(name => !byName.ContainsKey(name)).ToList())
+            {
+                _deposedUntil.Remove(name);
+            }
         }
         finally
         {
@@ -67,12 +74,24 @@ public sealed partial class VolumeService
     private async Task SyncOneAsync(VolumeSpec spec, ReplicationContext context, CancellationToken cancellationToken)
     {
         var set = spec.Replication!;
+        if (_deposedUntil.TryGetValue(spec.Name, out ulong newer))
+        {
+            if (set.Epoch < newer)
+            {
+                return; // the view lags behind the store, which gave the volume to another node: reopening would serve it stale
+            }
+            _deposedUntil.Remove(spec.Name);
+        }
         var owned = Find(spec.Name);
         bool ownsNow = string.Equals(set.Owner, context.Node, StringComparison.Ordinal);
         if (owned is not null && !ownsNow)
         {
             await DemoteAsync(owned, $"the volume was failed over to {set.Owner} at epoch {set.Epoch}");
             owned = null;
+        }
+        if (owned?.Replicated is { LeaseRenewed: true } && context.Lease.IsHeld && !await ProveOwnershipAsync(owned, context, cancellationToken))
+        {
+            return; // demoted: this node follows the new replica set once its view shows it
         }
         if (ownsNow)
         {
@@ -198,6 +217,59 @@ public sealed partial class VolumeService
             await replicated.DisposeAsync();
         }
         _logger.LogWarning("volume {Volume}: no longer served here: {Why}; revoked {Sessions} client sessions", state.Spec.Name, why, sessions.Count);
+    }
+
+    /// <summary>
+    /// This node's lease was lost and granted again while it owned the volume: meanwhile the controller may have failed
+    /// it over, and the view may not show that yet. Reads the store (after the new grant): when it still names this node
+    /// the owner at the volume's epoch, serving resumes under the new grant; otherwise the volume is demoted. Returns
+    /// whether this node still owns it.
+    /// </summary>
+    private async Task<bool> ProveOwnershipAsync(VolumeState state, ReplicationContext context, CancellationToken cancellationToken)
+    {
+        var replicated = state.Replicated!;
+        long term = replicated.LeaseTerm; // before the read: the store's answer is at least as new as this grant
+        var kv = await _store.GetAsync(KeyOf(state.Spec.Name), cancellationToken);
+        var stored = kv is null ? null : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec);
+        if (stored?.Replication is { } set && string.Equals(set.Owner, context.Node, StringComparison.Ordinal) && set.Epoch == replicated.Device.Epoch)
+        {
+            state.Spec = stored;
+            state.ModRevision = kv!.ModRevision;
+            replicated.Rebind(term);
+            _logger.LogInformation("volume {Volume}: this node's lease was granted again and the store still names it the owner at epoch {Epoch}; serving again",
+                state.Spec.Name, set.Epoch);
+            return true;
+        }
+        if (stored?.Replication is { } now)
+        {
+            _deposedUntil[state.Spec.Name] = now.Epoch;
+        }
+        await DemoteAsync(state, stored?.Replication is { } then
+            ? $"while this node's lease was lost, the volume went to {then.Owner} at epoch {then.Epoch}"
+            : "the volume was deleted while this node's lease was lost");
+        return false;
+    }
+
+    /// <summary>
+    /// Re-reads a replicated volume's spec before an owner-side write of it (drops, admissions and the controller change
+    /// it under the owner), and refuses when the store names another owner: a deposed owner whose view lags behind must
+    /// not write the spec, nor act on it (a delete would remove its copy and the new owner's spec).
+    /// </summary>
+    private async Task RefreshOwnedSpecAsync(VolumeState state, CancellationToken cancellationToken)
+    {
+        var kv = await _store.GetAsync(KeyOf(state.Spec.Name), cancellationToken);
+        var stored = kv is null ? null : JsonSerializer.Deserialize(kv.Value, ControlPlaneJson.Default.VolumeSpec);
+        if (stored is null)
+        {
+            throw NotFound(state.Spec.Name);
+        }
+        if (stored.Replication is { } set && !string.Equals(set.Owner, _replication?.Node, StringComparison.Ordinal))
+        {
+            throw new CairnException(CairnErrorCode.Unavailable,
+                $"volume '{state.Spec.Name}' is owned by node {set.Owner} now (epoch {set.Epoch}), not by {_replication?.Node}, whose view of the cluster lags behind; retry in a moment");
+        }
+        state.Spec = stored;
+        state.ModRevision = kv!.ModRevision;
     }
 
     /// <summary>Re-reads an owned volume's spec and revision after someone else (a drop, the controller) changed it.</summary>

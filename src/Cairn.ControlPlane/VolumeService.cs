@@ -173,7 +173,7 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             var volume = state.Volume ?? throw PoolUnavailable(state.Spec);
             if (state.Replicated is not null)
             {
-                await RefreshSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
+                await RefreshOwnedSpecAsync(state, cancellationToken); // its replica set changes under it; start from the stored revision
             }
             var spec = state.Spec with { SizeBytes = newSizeBytes };
             var result = await _store.CommitAsync(
@@ -230,8 +230,20 @@ public sealed partial class VolumeService : IExportCatalog, IAsyncDisposable
             for (int retry = 0; !result.Succeeded && state.Replicated is not null && retry < 5; retry++)
             {
                 // The owner, its replicas' drops and admissions, and the controller all write a replicated volume's spec:
-                // a changed revision is expected, not a conflicting user request. Read it again and delete that.
-                await RefreshSpecAsync(state, cancellationToken);
+                // a changed revision is expected, not a conflicting user request. Read it again and delete that, unless
+                // another node owns it now (this one was deposed and its view lags): then refuse, deleting nothing.
+                try
+                {
+                    await RefreshOwnedSpecAsync(state, cancellationToken);
+                }
+                catch (CairnException)
+                {
+                    lock (_lock)
+                    {
+                        state.Deleting = false;
+                    }
+                    throw;
+                }
                 result = await _store.CommitAsync(
                     Transaction.If(Compare.ModRevisionIs(KeyOf(name), state.ModRevision)).Then(TxnOp.Delete(KeyOf(name))), cancellationToken);
             }

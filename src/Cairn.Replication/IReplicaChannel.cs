@@ -37,6 +37,13 @@ public interface IInSyncSet
 public interface IOwnerLease
 {
     bool IsHeld { get; }
+
+    /// <summary>
+    /// Which grant of the lease is held: it changes when the lease was lost and a new one granted. While the old one
+    /// was gone the controller may have failed the volume over, so holding a new grant proves nothing about an epoch
+    /// proven under the old one: the owner must read the store again before it serves (0 when the lease is never re-granted).
+    /// </summary>
+    long Term => 0;
 }
 
 /// <summary>This owner's epoch is no longer current: it must stop acknowledging writes.</summary>

@@ -210,6 +210,24 @@ public sealed class ApiTests : IAsyncLifetime
         Assert.Equal(0, pool.GetProperty("usedBytes").GetInt64());
         Assert.Equal(100 * GiB, pool.GetProperty("freeBytes").GetInt64());
         Assert.Equal(0, pool.GetProperty("volumes").GetInt32());
+        Assert.Equal("Ok", pool.GetProperty("state").GetString());
+        Assert.Equal(JsonValueKind.Null, pool.GetProperty("fault").ValueKind);
+    }
+
+    [Fact]
+    public async Task A_failed_pool_says_so_and_why()
+    {
+        var d = await DaemonFixture.StartAsync(pool: new Cairn.Testing.MemoryVolumePool("default") { Fault = "metadata sync failed (EIO)" });
+        try
+        {
+            var pool = (await DaemonFixture.JsonAsync(await d.Http.GetAsync("/api/v1/pools"))).GetProperty("pools")[0];
+            Assert.Equal("Failed", pool.GetProperty("state").GetString());
+            Assert.Equal("metadata sync failed (EIO)", pool.GetProperty("fault").GetString());
+        }
+        finally
+        {
+            await d.DisposeAsync();
+        }
     }
 
     [Fact]

@@ -77,6 +77,33 @@ public sealed class PersistenceTests
     }
 
     [Fact]
+    public async Task A_failed_metadata_sync_fails_the_pool_says_why_and_a_reopen_recovers_it()
+    {
+        var medium = new SimulatedMedium();
+        var pool = Sim(medium, 16L << 20);
+        var v = pool.CreateVolume("v", 1L << 20);
+        await v.WriteAsync(0, Pattern(Block, 1), WriteFlags.ForceUnitAccess);
+        Assert.Null(pool.Fault);
+
+        string journal = medium.ListFiles().Single(f => f.StartsWith(PoolFormat.JournalPrefix, StringComparison.Ordinal));
+        medium.InjectFault(journal, 0, 1L << 40, reads: false, writes: true);
+        await ThrowsBlockError(BlockError.Io, () => v.WriteAsync(Block, Pattern(Block, 2), WriteFlags.ForceUnitAccess).AsTask());
+        Assert.Contains("metadata sync failed", pool.Fault, StringComparison.Ordinal);
+
+        // The drive works again, but after a failed sync the page cache cannot be trusted: the pool stays failed, and says so.
+        medium.ClearFaults();
+        await ThrowsBlockError(BlockError.Io, () => v.WriteAsync(2 * Block, Pattern(Block, 3), WriteFlags.ForceUnitAccess).AsTask());
+        Assert.NotNull(pool.Fault);
+        pool.Dispose();
+
+        using var reopened = BlockPool.Open(medium, Deterministic());
+        Assert.Null(reopened.Fault);
+        Assert.Equal(Pattern(Block, 1), await reopened.Volume("v").ReadAsync(0, Block));
+        await reopened.Volume("v").WriteAsync(Block, Pattern(Block, 4), WriteFlags.ForceUnitAccess);
+        Assert.Equal(Pattern(Block, 4), await reopened.Volume("v").ReadAsync(Block, Block));
+    }
+
+    [Fact]
     public void A_pool_in_use_cannot_be_opened_twice()
     {
         using var dir = new TempDir();

@@ -181,6 +181,12 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Contains(run.Out.Split('\n'), l => l.Contains("default", StringComparison.Ordinal) && l.Contains("100 GiB", StringComparison.Ordinal));
         var json = await Cairn("pool", "list", "--json");
         Assert.Equal(100L << 30, json.Json.GetProperty("pools")[0].GetProperty("freeBytes").GetInt64());
+        Assert.DoesNotContain("failed", run.Out, StringComparison.OrdinalIgnoreCase);
+
+        _d.Pool!.Fault = "metadata sync failed (EIO)";
+        run = await Cairn("pool", "list");
+        AssertSucceeds(run);
+        Assert.Contains("Pool 'default' has failed: metadata sync failed (EIO)", run.Out, StringComparison.Ordinal);
     }
 
     [Fact]

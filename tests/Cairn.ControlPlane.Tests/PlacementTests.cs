@@ -195,4 +195,31 @@ public sealed class PlacementTests
         Assert.False(drained.Succeeded);
         Assert.Contains("b: node is Draining", drained.FailureReason, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_pinned_node_owns_a_replicated_volume_and_the_rules_place_the_other_replicas()
+    {
+        var nodes = new[] { Node("a", zone: "z1"), Node("b", zone: "z2"), Node("c", zone: "z3", provisioned: 90 * GiB), Node("d", zone: "z1") };
+
+        var decision = Placer.Place(new PlacementRequest("v", GiB, new PlacementPolicy(3, SpreadLevel.Zone), PinnedNode: "c"), nodes);
+
+        Assert.True(decision.Succeeded, decision.FailureReason);
+        Assert.Equal(["c", "a", "b"], decision.Replicas.Select(r => r.Node)); // c first although it ranks last; then one per other zone
+        Assert.Contains("the owner: the request pins it", decision.Verdicts.Single(v => v.Node == "c").Reason, StringComparison.Ordinal);
+        Assert.Contains("zone z1 already holds replica 1", decision.Verdicts.Single(v => v.Node == "d").Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_replicated_volume_pinned_to_a_node_that_cannot_take_it_is_not_placed_elsewhere()
+    {
+        var nodes = new[] { Node("a"), Node("b", state: NodeState.Draining), Node("c"), Node("d") };
+
+        var drained = Placer.Place(new PlacementRequest("v", GiB, new PlacementPolicy(3), PinnedNode: "b"), nodes);
+        var unknown = Placer.Place(new PlacementRequest("v", GiB, new PlacementPolicy(3), PinnedNode: "x"), nodes);
+
+        Assert.False(drained.Succeeded);
+        Assert.Equal("the request pins node b, which cannot take it; excluded b: node is Draining (takes no new volumes)", drained.FailureReason);
+        Assert.False(unknown.Succeeded);
+        Assert.Equal("the request pins node x, which is not in the cluster", unknown.FailureReason);
+    }
 }

@@ -2,19 +2,19 @@ using Cairn.Integration.Tests.Faults;
 
 namespace Cairn.Integration.Tests;
 
-/// <summary>The fault runs' cluster: 384 MiB pools (cheap to fill) and n3's pool on a drive that fails on demand.</summary>
+/// <summary>The fault runs' cluster: 128 MiB pools (cheap to fill) and n3's pool on a drive that fails on demand.</summary>
 public sealed class FaultRunClusterFixture : NetnsClusterFixture
 {
     protected override NetnsClusterOptions Configure(NetnsClusterOptions defaults) =>
-        defaults with { PoolCapacity = "384MiB", FaultyDriveNode = 3 };
+        defaults with { PoolCapacity = "128MiB", FaultyDriveNode = 3 };
 }
 
 /// <summary>
-/// Seeded, randomized fault runs against etcd and three cairnd in network namespaces, each printing its seed
-/// (replay one with CAIRN_FAULT_SEED=N, set the count with CAIRN_FAULT_RUNS). Today volumes have one replica, so
-/// the runs inject the faults that do not need replication — kill -9 and restart of another node, isolation of
-/// another node, the owner cut from etcd and healed — while fio writes with --verify=crc32c, then verify every
-/// acknowledged block. The replicated runs are written in <see cref="ReplicatedFaultRuns"/>, waiting for replication.
+/// Seeded, randomized fault runs against etcd and three cairnd in network namespaces, each printing its seed (replay
+/// one with CAIRN_FAULT_SEED=N, set the count with CAIRN_FAULT_RUNS), while fio writes with --verify=crc32c; then
+/// every acknowledged block is verified. One batch on volumes with one replica (kill -9 and restart of another node,
+/// isolation of another node, the owner cut from etcd and healed), one on volumes with three replicas
+/// (<see cref="ReplicatedFaultRuns"/>). docs/FAULT-RUNS.md describes them.
 /// </summary>
 public sealed class FaultRunTests(FaultRunClusterFixture fixture) : IClassFixture<FaultRunClusterFixture>
 {
@@ -25,4 +25,8 @@ public sealed class FaultRunTests(FaultRunClusterFixture fixture) : IClassFixtur
     [Fact]
     public Task Randomized_single_replica_fault_runs_verify_every_acknowledged_block() =>
         FaultRunSeeds.RunAllAsync(_cluster, replicated: false, Log);
+
+    [Fact]
+    public Task Randomized_replicated_fault_runs_verify_every_acknowledged_block_and_resync_every_replica() =>
+        ReplicatedFaultRuns.RunAsync(_cluster, Log);
 }

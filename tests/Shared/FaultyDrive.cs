@@ -10,6 +10,8 @@ namespace Cairn.Testing;
 ///   MountPath (ext4) → /dev/loopN → fuse/disk (nbdfuse) → nbdkit --filter=error memory SIZE error-file=inject
 /// </code>
 /// This stands in for device-mapper's error/flakey targets, which this kernel lacks (no CONFIG_BLK_DEV_DM).
+/// MountPath lies in a shared bind mount: each `ip netns exec` copies the mounts into a mount namespace of its own
+/// (as slaves), and only a shared parent passes an unmount on to those copies, which <see cref="RepairAsync"/> needs.
 /// </summary>
 public sealed class FaultyDrive : IAsyncDisposable
 {
@@ -20,7 +22,10 @@ public sealed class FaultyDrive : IAsyncDisposable
     private FaultyDrive(string dir) => _dir = dir;
 
     /// <summary>Where the ext4 filesystem is mounted; put a pool directory under it.</summary>
-    public string MountPath => Path.Combine(_dir, "mnt");
+    public string MountPath => Path.Combine(SharedPath, "mnt");
+
+    /// <summary>A bind mount of itself marked shared, so that mounts and unmounts under it reach every namespace's copy.</summary>
+    private string SharedPath => Path.Combine(_dir, "shared");
 
     private string FuseDirectory => Path.Combine(_dir, "fuse");
 
@@ -48,6 +53,9 @@ public sealed class FaultyDrive : IAsyncDisposable
     private async Task AssembleAsync(long sizeBytes)
     {
         Directory.CreateDirectory(FuseDirectory);
+        Directory.CreateDirectory(SharedPath);
+        await HostCommand.RunAsync("mount", "--bind", SharedPath, SharedPath);
+        await HostCommand.RunAsync("mount", "--make-shared", SharedPath);
         Directory.CreateDirectory(MountPath);
         var start = new ProcessStartInfo(HostCommand.Resolve("nbdfuse"))
         {
@@ -80,6 +88,28 @@ public sealed class FaultyDrive : IAsyncDisposable
     /// <summary>IO works again (what ext4 made of the failures stays, as on a real disk).</summary>
     public void Heal() => File.Delete(TriggerFile);
 
+    /// <summary>
+    /// What an operator does once a drive that returned errors works again: unmount, check and repair the filesystem
+    /// (e2fsck -fy), mount it again. Needed because ext4 aborts its journal when a journal write fails and stays
+    /// read-only (EROFS) until remounted, whatever errors= says. Nothing may hold files open on it: stop its node first.
+    /// Returns e2fsck's verdict.
+    /// </summary>
+    public async Task<string> RepairAsync()
+    {
+        if (Failing)
+        {
+            throw new InvalidOperationException("heal the drive before repairing its filesystem");
+        }
+        await HostCommand.RunAsync("umount", MountPath);
+        var check = await HostCommand.TryAsync("e2fsck", "-fy", _loopDevice!);
+        if (check.ExitCode > 2) // 1: errors corrected, 2: corrected, reboot advised (a mounted root); more: not corrected
+        {
+            throw new InvalidOperationException($"e2fsck could not repair the faulty drive's filesystem (exit {check.ExitCode}): {check.StandardOutput}{check.StandardError}");
+        }
+        await HostCommand.RunAsync("mount", "-o", "errors=continue", _loopDevice!, MountPath);
+        return check.ExitCode == 0 ? "clean" : $"repaired (e2fsck exit {check.ExitCode})";
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (File.Exists(TriggerFile))
@@ -87,6 +117,7 @@ public sealed class FaultyDrive : IAsyncDisposable
             Heal();
         }
         await HostCommand.TryAsync("umount", "-l", MountPath);
+        await HostCommand.TryAsync("umount", "-l", SharedPath);
         if (_loopDevice is not null)
         {
             await HostCommand.TryAsync("losetup", "-d", _loopDevice);
@@ -106,12 +137,15 @@ public sealed class FaultyDrive : IAsyncDisposable
     /// <summary>Undoes a drive whose test process died: unmounts the filesystem, detaches its loop device, unmounts nbdfuse (which ends it and nbdkit).</summary>
     internal static async Task RemoveLeftoversAsync(string dir)
     {
-        string mnt = Path.Combine(dir, "mnt");
+        string shared = Path.Combine(dir, "shared");
         string fuse = Path.Combine(dir, "fuse");
         string mounts = await File.ReadAllTextAsync("/proc/mounts");
-        if (mounts.Contains($" {mnt} ", StringComparison.Ordinal))
+        foreach (string mount in new[] { Path.Combine(shared, "mnt"), shared, Path.Combine(dir, "mnt") }) // "mnt": the layout before the shared mount
         {
-            await HostCommand.TryAsync("umount", "-l", mnt);
+            if (mounts.Contains($" {mount} ", StringComparison.Ordinal))
+            {
+                await HostCommand.TryAsync("umount", "-l", mount);
+            }
         }
         string loops = (await HostCommand.TryAsync("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE")).StandardOutput;
         foreach (string line in loops.Split('\n', StringSplitOptions.RemoveEmptyEntries))

@@ -60,6 +60,9 @@ public sealed partial class NetnsCluster : IAsyncDisposable
     /// <summary>The drive under <see cref="NetnsClusterOptions.FaultyDriveNode"/>'s pool, or null.</summary>
     public FaultyDrive? Drive { get; private set; }
 
+    /// <summary>The node whose pool lives on <see cref="Drive"/>, or null.</summary>
+    public NetnsNode? DriveNode => Drive is null ? null : _nodes.Single(n => n.Index == _options.FaultyDriveNode);
+
     private string HubNamespace => RunId + "-hub";
 
     private string RootLink => "cf" + RunId[^6..] + "r";

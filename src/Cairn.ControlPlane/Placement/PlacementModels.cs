@@ -13,7 +13,8 @@ public sealed record PoolCandidate(string Name, long CapacityBytes, long FreeByt
 public sealed record NodeCandidate(string Name, string Zone, string Rack, NodeState State, IReadOnlyList<PoolCandidate> Pools);
 
 /// <summary>What to place: the volume's size and policy, and nodes that must not be used (e.g. ones already holding a replica).</summary>
-/// <param name="PinnedNode">When set, the only node that may be used (the caller asked for it by name).</param>
+/// <param name="PinnedNode">When set, the node that takes the volume (the caller asked for it by name): its only copy, or
+/// with several replicas the owner, the others placed by the rules.</param>
 public sealed record PlacementRequest(string Volume, long SizeBytes, PlacementPolicy Policy, IReadOnlySet<string>? ExcludedNodes = null, string? PinnedNode = null);
 
 /// <summary>Where one replica goes.</summary>

@@ -32,18 +32,20 @@ public static class Placer
         }
         ranked.Sort(static (a, b) => CompareRank(a.Pool, b.Pool, a.Node.Name, b.Node.Name));
 
-        var chosen = Choose(request.Policy, ranked);
+        // A pinned node takes replica 0, the owner; the other replicas go where the rules say.
+        var pinned = request.PinnedNode is { } name ? ranked.FirstOrDefault(r => r.Node.Name == name) : null;
+        var chosen = request.PinnedNode is not null && pinned is null ? [] : Choose(request.Policy, ranked, pinned);
         if (chosen.Count < request.Policy.Replicas)
         {
             verdicts.AddRange(ranked.Select(r => Verdict(r, NodeVerdictKind.NotChosen, "eligible, but the policy cannot be met")));
-            return new PlacementDecision(request, [], Sorted(verdicts), ShortfallReason(request.Policy, ranked, verdicts));
+            return new PlacementDecision(request, [], Sorted(verdicts), ShortfallReason(request, ranked, verdicts));
         }
         for (int i = 0; i < ranked.Count; i++)
         {
             var candidate = ranked[i];
             int replica = chosen.IndexOf(candidate);
             verdicts.Add(replica >= 0
-                ? Verdict(candidate, NodeVerdictKind.Chosen, ChosenReason(request.Policy, chosen, replica), replica)
+                ? Verdict(candidate, NodeVerdictKind.Chosen, ChosenReason(request.Policy, chosen, replica, candidate == pinned), replica)
                 : Verdict(candidate, NodeVerdictKind.NotChosen, NotChosenReason(request.Policy, chosen, candidate)));
         }
         var replicas = chosen.Select(c => new ReplicaPlacement(c.Node.Name, c.Pool.Name, c.Node.Zone, c.Node.Rack)).ToList();
@@ -54,7 +56,7 @@ public static class Placer
 
     private static string? Exclude(PlacementRequest request, NodeCandidate node, long needed)
     {
-        if (request.PinnedNode is { } pinned && pinned != node.Name)
+        if (request.PinnedNode is { } pinned && pinned != node.Name && request.Policy.Replicas == 1)
         {
             return $"the request pins node {pinned}";
         }
@@ -96,12 +98,16 @@ public static class Placer
 
     /// <summary>
     /// Fills replica slots one by one with the candidate that shares the fewest failure domains with those already chosen
-    /// (zones first, then racks, up to the policy's level), the best-ranked among equals. A required spread admits only
-    /// candidates sharing nothing at the policy's level.
+    /// (zones first, then racks, up to the policy's level), the best-ranked among equals, after <paramref name="first"/>
+    /// when the request pinned it. A required spread admits only candidates sharing nothing at the policy's level.
     /// </summary>
-    private static List<Ranked> Choose(PlacementPolicy policy, List<Ranked> ranked)
+    private static List<Ranked> Choose(PlacementPolicy policy, List<Ranked> ranked, Ranked? first)
     {
         var chosen = new List<Ranked>(policy.Replicas);
+        if (first is not null)
+        {
+            chosen.Add(first);
+        }
         while (chosen.Count < policy.Replicas)
         {
             Ranked? best = null;
@@ -162,8 +168,17 @@ public static class Placer
         _ => count == 1 ? "node" : "nodes",
     };
 
-    private static string ShortfallReason(PlacementPolicy policy, List<Ranked> ranked, List<NodeVerdict> verdicts)
+    private static string ShortfallReason(PlacementRequest request, List<Ranked> ranked, List<NodeVerdict> verdicts)
     {
+        var policy = request.Policy;
+        if (request.PinnedNode is { } pinned && verdicts.FirstOrDefault(v => v.Node == pinned && v.Kind == NodeVerdictKind.Excluded) is { } refused)
+        {
+            return $"the request pins node {pinned}, which cannot take it; excluded {pinned}: {refused.Reason}";
+        }
+        if (request.PinnedNode is { } unknown && ranked.All(r => r.Node.Name != unknown) && verdicts.All(v => v.Node != unknown))
+        {
+            return $"the request pins node {unknown}, which is not in the cluster";
+        }
         var level = policy.Mode == SpreadMode.Required ? policy.Spread : SpreadLevel.Node;
         var domains = ranked.Select(r => Domain(level, r.Node)).Distinct().Order(StringComparer.Ordinal).ToList();
         string have = domains.Count == 0 ? "none has one" : $"{domains.Count} {(domains.Count == 1 ? "has" : "have")} one ({string.Join(", ", domains)})";
@@ -174,10 +189,10 @@ public static class Placer
         return excluded.Count == 0 ? need : $"{need}; excluded {string.Join("; ", excluded)}";
     }
 
-    private static string ChosenReason(PlacementPolicy policy, List<Ranked> chosen, int replica)
+    private static string ChosenReason(PlacementPolicy policy, List<Ranked> chosen, int replica, bool pinned)
     {
         var candidate = chosen[replica];
-        string reason = $"replica {replica}: pool {candidate.Pool.Name} ({Figures(candidate.Pool)})";
+        string reason = $"replica {replica}{(pinned && policy.Replicas > 1 ? " (the owner: the request pins it)" : "")}: pool {candidate.Pool.Name} ({Figures(candidate.Pool)})";
         var earlier = chosen.Take(replica).ToList();
         var overlap = Overlap(policy.Spread, earlier, candidate.Node);
         if (overlap.Zone > 0 || overlap.Rack > 0)

@@ -17,9 +17,12 @@ public sealed partial class OwnedReplication : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _closing = new();
 
-    private OwnedReplication(ReplicatedVolume device, List<NodeChannel> links, VolumeSpec spec, ReplicationContext context, ILogger logger)
+    private readonly LeaseBinding _lease;
+
+    private OwnedReplication(ReplicatedVolume device, List<NodeChannel> links, VolumeSpec spec, ReplicationContext context, LeaseBinding lease, ILogger logger)
     {
         Device = device;
+        _lease = lease;
         _links = links;
         _spec = spec;
         _context = context;
@@ -69,12 +72,25 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         "volume {Volume}: a read met a bad block at byte {Offset} on this node ({Node}): {Outcome}: {Detail}",
         _spec.Name, repair.OffsetBytes, _context.Node, repair.Outcome, repair.Detail);
 
+    /// <summary>
+    /// The node's lease was lost and granted anew since this owner last proved its epoch: it serves nothing until
+    /// <see cref="Rebind"/> says the store still names it the owner at its epoch (or it is closed, when it does not).
+    /// </summary>
+    public bool LeaseRenewed => _lease.Renewed;
+
+    /// <summary>Serves again under the current lease grant, once the store was read after that grant and still names this owner at <see cref="ReplicatedVolume.Epoch"/>.</summary>
+    public void Rebind(long term) => _lease.Rebind(term);
+
+    /// <summary>The current grant of the node's lease, read before the store is: what <see cref="Rebind"/> takes.</summary>
+    public long LeaseTerm => _context.Lease.Term;
+
     /// <param name="snapshots">The local copy's snapshots, which full rebuilds recreate on replicas; null when its pool keeps none.</param>
     /// <param name="history">What the local copy received as a replica before this node was promoted; null when it was not one.</param>
     public static async Task<OwnedReplication> OpenAsync(VolumeSpec spec, IBlockDevice local, ISnapshotImages? snapshots, WriteHistory? history,
         ReplicationContext context, ILogger logger, CancellationToken cancellationToken)
     {
         var set = spec.Replication ?? throw new ArgumentException($"volume '{spec.Name}' is not replicated", nameof(spec));
+        long term = context.Lease.Term; // the spec was read from the store under this grant, or the one before it (then it is renewed and re-read)
         var remotes = set.InSyncRemotes.ToList();
         var connecting = remotes.Select(m => ConnectAsync(spec, m.Node, set.Epoch, context, logger, cancellationToken)).ToList();
         var links = (await Task.WhenAll(connecting)).ToList();
@@ -118,7 +134,8 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         // With no in-sync replica besides this one, nobody can be promoted in its place, so there is no one to be fenced
         // from: such a volume keeps serving through a cluster-store outage, like a volume with one copy.
         ReplicatedVolume? device = null;
-        var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || context.Lease.IsHeld);
+        var binding = new LeaseBinding(context.Lease, term);
+        var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || binding.IsHeld);
         device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots };
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
@@ -126,7 +143,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         {
             await TakeOverResyncRecordsAsync(device, set, history, context.Node, spec.Name, logger);
         }
-        return new OwnedReplication(device, reached, spec, context, logger);
+        return new OwnedReplication(device, reached, spec, context, binding, logger);
     }
 
     /// <summary>
@@ -248,6 +265,23 @@ public sealed class NodeChannel(string node, ReplicaLink link) : IReplicaChannel
         link.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
 
     public ValueTask DisposeAsync() => link.DisposeAsync();
+}
+
+/// <summary>
+/// The node's lease as one owned volume may count on it: held only under the grant its epoch was last proven under.
+/// After the lease was lost and granted anew, the controller may have failed the volume over meanwhile, and this node's
+/// view may not show it yet; until the store is read again the volume serves nothing, reads included (a deposed owner
+/// would serve them stale).
+/// </summary>
+internal sealed class LeaseBinding(IOwnerLease lease, long term)
+{
+    private long _term = term;
+
+    public bool IsHeld => lease.IsHeld && lease.Term == Interlocked.Read(ref _term);
+
+    public bool Renewed => lease.Term != Interlocked.Read(ref _term);
+
+    public void Rebind(long term) => Interlocked.Exchange(ref _term, term);
 }
 
 /// <summary>A lease that counts as held whenever <paramref name="held"/> says so.</summary>

@@ -30,6 +30,9 @@ internal sealed class MemoryVolumePool(string name, long capacityBytes = 1L << 4
 
     public long FreeBytes => CapacityBytes - UsedBytes;
 
+    /// <summary>Set to play a pool whose drive failed.</summary>
+    public string? Fault { get; set; }
+
     public bool Disposed { get; private set; }
 
     public IReadOnlyList<StoredVolumeInfo> ListVolumes()

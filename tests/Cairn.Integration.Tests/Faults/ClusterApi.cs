@@ -9,6 +9,15 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
 {
     private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(15) };
 
+    /// <summary>
+    /// How long one question asked in a polling loop may take. A node whose view still names a partitioned owner passes
+    /// the question on to it and waits (up to its forwarding timeout); the loop should ask again, or ask another node,
+    /// rather than wait that out. The loops' own deadlines stay generous.
+    /// </summary>
+    private static readonly TimeSpan PollTimeout = TimeSpan.FromSeconds(5);
+
+    private static CancellationTokenSource Poll() => new(PollTimeout);
+
     public NetnsCluster Cluster => cluster;
 
     /// <summary>The node's state (Up, Down, Draining) as <paramref name="observer"/> sees it; null when the observer cannot answer.</summary>
@@ -16,10 +25,11 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     {
         try
         {
-            var json = await _http.GetFromJsonAsync<JsonElement>($"{observer.ApiUrl}/api/v1/nodes/{node}");
+            using var poll = Poll();
+            var json = await _http.GetFromJsonAsync<JsonElement>($"{observer.ApiUrl}/api/v1/nodes/{node}", poll.Token);
             return json.GetProperty("state").GetString();
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
         {
             return null;
         }
@@ -41,7 +51,7 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
             using var response = await _http.GetAsync($"{node.ApiUrl}/healthz", cts.Token);
             return response.IsSuccessStatusCode;
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
         {
             return false;
         }
@@ -68,18 +78,19 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     {
         try
         {
-            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}");
+            using var poll = Poll();
+            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
             if (!response.IsSuccessStatusCode)
             {
                 return null;
             }
-            var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+            var json = await response.Content.ReadFromJsonAsync<JsonElement>(poll.Token);
             var export = new Uri(json.GetProperty("export").GetString()!);
             return json.GetProperty("available").GetBoolean()
                 ? new VolumeLocation(json.GetProperty("node").GetString()!, export.Host, export.Port, name)
                 : null;
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
         {
             return null;
         }
@@ -90,10 +101,11 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     {
         try
         {
-            var json = await _http.GetFromJsonAsync<JsonElement>($"{via.ApiUrl}/api/v1/volumes/{name}");
+            using var poll = Poll();
+            var json = await _http.GetFromJsonAsync<JsonElement>($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
             return json.GetProperty("allocatedBytes").GetInt64();
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
         {
             return 0;
         }
@@ -127,10 +139,49 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     }
 
     /// <summary>The node's only pool's free bytes (GET /api/v1/pools on that node).</summary>
-    public async Task<long> PoolFreeBytesAsync(NetnsNode node)
+    public async Task<long> PoolFreeBytesAsync(NetnsNode node) => (await PoolAsync(node) ?? throw new InvalidOperationException($"{node.Name}'s API does not answer")).FreeBytes;
+
+    /// <summary>The node's only pool as it reports it (GET /api/v1/pools on that node); null when the node does not answer.</summary>
+    public async Task<PoolStatus?> PoolAsync(NetnsNode node)
     {
-        var json = await _http.GetFromJsonAsync<JsonElement>($"{node.ApiUrl}/api/v1/pools");
-        return json.GetProperty("pools").EnumerateArray().Single().GetProperty("freeBytes").GetInt64();
+        try
+        {
+            using var poll = Poll();
+            var json = await _http.GetFromJsonAsync<JsonElement>($"{node.ApiUrl}/api/v1/pools", poll.Token);
+            var pool = json.GetProperty("pools").EnumerateArray().Single();
+            return new PoolStatus(node.Name, pool.GetProperty("state").GetString()!, pool.GetProperty("fault").GetString(),
+                pool.GetProperty("volumes").GetInt32(), pool.GetProperty("freeBytes").GetInt64());
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The volume's replicas as its owner reports them and its health as the answering node's view judged it; null while unavailable.</summary>
+    public async Task<VolumeStatus?> StatusAsync(NetnsNode via, string name)
+    {
+        try
+        {
+            using var poll = Poll();
+            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
+            if (!response.IsSuccessStatusCode)
+            {
+                return null;
+            }
+            var json = await response.Content.ReadFromJsonAsync<JsonElement>(poll.Token);
+            var health = json.TryGetProperty("health", out var h) && h.ValueKind == JsonValueKind.Object ? h : (JsonElement?)null;
+            var replicas = json.TryGetProperty("replicas", out var r) && r.ValueKind == JsonValueKind.Array
+                ? r.EnumerateArray().Select(m => new ReplicaStatus(m.GetProperty("node").GetString() ?? "?", m.GetProperty("state").GetString()!,
+                    m.TryGetProperty("reason", out var why) ? why.GetString() : null)).ToList()
+                : [];
+            return new VolumeStatus(json.GetProperty("node").GetString(), health?.GetProperty("state").GetString(), health?.GetProperty("reason").GetString(), replicas,
+                json.TryGetProperty("epoch", out var e) && e.ValueKind == JsonValueKind.Number ? e.GetUInt64() : 0);
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException)
+        {
+            return null;
+        }
     }
 
     public void Dispose() => _http.Dispose();
@@ -140,4 +191,21 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
 internal sealed record VolumeLocation(string Node, string Host, int Port, string Export)
 {
     public string Uri => $"nbd://{Host}:{Port}/{Export}";
+}
+
+/// <summary>A node's pool: "Ok" or "Failed" (with why), how many volumes it holds, its free bytes.</summary>
+internal sealed record PoolStatus(string Node, string State, string? Fault, int Volumes, long FreeBytes)
+{
+    public override string ToString() => $"{Node}: {State}{(Fault is null ? "" : $" ({Fault})")}, {Volumes} volumes, {FreeBytes >> 20} MiB free";
+}
+
+internal sealed record ReplicaStatus(string Node, string State, string? Reason);
+
+/// <summary>A volume's owner, health (Healthy, Degraded, Unavailable; null until judged), replicas and epoch.</summary>
+internal sealed record VolumeStatus(string? Owner, string? Health, string? Reason, IReadOnlyList<ReplicaStatus> Replicas, ulong Epoch)
+{
+    public ReplicaStatus? Replica(string node) => Replicas.FirstOrDefault(r => r.Node == node);
+
+    public override string ToString() =>
+        $"owner {Owner}, epoch {Epoch}, {Health ?? "not judged"} ({Reason}); replicas {string.Join(", ", Replicas.Select(r => $"{r.Node} {r.State}"))}";
 }

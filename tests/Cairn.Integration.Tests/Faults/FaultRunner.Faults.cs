@@ -5,10 +5,28 @@ namespace Cairn.Integration.Tests.Faults;
 /// <summary>Each fault: what is done at the fault point, and what undoes it once the writes have ended.</summary>
 internal sealed partial class FaultRunner
 {
-    private async Task<Func<Task>> InjectAsync(FaultPlan plan, NetnsNode owner)
+    private string? _filler; // ReplicaPoolFull: the volume that fills the replica's pool, deleted when the fault is undone
+
+    /// <summary>The node a fault on "another node" hits: the plan's bystander, or another node when that is the owner.</summary>
+    private NetnsNode OtherThan(FaultPlan plan, NetnsNode owner)
     {
         var bystander = cluster[$"n{plan.Bystander}"];
-        var other = bystander != owner ? bystander : cluster.Nodes.First(n => n != owner); // a replica that is not the owner
+        return bystander != owner ? bystander : cluster.Nodes.First(n => n != owner);
+    }
+
+    /// <summary>Before the writes: a pool that is to run full is filled so that it runs out when the plan's share of the writes is in.</summary>
+    private async Task PrepareAsync(FaultPlan plan, NetnsNode owner)
+    {
+        _filler = null;
+        if (plan.Fault == FaultKind.ReplicaPoolFull)
+        {
+            _filler = await FillPoolAsync(plan, OtherThan(plan, owner));
+        }
+    }
+
+    private async Task<Func<Task>> InjectAsync(FaultPlan plan, NetnsNode owner)
+    {
+        var other = OtherThan(plan, owner);
         log($"  inject {plan.Fault} (owner {owner.Name}, other {other.Name})");
         switch (plan.Fault)
         {
@@ -17,6 +35,10 @@ internal sealed partial class FaultRunner
                 await cluster.Kill9Async(other);
                 return async () =>
                 {
+                    if (plan.Fault == FaultKind.KillReplica)
+                    {
+                        await WaitForDropAsync(plan, owner, other);
+                    }
                     await api.WaitForStateAsync(owner, other, "Down", Deadline);
                     await cluster.RestartAsync(other);
                     await api.WaitForStateAsync(owner, other, "Up", Deadline);
@@ -61,19 +83,47 @@ internal sealed partial class FaultRunner
                     await cluster.HealAsync(owner);
                 };
             case FaultKind.ReplicaDriveErrors:
-                var drive = cluster.Drive ?? throw new InvalidOperationException("ReplicaDriveErrors needs a cluster with a FaultyDriveNode");
-                drive.InjectErrors();
-                return () =>
-                {
-                    drive.Heal();
-                    return Task.CompletedTask;
-                };
+                return await InjectDriveErrorsAsync(plan, owner);
             case FaultKind.ReplicaPoolFull:
-                string filler = await FillPoolAsync(plan, other);
-                return () => api.DeleteVolumeAsync(owner, filler);
+                log($"  {other.Name}'s pool has {await api.PoolFreeBytesAsync(other) >> 10} KiB free: the replica there runs out of space now");
+                return async () =>
+                {
+                    await WaitForDropAsync(plan, owner, other);
+                    var pool = await api.PoolAsync(other);
+                    log($"  {other.Name}'s pool after the writes: {pool}");
+                    // New data may not use the last 1 % of a pool (kept for copy-on-write overwrites): full shows about 1.3 MiB free here.
+                    if (pool is not { FreeBytes: < 2 << 20 })
+                    {
+                        throw new Xunit.Sdk.XunitException($"seed {plan.Seed}: {other.Name}'s pool never ran full ({pool}); replay: CAIRN_FAULT_SEED={plan.Seed}");
+                    }
+                    await api.DeleteVolumeAsync(owner, _filler!);
+                };
             default:
                 throw new ArgumentOutOfRangeException(nameof(plan), plan.Fault, "no such fault");
         }
+    }
+
+    /// <summary>
+    /// Every IO of the faulty drive's node's pool fails until the owner has dropped that replica (the page cache hides
+    /// failed writes until the pool's next sync, a second or so later). Then the drive is repaired as an operator
+    /// would: the node stopped, the filesystem checked and mounted again, the node started (its pool reopened).
+    /// </summary>
+    private async Task<Func<Task>> InjectDriveErrorsAsync(FaultPlan plan, NetnsNode owner)
+    {
+        var drive = cluster.Drive ?? throw new InvalidOperationException("ReplicaDriveErrors needs a cluster with a FaultyDriveNode");
+        var node = cluster.DriveNode!;
+        if (node == owner)
+        {
+            throw new InvalidOperationException($"seed {plan.Seed}: the plan pins the owner away from the faulty drive, yet {owner.Name} owns the volume");
+        }
+        drive.InjectErrors();
+        return async () =>
+        {
+            await WaitForDropAsync(plan, owner, node);
+            log($"  {node.Name}'s pool after the errors: {await api.PoolAsync(node)}");
+            await RepairDriveAsync();
+            await api.WaitForStateAsync(owner, node, "Up", Deadline);
+        };
     }
 
     /// <summary>After a failover some other node serves the volume.</summary>
@@ -113,14 +163,31 @@ internal sealed partial class FaultRunner
         throw new Xunit.Sdk.XunitException($"seed {plan.Seed}: old owner {old.Name} acknowledged a write after the new owner took over; replay: CAIRN_FAULT_SEED={plan.Seed}");
     }
 
-    /// <summary>Fills the node's pool to a few MiB of free space with a volume of its own, written by fio.</summary>
+    /// <summary>
+    /// Fills the node's pool with a volume of its own, written by fio, until only what the replica there will hold at
+    /// the plan's fault point is left free: the replica runs out of space right there, while the writes go on.
+    /// </summary>
     private async Task<string> FillPoolAsync(FaultPlan plan, NetnsNode node)
     {
         string filler = $"{plan.VolumeName}-filler";
-        long bytes = (await api.PoolFreeBytesAsync(node) - (4 << 20)) / (1 << 20) * (1 << 20);
-        await api.CreateVolumeOrThrowAsync(node, filler, bytes, replicas: 1, node: node.Name);
+        const long MiB = 1 << 20;
+        long leave = ((long)(plan.VolumeBytes * plan.FaultAtFraction) + MiB - 1) / MiB * MiB;
+        long bytes = (await api.PoolFreeBytesAsync(node) - leave) / MiB * MiB;
+        // Placement reads free space from the node's heartbeat, which shows the blocks of the last run's volume freed a
+        // few seconds after the pool does: until it catches up the create is refused (503, "no pool has room").
+        (System.Net.HttpStatusCode Status, string Body) created = default;
+        await Eventually.HoldsAsync(async () => (created = await api.CreateVolumeAsync(node, filler, bytes, replicas: 1, node: node.Name)).Status
+            != System.Net.HttpStatusCode.ServiceUnavailable, Deadline, $"placement on {node.Name} has room for a {bytes >> 20} MiB filler");
+        if (created.Status != System.Net.HttpStatusCode.Created)
+        {
+            throw new InvalidOperationException($"creating {filler} on {node.Name} answered {(int)created.Status}: {created.Body}");
+        }
         var fill = await ToolRun.RunAsync("fio", ["--name=fill", "--ioengine=nbd", $"--uri={node.NbdUri(filler)}", "--rw=write", "--bs=1M", "--iodepth=4", $"--size={bytes}"], Deadline);
-        log($"  filled {node.Name}'s pool with {bytes >> 20} MiB (fio exit {fill.ExitCode})");
+        if (fill.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"filling {node.Name}'s pool failed:\n{fill.Stdout}\n{fill.Stderr}");
+        }
+        log($"  filled {node.Name}'s pool with {bytes >> 20} MiB, leaving {await api.PoolFreeBytesAsync(node) >> 20} MiB for the replica there");
         return filler;
     }
 }

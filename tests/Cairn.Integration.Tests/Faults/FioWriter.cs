@@ -36,7 +36,7 @@ internal sealed class FioWriter(FaultPlan plan, string uri, string workDirectory
         }
         yield return "--do_verify=0";
         // Stretch the writes over about four seconds so that the fault lands in the middle of them.
-        yield return $"--rate_iops={Math.Max(250, plan.VolumeBytes / plan.BlockBytes / 4)}";
+        yield return $"--rate_iops={plan.WritesPerSecond}";
         yield return $"--write_lat_log={LogPrefix}";
         yield return "--log_offset=1";
     }
