@@ -83,6 +83,10 @@ public sealed class ClusterProcessTests(ITestOutputHelper output) : IAsyncLifeti
         await victim.RestartAsync();
         await WaitAsync(async () => (await GetAsync(witness, $"/api/v1/nodes/{leader}")).GetProperty("state").GetString() == "Up",
             TimeSpan.FromSeconds(30), "the restarted node is Up again");
+        // A node back on a new boot serves its volume once the controller has given it back for that boot (the
+        // failover rule never trusts a copy across a restart unseen): wait for it rather than expect it at once.
+        await WaitAsync(async () => await _http.GetAsync(witness.ApiUrl + "/api/v1/volumes/kept") is { IsSuccessStatusCode: true },
+            TimeSpan.FromSeconds(30), "the volume is back on its node");
         var volume = await GetAsync(witness, "/api/v1/volumes/kept");
         Assert.Equal((leader, true), (volume.GetProperty("node").GetString(), volume.GetProperty("available").GetBoolean()));
         await WaitAsync(async () => HealthOf(await GetAsync(witness, "/api/v1/volumes"), "kept").State == "Healthy",
