@@ -40,6 +40,7 @@ internal sealed partial class FaultRunner(NetnsCluster cluster, ClusterApi api, 
         var clock = Stopwatch.StartNew();
         await WaitAllUpAsync();
         await api.CreateVolumeOrThrowAsync(cluster.Nodes[0], plan.VolumeName, plan.VolumeBytes, plan.Replicas, node: plan.PinnedNode > 0 ? $"n{plan.PinnedNode}" : null);
+        bool failed = true;
         try
         {
             var before = await api.WaitForLocationAsync(plan.VolumeName, Deadline);
@@ -65,11 +66,19 @@ internal sealed partial class FaultRunner(NetnsCluster cluster, ClusterApi api, 
             {
                 await WaitForFullRedundancyAsync(plan);
             }
+            failed = false;
         }
         finally
         {
-            await RecoverEverythingAsync();
-            await DeleteAsync(plan.VolumeName);
+            try
+            {
+                await RecoverEverythingAsync();
+                await DeleteAsync(plan.VolumeName);
+            }
+            catch (Exception e) when (failed)
+            {
+                log($"  after that failure, recovering the cluster failed too: {e.Message}"); // the run's own failure is the one to report
+            }
         }
         await WaitUntilCleanAsync(plan);
         log($"  seed {plan.Seed} passed in {clock.Elapsed.TotalSeconds:F1} s");
