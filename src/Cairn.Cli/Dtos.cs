@@ -30,7 +30,12 @@ internal sealed record VolumeDto(
 internal sealed record VolumeHealthDto(string State, string Reason, DateTimeOffset Since);
 
 /// <param name="Progress">Percent copied while Rebuilding.</param>
-internal sealed record ReplicaDto(string? Node, string Pool, string State, bool Owner, string? Reason, double? Progress = null);
+/// <param name="LastRebuild">The last rebuild of this replica its current owner finished, if any.</param>
+internal sealed record ReplicaDto(string? Node, string Pool, string State, bool Owner, string? Reason, double? Progress = null,
+    RebuildDto? LastRebuild = null);
+
+/// <summary>A finished rebuild: "full" or "delta", data bytes copied, bytes erased, seconds, MB/s of data.</summary>
+internal sealed record RebuildDto(string Kind, long DataBytes, long ErasedBytes, double Seconds, double MegabytesPerSecond, DateTimeOffset FinishedAt);
 
 internal sealed record PlacementPolicyDto(int Replicas, string Spread, string Mode);
 

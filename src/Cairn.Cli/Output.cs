@@ -98,7 +98,23 @@ internal sealed partial class Output(TextWriter writer, bool json)
         string state = r.State == "Rebuilding" && r.Progress is { } percent ? $"Rebuilding {percent.ToString("F0", CultureInfo.InvariantCulture)}%" : r.State;
         string role = r.Owner ? " (owner)" : "";
         string reason = r.Reason is { } why && r.State != "InSync" ? $" — {why}" : "";
-        return $"{r.Node} pool {r.Pool}: {state}{role}{reason}";
+        return $"{r.Node} pool {r.Pool}: {state}{role}{reason}{RebuildNote(r.LastRebuild)}";
+    }
+
+    /// <summary>What the last finished rebuild moved, e.g. "; last rebuild: delta, 64.0 KiB in 0.1 s (0.5 MB/s)".</summary>
+    private static string RebuildNote(RebuildDto? rebuild) => rebuild is null ? "" : string.Create(CultureInfo.InvariantCulture,
+        $"; last rebuild: {rebuild.Kind}, {Bytes(rebuild.DataBytes)} in {rebuild.Seconds:F1} s ({rebuild.MegabytesPerSecond:F1} MB/s)");
+
+    private static string Bytes(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        double value = bytes;
+        int unit = 0;
+        for (; value >= 1024 && unit < units.Length - 1; unit++)
+        {
+            value /= 1024;
+        }
+        return unit == 0 ? string.Create(CultureInfo.InvariantCulture, $"{bytes} B") : string.Create(CultureInfo.InvariantCulture, $"{value:F1} {units[unit]}");
     }
 
     /// <summary>Who may log in, in words; the API never sends secrets, and neither would this print them.</summary>

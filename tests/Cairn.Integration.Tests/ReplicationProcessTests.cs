@@ -147,6 +147,9 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
             .Single(r => r.GetProperty("node").GetString() == away).GetProperty("lastRebuild");
         Assert.Equal("delta", resync.GetProperty("kind").GetString());
         Assert.InRange(resync.GetProperty("dataBytes").GetInt64(), during.Length, 2L * during.Length);
+        var shown = (await _nodes[owner].CliAsync("volume", "show", "logs")).EnsureSuccess();
+        Assert.Contains(shown.Stdout.Split('\n'), line => line.Contains($"{away} pool", StringComparison.Ordinal)
+            && line.Contains("InSync; last rebuild: delta, ", StringComparison.Ordinal));
 
         // Fewer copies: a surplus in-sync replica is retired; more: a new one is copied in full while IO goes on.
         var fewer = await _http.PatchAsJsonAsync($"{_nodes[away].ApiUrl}/api/v1/volumes/logs", new { replicas = 2 });
