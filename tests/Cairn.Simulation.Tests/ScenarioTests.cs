@@ -32,8 +32,8 @@ public sealed class ScenarioTests
 
     /// <summary>
     /// The owner is cut off from the store but not from its replicas or its hosts. Once the controller has failed over,
-    /// it must not acknowledge: with the lease rule its daemon refuses; without it (production's ReplicatedVolume alone)
-    /// the replicas refuse its requests, because the new owner raised their epoch, and the volume fences itself.
+    /// it must not acknowledge: with its lease check the volume refuses; without it the replicas refuse its requests,
+    /// because the new owner raised their epoch, and the volume fences itself.
     /// </summary>
     [Theory]
     [InlineData(true)]
@@ -52,7 +52,7 @@ public sealed class ScenarioTests
             Assert.Equal("n1", h.Cluster.Store.Set.Owner);
             var late = await h.Write(attached, block: 1, version: 1);
             Assert.False(late.Ok, "the deposed owner acknowledged a write after the failover");
-            Assert.Contains(ownerHonoursLease ? "cannot prove its lease" : "another owner took over", late.Error, StringComparison.Ordinal);
+            Assert.Contains(ownerHonoursLease ? "its lease in the cluster store lapsed" : "another owner took over", late.Error, StringComparison.Ordinal);
             Assert.True((await h.Write(other, block: 2, version: 1)).Ok);
             Assert.Equal(1, Payload.VersionOf(0, (await h.Read(other, 0)).Data));
         });
@@ -91,15 +91,13 @@ public sealed class ScenarioTests
     }
 
     /// <summary>
-    /// KNOWN GAP in production (kept as a passing test that demonstrates it): <see cref="ReplicatedVolume"/> serves reads
-    /// from its local replica with no check at all, and does not consult <see cref="IOwnerLease"/>. A deposed owner
-    /// that hosts still reach — cut off from the store only — keeps answering reads with data older than what the new
-    /// owner has acknowledged since. Writes are safe (the new owner's epoch fences them, test above); reads are not.
-    /// The daemon must stop serving when its lease runs out (what <see cref="SimOptions.OwnerHonoursLease"/> models),
-    /// or the engine must check the lease before every read.
+    /// Why <see cref="ReplicatedVolume"/> checks <see cref="IOwnerLease"/> before it serves a read: a deposed owner that
+    /// hosts still reach — cut off from the store only — would otherwise answer reads with data older than what the new
+    /// owner has acknowledged since. Writes would stay safe (the new owner's epoch fences them); reads would not. The
+    /// volume here is built without the lease, and the checker must catch the stale read.
     /// </summary>
     [Fact]
-    public void KNOWN_GAP_a_deposed_owner_without_a_lease_check_serves_stale_reads()
+    public void Without_the_lease_check_a_deposed_owner_serves_stale_reads_and_the_checker_catches_them()
     {
         var h = new SimHarness(SimHarness.Quiet(3) with { OwnerHonoursLease = false });
         h.Run(async () =>
@@ -112,7 +110,7 @@ public sealed class ScenarioTests
             await h.Sleep(FailedOver);
             Assert.True((await h.Write(other, block: 0, version: 2)).Ok); // acknowledged by the new owner
             var stale = await h.Read(attached, 0);
-            Assert.True(stale.Ok, "the deposed owner refused the read: the gap is closed, turn this test around");
+            Assert.True(stale.Ok, "the deposed owner refused the read although the volume has no lease check");
             Assert.Equal(1, Payload.VersionOf(0, stale.Data));
         });
         Assert.Contains(h.Checker.Violations, v => v.Contains("older than v2", StringComparison.Ordinal));

@@ -34,10 +34,10 @@ internal sealed record ClientResult(bool Ok, bool NotOwnerAnswer, string? Error,
 }
 
 /// <summary>
-/// The owner node's front end for the volume: the simulation's stand-in for the frontend and daemon that will sit in
-/// front of <see cref="ReplicatedVolume"/>. It serves only while the node can prove its lease and acknowledges a
-/// mutation only if it still can when the volume completes it — the rule <see cref="IOwnerLease"/> states; production
-/// does not wire it yet (<see cref="SimOptions.OwnerHonoursLease"/> turns it off to show what then goes wrong).
+/// The owner node's front end for the volume: the simulation's stand-in for the frontend that sits in front of
+/// <see cref="ReplicatedVolume"/>. The lease rule (serve only while the node can prove its lease, acknowledge a
+/// mutation only if it still can when the replicas answered) is the volume's own, through <see cref="IOwnerLease"/>
+/// (<see cref="SimOptions.OwnerHonoursLease"/> leaves it out, to show what then goes wrong).
 /// The moment it returns success is the acknowledgement the checker records.
 /// </summary>
 internal sealed class OwnerHost(SimCluster cluster, SimNode node, ReplicatedVolume volume)
@@ -55,10 +55,6 @@ internal sealed class OwnerHost(SimCluster cluster, SimNode node, ReplicatedVolu
         {
             return ClientResult.NotOwner($"{node.Name} no longer owns the volume");
         }
-        if (cluster.Options.OwnerHonoursLease && !node.HoldsLease)
-        {
-            return ClientResult.NotOwner($"{node.Name} cannot prove its lease");
-        }
         long startedUs = cluster.Sim.NowUs;
         byte[]? data = null;
         try
@@ -73,10 +69,6 @@ internal sealed class OwnerHost(SimCluster cluster, SimNode node, ReplicatedVolu
         catch (TimeoutException e)
         {
             return ClientResult.Fail(e.Message); // a drop whose compare-and-swap got no answer: not acknowledged
-        }
-        if (op.Kind != OpKind.Read && cluster.Options.OwnerHonoursLease && !node.HoldsLease)
-        {
-            return ClientResult.Fail($"{node.Name} lost its lease before acknowledging");
         }
         if (node.Incarnation != _incarnation)
         {

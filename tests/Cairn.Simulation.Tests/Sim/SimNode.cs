@@ -217,7 +217,8 @@ internal sealed class SimNode
             {
                 channel.Abandon("its node restarted since it joined the in-sync set");
             }
-            var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name, (_cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0));
+            var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name, (_cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0),
+                _cluster.Options.OwnerHonoursLease ? new NodeLease(this) : null);
             Host = new OwnerHost(_cluster, this, volume);
             _cluster.Sim.Trace($"{Name}: owns the volume at epoch {set.Epoch} with [{string.Join(",", channels.Select(c => c.Replica))}]");
         }
@@ -237,4 +238,10 @@ internal sealed class SimNode
             }
         }
     }
+}
+
+/// <summary>The production owner-lease check (<see cref="IOwnerLease"/>) fed by the simulated node's view of its lease.</summary>
+internal sealed class NodeLease(SimNode node) : IOwnerLease
+{
+    public bool IsHeld => node.HoldsLease;
 }
