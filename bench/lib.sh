@@ -26,3 +26,40 @@ start_cairnd() { # nbd-port iscsi-port api-port -> CAIRND_PID; returns once cair
   echo "bench: cairnd did not start; see $WORK/cairnd.log" >&2
   return 1
 }
+
+# A cluster on loopback for the replication benchmarks: a real etcd and cairnd nodes with their own data directories
+# under $WORK, every listener on a free port (read back from cairnd's announcements). scripts/dev-cluster.sh is the
+# interactive equivalent; it uses fixed ports, which parallel runs on a shared machine would fight over.
+declare -gA NODE_PID=() NODE_API=()
+
+start_etcd() { # -> ETCD (the --cluster spec) and ETCD_PID; returns once etcd serves requests
+  local client peer; client=$(free_port); peer=$(free_port)
+  etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$client" \
+    --advertise-client-urls "http://127.0.0.1:$client" --listen-peer-urls "http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "bench=http://127.0.0.1:$peer" >"$WORK/etcd.log" 2>&1 &
+  ETCD_PID=$!; ETCD="etcd://127.0.0.1:$client"
+  for _ in $(seq 300); do
+    curl -sf -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$client/v3/kv/range" -o /dev/null && return 0; sleep 0.1
+  done
+  echo "bench: etcd did not start; see $WORK/etcd.log" >&2
+  return 1
+}
+
+start_cluster_node() { # name zone [cairnd flags...] -> NODE_PID[name]; wait_cluster_node sets NODE_API[name]
+  local name=$1 zone=$2; shift 2
+  "$OUT/cairnd/cairnd" --data-dir "$WORK/$name" --cluster "$ETCD" --node "$name" --zone "$zone" --nbd-listen 127.0.0.1:0 \
+    --iscsi-listen 127.0.0.1:0 --api-listen http://127.0.0.1:0 "$@" >"$WORK/$name.log" 2>&1 &
+  NODE_PID[$name]=$!
+}
+
+wait_cluster_node() { # name: returns once it is ready, with NODE_API[name] set
+  for _ in $(seq 600); do
+    if grep -q "cairnd: ready" "$WORK/$1.log"; then
+      NODE_API[$1]=$(sed -n 's/^cairnd: api listening on //p' "$WORK/$1.log" | tail -1)
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "bench: node $1 did not start; see $WORK/$1.log" >&2
+  return 1
+}
