@@ -1,3 +1,5 @@
+using Cairn.Core.Transport;
+
 namespace Cairn.Replication;
 
 /// <summary>A frame waiting for a <see cref="FrameSender"/>: a small fixed-size head, then an optional body.</summary>
@@ -28,9 +30,8 @@ internal sealed class FrameSender : IThreadPoolWorkItem
     /// <summary>Bodies up to this size are copied next to their head; larger ones are written straight from their memory.</summary>
     private const int GatherBodyMaxBytes = 16 * 1024;
 
-    private readonly Stream _stream;
+    private readonly ISocketTransport _transport;
     private readonly Action<Exception> _failed;
-    private readonly CancellationToken _cancellationToken;
     private readonly IOutgoingFrame?[] _ring;
     private readonly IOutgoingFrame?[] _taken;
     private readonly byte[] _buffer;
@@ -42,12 +43,11 @@ internal sealed class FrameSender : IThreadPoolWorkItem
     private bool _broken;
 
     /// <param name="failed">Told once, about the first write that failed; every frame queued later is dropped (its <see cref="IOutgoingFrame.Sent"/> still runs).</param>
-    public FrameSender(Stream stream, int capacity, int bufferBytes, Action<Exception> failed, CancellationToken cancellationToken)
+    public FrameSender(ISocketTransport transport, int capacity, int bufferBytes, Action<Exception> failed)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(bufferBytes, MaxHeadBytes + GatherBodyMaxBytes);
-        _stream = stream;
+        _transport = transport;
         _failed = failed;
-        _cancellationToken = cancellationToken;
         _ring = new IOutgoingFrame?[capacity];
         _taken = new IOutgoingFrame?[capacity];
         _buffer = new byte[bufferBytes];
@@ -138,13 +138,13 @@ internal sealed class FrameSender : IThreadPoolWorkItem
                         used += body.Length;
                         continue;
                     }
-                    await _stream.WriteAsync(_buffer.AsMemory(0, used), _cancellationToken);
-                    await _stream.WriteAsync(body, _cancellationToken);
+                    await _transport.SendAllAsync(_buffer.AsMemory(0, used));
+                    await _transport.SendAllAsync(body);
                     used = 0;
                 }
                 if (used > 0)
                 {
-                    await _stream.WriteAsync(_buffer.AsMemory(0, used), _cancellationToken);
+                    await _transport.SendAllAsync(_buffer.AsMemory(0, used));
                 }
             }
             catch (Exception e)

@@ -38,10 +38,12 @@ internal sealed partial class ReplicaConnection
 
         public static bool HasRange(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
 
-        /// <summary>Whether <paramref name="other"/> overlaps this executing request and one of them changes data.</summary>
-        public bool Conflicts(in ReplicaRequest other) =>
-            HasRange(_request.Op) && (_request.Op != ReplicaOp.Read || other.Op != ReplicaOp.Read)
-            && other.Offset < _request.Offset + _request.Length && _request.Offset < other.Offset + other.Length;
+        /// <summary>Whether <paramref name="other"/> must wait for this executing request: it overlaps it and one of them
+        /// changes data, or this one is a barrier (grow, snapshots, revert).</summary>
+        public bool Conflicts(in ReplicaRequest other) => HasRange(_request.Op)
+            ? (_request.Op != ReplicaOp.Read || other.Op != ReplicaOp.Read)
+                && other.Offset < _request.Offset + _request.Length && _request.Offset < other.Offset + other.Length
+            : _request.Op != ReplicaOp.Flush;
 
         /// <summary>Takes <paramref name="request"/>; returns where its payload goes (writes, snapshot names) or its data will (reads).</summary>
         public Memory<byte> Prepare(in ReplicaRequest request)
@@ -63,7 +65,7 @@ internal sealed partial class ReplicaConnection
         /// <summary>Runs the request: here, or on the thread pool when it would block the receive loop on the disk.</summary>
         public void Start()
         {
-            bool blocks = _request.Op == ReplicaOp.Flush || (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0;
+            bool blocks = _request.Op == ReplicaOp.Flush || (HasRange(_request.Op) && (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0);
             if (blocks)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using Cairn.Core;
+using Cairn.Core.Transport;
 
 namespace Cairn.Replication;
 
@@ -14,7 +15,7 @@ namespace Cairn.Replication;
 /// <item>A request runs on the receive loop until its device call completes or goes asynchronous; FLUSH and FUA
 /// requests, which block on the disk, run on the thread pool so the writes behind them go on.</item>
 /// <item>Order: a request whose range overlaps one still executing (unless both read) waits for it, so overlapping
-/// changes apply in arrival order as before; grow and snapshot requests wait until nothing executes. A FLUSH covers
+/// changes apply in arrival order as before; grow, snapshot and revert requests wait until nothing executes. A FLUSH covers
 /// every write answered before it arrived: the device's flush covers the writes completed before it was called.</item>
 /// <item>A malformed frame, an unknown replica or a stale epoch at hello closes this connection only; requests already
 /// started finish (and are answered if the socket still takes it) before it closes.</item>
@@ -31,7 +32,7 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
     private const int BufferedFrameMaxBytes = ReceiveBufferBytes / 2;
     private const int SendBufferBytes = 64 * 1024;
 
-    private readonly NetworkStream _stream;
+    private readonly ISocketTransport _transport;
     private readonly CancellationTokenSource _abort = new();
     private readonly ReplicaCatalog _catalog;
     private readonly FrontendLog _log;
@@ -49,11 +50,11 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
 
     public ReplicaConnection(Socket socket, ReplicaCatalog catalog, FrontendLog log)
     {
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        ClientDescription = socket.RemoteEndPoint?.ToString() ?? "unknown";
+        _transport = ReplicaTransport.Open(socket);
         _catalog = catalog;
         _log = log;
-        ClientDescription = socket.RemoteEndPoint?.ToString() ?? "unknown";
-        _sender = new FrameSender(_stream, MaxInFlight, SendBufferBytes, _ => _abort.Cancel(), _abort.Token);
+        _sender = new FrameSender(_transport, MaxInFlight, SendBufferBytes, e => Abort($"sending failed: {e.Message}"));
         for (int i = 0; i < MaxInFlight; i++)
         {
             _slots[i] = new RequestSlot(this, i);
@@ -69,7 +70,7 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
         _recv = ArrayPool<byte>.Shared.Rent(ReceiveBufferBytes);
         try
         {
-            _target = await HelloAsync(_abort.Token);
+            _target = await HelloAsync();
             if (_target is not null)
             {
                 await ServeAsync();
@@ -90,12 +91,14 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
 
     public void Dispose()
     {
-        _stream.Dispose();
+        _transport.Close();
         _abort.Dispose();
     }
 
+    /// <summary>Closes the socket (the receive loop ends) and cancels what the device still runs for this connection.</summary>
     public void Abort(string reason)
     {
+        _transport.Close();
         try
         {
             _abort.Cancel();
@@ -137,7 +140,7 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
             }
             _sender.Uncork();
             CompactReceiveBuffer();
-            int read = await _stream.ReadAsync(recv.AsMemory(_end), _abort.Token);
+            int read = await _transport.ReceiveAsync(recv.AsMemory(_end));
             if (read == 0)
             {
                 return;
@@ -157,8 +160,7 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
             return true;
         }
         _start = _end = 0;
-        int read = await _stream.ReadAtLeastAsync(destination[buffered..payloadBytes], payloadBytes - buffered, throwOnEndOfStream: false, _abort.Token);
-        return read == payloadBytes - buffered;
+        return await _transport.ReceiveExactlyAsync(destination[buffered..payloadBytes]);
     }
 
     private void CompactReceiveBuffer()
@@ -216,11 +218,11 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
     /// <summary>Whether <paramref name="request"/> must wait for a request still executing (see the class remarks).</summary>
     private bool MustWait(in ReplicaRequest request)
     {
-        bool control = request.Op is ReplicaOp.Grow or ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot;
-        if (!control && !RequestSlot.HasRange(request.Op))
+        if (request.Op == ReplicaOp.Flush)
         {
-            return false; // a flush follows nothing
+            return false; // it covers what completed before it; it changes nothing a later request could overtake
         }
+        bool control = !RequestSlot.HasRange(request.Op); // grow, snapshots, revert and any op added later: a barrier
         foreach (var slot in _slots)
         {
             if (slot.Executing && (control || slot.Conflicts(request)))
@@ -265,10 +267,10 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
         return ReplicaStatus.Io;
     }
 
-    private async Task<ReplicaTarget?> HelloAsync(CancellationToken cancellationToken)
+    private async Task<ReplicaTarget?> HelloAsync()
     {
         byte[] header = new byte[ReplicaProtocol.HelloReplySize];
-        if (!await TryReadExactlyAsync(header.AsMemory(0, ReplicaProtocol.HelloHeaderSize), cancellationToken))
+        if (!await _transport.ReceiveExactlyAsync(header.AsMemory(0, ReplicaProtocol.HelloHeaderSize)))
         {
             return null;
         }
@@ -278,20 +280,14 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
             return null;
         }
         byte[] name = new byte[nameLength];
-        if (!await TryReadExactlyAsync(name, cancellationToken))
+        if (!await _transport.ReceiveExactlyAsync(name))
         {
             return null;
         }
         var target = _catalog.Find(System.Text.Encoding.UTF8.GetString(name));
         var status = target is null ? ReplicaStatus.Shutdown : target.TryAdmit(epoch) ? ReplicaStatus.Ok : ReplicaStatus.StaleEpoch;
         ReplicaHello.EncodeReply(header, status, target?.Epoch ?? 0, target?.Device.SizeBytes ?? 0);
-        await _stream.WriteAsync(header.AsMemory(0, ReplicaProtocol.HelloReplySize), cancellationToken);
+        await _transport.SendAllAsync(header.AsMemory(0, ReplicaProtocol.HelloReplySize));
         return status == ReplicaStatus.Ok ? target : null;
-    }
-
-    private async ValueTask<bool> TryReadExactlyAsync(Memory<byte> buffer, CancellationToken cancellationToken)
-    {
-        int read = await _stream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, cancellationToken);
-        return read == buffer.Length;
     }
 }

@@ -13,7 +13,7 @@ public sealed partial class ReplicaLink
         public int Index { get; } = index;
 
         private readonly Lock _lock = new();
-        private ManualResetValueTaskSourceCore<ReplicaStatus> _core = new() { RunContinuationsAsynchronously = true };
+        private ManualResetValueTaskSourceCore<ReplicaStatus> _core = new() { RunContinuationsAsynchronously = false };
         private ReplicaRequest _request;
         private bool _armed;
 

@@ -1,6 +1,6 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using Cairn.Core.Transport;
 
 namespace Cairn.Replication;
 
@@ -22,22 +22,19 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
     private const int ReceiveBufferBytes = 64 * 1024;
     private const int SendBufferBytes = 64 * 1024;
 
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly ISocketTransport _transport;
     private readonly Slot[] _slots = new Slot[MaxInFlight];
     private readonly SemaphoreSlim _window = new(MaxInFlight, MaxInFlight);
     private readonly Stack<int> _free = new(Enumerable.Range(0, MaxInFlight).Reverse());
     private readonly FrameSender _sender;
-    private readonly CancellationTokenSource _closed = new();
     private readonly Task _receiving;
     private long _sequence;
     private int _inFlight;
     private volatile ReplicaLinkException? _failure;
 
-    private ReplicaLink(Socket socket, string replica, ulong epoch, long sizeBytes)
+    private ReplicaLink(ISocketTransport transport, string replica, ulong epoch, long sizeBytes)
     {
-        _socket = socket;
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        _transport = transport;
         Replica = replica;
         Epoch = epoch;
         SizeBytes = sizeBytes;
@@ -45,8 +42,8 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
         {
             _slots[i] = new Slot(this, i);
         }
-        _sender = new FrameSender(_stream, MaxInFlight, SendBufferBytes,
-            e => Fail(new ReplicaLinkException($"replica {Replica}: sending failed: {e.Message}", e)), _closed.Token);
+        _sender = new FrameSender(_transport, MaxInFlight, SendBufferBytes,
+            e => Fail(new ReplicaLinkException($"replica {Replica}: sending failed: {e.Message}", e)));
         _receiving = Task.Run(ReceiveLoopAsync);
     }
 
@@ -62,21 +59,15 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
     /// <summary>Connects and says hello; throws <see cref="ReplicaLinkException"/> naming why the replica refused (stale epoch, unknown replica).</summary>
     public static async Task<ReplicaLink> ConnectAsync(EndPoint endpoint, string replica, ulong epoch, CancellationToken cancellationToken = default)
     {
-        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var transport = ReplicaTransport.Open(await ReplicaTransport.ConnectAsync(endpoint, cancellationToken));
         try
         {
-            await socket.ConnectAsync(endpoint, cancellationToken);
-            await socket.SendAsync(ReplicaHello.Encode(replica, epoch), cancellationToken);
+            using var cancelled = cancellationToken.Register(transport.Close);
+            await transport.SendAllAsync(ReplicaHello.Encode(replica, epoch));
             byte[] reply = new byte[ReplicaProtocol.HelloReplySize];
-            int read = 0;
-            while (read < reply.Length)
+            if (!await transport.ReceiveExactlyAsync(reply))
             {
-                int n = await socket.ReceiveAsync(reply.AsMemory(read), cancellationToken);
-                if (n == 0)
-                {
-                    throw new ReplicaLinkException($"replica {replica} at {endpoint} closed the connection during hello");
-                }
-                read += n;
+                throw new ReplicaLinkException($"replica {replica} at {endpoint} closed the connection during hello");
             }
             if (!ReplicaHello.TryDecodeReply(reply, out var status, out ulong replicaEpoch, out long size))
             {
@@ -88,11 +79,15 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
                     ? $"replica {replica} at {endpoint} has seen epoch {replicaEpoch}, newer than ours ({epoch}): another owner took over"
                     : $"replica {replica} at {endpoint} refused the connection: {status}");
             }
-            return new ReplicaLink(socket, replica, epoch, size);
+            return new ReplicaLink(transport, replica, epoch, size);
         }
-        catch
+        catch (Exception e)
         {
-            socket.Dispose();
+            transport.Close();
+            if (e is ObjectDisposedException or IOException && cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException($"connecting to replica {replica} at {endpoint} was cancelled", e, cancellationToken);
+            }
             throw;
         }
     }
@@ -166,7 +161,10 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
                     start += buffered;
                     if (buffered < into.Length)
                     {
-                        await _stream.ReadExactlyAsync(into[buffered..], _closed.Token); // the buffer is empty now
+                        if (!await _transport.ReceiveExactlyAsync(into[buffered..])) // the buffer is empty now
+                        {
+                            throw new ReplicaLinkException($"replica {Replica}: the replica closed the connection in the middle of a read reply");
+                        }
                     }
                     slot.Complete(status, null);
                 }
@@ -180,7 +178,7 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
                     end -= start;
                     start = 0;
                 }
-                int read = await _stream.ReadAsync(buffer.AsMemory(end), _closed.Token);
+                int read = await _transport.ReceiveAsync(buffer.AsMemory(end));
                 if (read == 0)
                 {
                     throw new ReplicaLinkException($"replica {Replica}: the replica closed the connection");
@@ -215,8 +213,7 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
         {
             return;
         }
-        _closed.Cancel();
-        _socket.Dispose(); // before any slot fails: no frame of a reused slot can reach the wire after this
+        _transport.Close(); // before any slot fails: no frame of a reused slot can reach the wire after this
         foreach (var slot in _slots)
         {
             slot.FailIfArmed(failure);
@@ -227,9 +224,7 @@ public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
     {
         Fail(new ReplicaLinkException($"replica {Replica}: link closed"));
         await _receiving;
-        await _stream.DisposeAsync();
         _window.Dispose();
-        _closed.Dispose();
     }
 
     /// <summary>A slot's request finished and its caller has the result: the slot and its window place are free again.</summary>

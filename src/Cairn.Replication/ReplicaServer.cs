@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using Cairn.Core;
 
 namespace Cairn.Replication;
@@ -9,7 +10,7 @@ namespace Cairn.Replication;
 /// </summary>
 public sealed class ReplicaServer(ReplicaCatalog catalog, FrontendLog log, int maxConnections = 1024) : IAsyncDisposable
 {
-    private readonly FrontendListener _listener = new("replica", maxConnections, socket => new ReplicaConnection(socket, catalog, log), log);
+    private readonly FrontendListener _listener = new("replica", maxConnections, socket => Open(socket, catalog, log), log);
 
     public IPEndPoint LocalEndpoint => _listener.LocalEndpoint;
 
@@ -18,4 +19,18 @@ public sealed class ReplicaServer(ReplicaCatalog catalog, FrontendLog log, int m
     public void Start(IPEndPoint endpoint) => _listener.Start(endpoint);
 
     public ValueTask DisposeAsync() => _listener.DisposeAsync();
+
+    private static ReplicaConnection? Open(Socket socket, ReplicaCatalog catalog, FrontendLog log)
+    {
+        try
+        {
+            return new ReplicaConnection(socket, catalog, log);
+        }
+        catch (IOException e)
+        {
+            log.Warning($"replica connection from {socket.RemoteEndPoint} refused: {e.Message}");
+            socket.Dispose();
+            return null;
+        }
+    }
 }
