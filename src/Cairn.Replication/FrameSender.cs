@@ -55,7 +55,9 @@ internal sealed class FrameSender : IThreadPoolWorkItem
 
     /// <summary>
     /// Queues a frame. With no flush under way (and not corked) the caller flushes: right here, or with
-    /// <paramref name="deferFlush"/> on a thread-pool thread, so that frames queued by the caller's next steps join the same write.
+    /// <paramref name="deferFlush"/> later, so that frames queued by the caller's next steps join the same write: at the
+    /// end of the IO thread's batch of events when called on an IO thread (a burst of requests parsed from one receive),
+    /// otherwise on a thread-pool thread.
     /// </summary>
     public void Enqueue(IOutgoingFrame frame, bool deferFlush = false)
     {
@@ -78,13 +80,13 @@ internal sealed class FrameSender : IThreadPoolWorkItem
             }
             _flushing = true;
         }
-        if (deferFlush)
-        {
-            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
-        }
-        else
+        if (!deferFlush)
         {
             _ = FlushAsync();
+        }
+        else if (!EpollLoop.TryDeferToEndOfBatch(this))
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
         }
     }
 

@@ -62,9 +62,43 @@ public sealed unsafe class EpollLoop : IDisposable
         _transports.TryRemove(new KeyValuePair<int, EpollTransport>(transport.Fd, transport));
     }
 
+    /// <summary>Work deferred to the end of the current batch of events; set on IO threads only.</summary>
+    [ThreadStatic]
+    private static Queue<IThreadPoolWorkItem>? t_deferred;
+
+    /// <summary>
+    /// On an IO thread: runs <paramref name="work"/> once this thread has handled every event of its current wait, before
+    /// it waits again. A connection that queues a frame for each of a burst of requests parsed in one receive can so send
+    /// them all with one write after the burst, without waking another thread. False (nothing queued) on other threads.
+    /// </summary>
+    public static bool TryDeferToEndOfBatch(IThreadPoolWorkItem work)
+    {
+        if (t_deferred is not { } deferred)
+        {
+            return false;
+        }
+        deferred.Enqueue(work);
+        return true;
+    }
+
     private void Run()
     {
         var events = stackalloc EpollEvent[MaxEventsPerWait];
+        var deferred = t_deferred = new Queue<IThreadPoolWorkItem>(64);
+        try
+        {
+            Wait(events);
+        }
+        finally
+        {
+            RunDeferred(deferred); // work deferred by the last events must still run, or its connection stalls
+            t_deferred = null;
+        }
+    }
+
+    private void Wait(EpollEvent* events)
+    {
+        var deferred = t_deferred!;
         while (!_stopping)
         {
             int n = EpollWait(_epollFd, events, MaxEventsPerWait, -1);
@@ -98,6 +132,22 @@ public sealed unsafe class EpollLoop : IDisposable
                         _onError(e);
                     }
                 }
+            }
+            RunDeferred(deferred);
+        }
+    }
+
+    private void RunDeferred(Queue<IThreadPoolWorkItem> deferred)
+    {
+        while (deferred.TryDequeue(out var work))
+        {
+            try
+            {
+                work.Execute();
+            }
+            catch (Exception e)
+            {
+                _onError(e);
             }
         }
     }
