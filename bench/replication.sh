@@ -9,6 +9,7 @@
 #     until one succeeds. Printed: the time from the kill to that write's completion, and the measurement's resolution.
 # Figures on a shared machine are noisy: read the ratios.
 #   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS]   (lease: cairnd's default, 5 s)
+#   BENCH_KEEP=1 keeps the nodes' and etcd's logs (the scratch directory) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -20,7 +21,7 @@ bench_prepare
 cleanup() {
   for p in "${NODE_PID[@]}" ${ETCD_PID:-}; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [[ ${BENCH_KEEP:-} == 1 ]]; then echo "bench: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -62,7 +63,7 @@ for qd in 32 1; do run r1 $qd 1; run r3 $qd 1; done
 for qd in 32 1; do run r3 $qd 2; run r1 $qd 2; done   # the other order: drift on the machine hits both alike
 
 # Failover: a continuous writer, then SIGKILL of the owner; the client finds the new owner through a survivor's API.
-SURVIVOR=$(for n in n1 n2 n3; do [[ $n != "$OWNER" ]] && echo "$n"; done | head -1)
+for n in n1 n2 n3; do if [[ $n != "$OWNER" ]]; then SURVIVOR=$n; break; fi; done
 head -c 4096 /dev/urandom >"$WORK/block.bin"
 fio --name=writer --ioengine=nbd --uri="${URI[r3]}" --rw=randwrite --bs=4k --iodepth=4 --size="$SIZE" \
     --time_based --runtime=600 >/dev/null 2>&1 &
