@@ -70,7 +70,7 @@ fio --name=writer --ioengine=nbd --uri="${URI[r3]}" --rw=randwrite --bs=4k --iod
 WRITER=$!
 sleep 3
 LEADER=$(curl -sf "${NODE_API[$SURVIVOR]}/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader"))')
-python3 - "${NODE_PID[$OWNER]}" "$OWNER" "${NODE_API[$SURVIVOR]}" "$WORK/block.bin" >"$WORK/failover.txt" <<'PY'
+python3 - "${NODE_PID[$OWNER]}" "$OWNER" "${NODE_API[$SURVIVOR]}" "$WORK/block.bin" >"$WORK/failover.txt" 2>"$WORK/failover-attempts.txt" <<'PY'
 # A new attempt (look the volume up, then write 4 KiB to its export) starts every POLL_S whether or not earlier ones
 # have returned, so one slow lookup during the promotion cannot hide the moment IO comes back.
 import json, os, signal, subprocess, sys, threading, time, urllib.request
@@ -78,17 +78,17 @@ pid, owner, api, block = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 POLL_S = 0.02
 attempts, lock, done = [], threading.Lock(), threading.Event()
 def attempt(start):
-    node, ok = None, False
+    node, ok, looked_up = None, False, None
     try:
         with urllib.request.urlopen(f"{api}/api/v1/volumes/r3", timeout=10) as r:
             v = json.load(r)
-        node = v["node"]
+        node, looked_up = v["node"], time.monotonic() - killed
         if node != owner:
             ok = subprocess.run(["nbdcopy", "-C", "1", block, v["export"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     except Exception:
         pass
     with lock:
-        attempts.append((start - killed, time.monotonic() - killed, ok, node))
+        attempts.append((start - killed, time.monotonic() - killed, ok, node, looked_up))
     if ok:
         done.set()
 killed = time.monotonic()
@@ -102,8 +102,10 @@ with lock:
         print("timeout"); sys.exit(0)
     first = min(ok, key=lambda a: a[1])
     failed_before = max((a[0] for a in attempts if not a[2] and a[0] < first[1]), default=0.0)
-    moved = min(a[1] for a in attempts if a[3] not in (None, owner))
+    moved = min(a[4] for a in attempts if a[3] not in (None, owner))
     print(f"{first[1]:.3f} {moved:.3f} {failed_before:.3f} {first[3]} {len(attempts)} {first[0]:.3f}")
+    for a in sorted(attempts):  # start, end, write ok, owner named, lookup answered (s after the kill): kept with BENCH_KEEP=1
+        print(*a, file=sys.stderr)
 PY
 kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true
