@@ -53,11 +53,15 @@ for v in r1 r3; do
   fio --name=fill --ioengine=nbd --uri="${URI[$v]}" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
 done
 
-run() { # volume iodepth round -> json file
-  local out="$WORK/$1-qd$2-$3.json"
+cpu_ticks() { # CPU time (user + system, clock ticks) of every cairnd so far
+  local total=0 pid; for pid in "${NODE_PID[@]}"; do total=$((total + $(awk '{print $14 + $15}' /proc/"$pid"/stat))); done; echo $total
+}
+run() { # volume iodepth round -> json file, and the nodes' CPU ticks during the run
+  local out="$WORK/$1-qd$2-$3.json" before start; before=$(cpu_ticks); start=$(date +%s%N)
   fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=randwrite --bs=4k --iodepth=$2 --size="$SIZE" \
       --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$out" \
     || { echo "bench: fio failed against $1 (QD$2):" >&2; cat "$out" >&2; exit 1; }
+  echo "$(($(cpu_ticks) - before)) $(($(date +%s%N) - start))" >"$WORK/$1-qd$2-$3.cpu"
 }
 for qd in 32 1; do run r1 $qd 1; run r3 $qd 1; done
 for qd in 32 1; do run r3 $qd 2; run r1 $qd 2; done   # the other order: drift on the machine hits both alike
@@ -111,9 +115,9 @@ kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true
 NODE_PID[$OWNER]=""   # already dead
 
-python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-5 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" <<'PY'
+python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-5 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-work, owner, leader, lease, size, failover = sys.argv[1:7]
+work, owner, leader, lease, size, failover, tick = sys.argv[1:8]
 def load(v, qd, rnd):
     text = open(f"{work}/{v}-qd{qd}-{rnd}.json").read()
     return json.loads(text[text.index("{"):])["jobs"][0]["write"]  # fio may print notices before its JSON
@@ -122,6 +126,12 @@ def mean(v, qd, f):
 iops = lambda d: d["iops"]
 lat = lambda d: d["clat_ns"]["mean"] / 1e3
 p99 = lambda d: d["clat_ns"]["percentile"]["99.000000"] / 1e3
+def cpu_per_write(v, qd):  # all cairnd processes: CPU seconds per second of the fio run, over the writes per second
+    per_round = []
+    for r in (1, 2):
+        ticks, nanoseconds = open(f"{work}/{v}-qd{qd}-{r}.cpu").read().split()
+        per_round.append(int(ticks) / int(tick) / (int(nanoseconds) / 1e9) / load(v, qd, r)["iops"] * 1e6)
+    return sum(per_round) / 2
 CEPH_IOPS, CEPH_LAT_US = 2600, 1100
 rows = [("4 KiB randwrite QD 32", "IOPS", 32, iops, f"{CEPH_IOPS:,}", lambda x: f"{x / CEPH_IOPS:.1f}x"),
         ("4 KiB randwrite QD 1", "IOPS", 1, iops, "", None),
@@ -133,7 +143,11 @@ for name, metric, qd, f, ceph, vs in rows:
     a, b = mean("r1", qd, f), mean("r3", qd, f)
     fmt = (lambda x: f"{x:,.0f}") if metric == "IOPS" else (lambda x: f"{x:,.1f}")
     print(f"{name:<24}{metric:<10}{fmt(a):>12}{fmt(b):>12}{b / a:>8.2f}{ceph:>13}{vs(b) if vs else '':>15}")
+for qd in (32, 1):
+    a, b = cpu_per_write("r1", qd), cpu_per_write("r3", qd)
+    print(f"{'CPU per write, QD ' + str(qd):<24}{'us':<10}{a:>12,.1f}{b:>12,.1f}{b / a:>8.2f}")
 print("Ceph RBD 16.2, 3 replicas, same kind of machine (issue 5): ~2,600 IOPS at QD 32, 1.1 ms at QD 1; goal: 10x the IOPS")
+print("CPU per write: user + system time of all three cairnd during the fio run, per write; every copy shares this machine's cores")
 if failover == "timeout":
     print(f"\nfailover: no write succeeded within 120 s of SIGKILL of the owner {owner}")
     sys.exit(1)
