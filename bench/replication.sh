@@ -9,6 +9,7 @@
 #     until one succeeds. Printed: the time from the kill to that write's completion, and the measurement's resolution.
 # Figures on a shared machine are noisy: read the ratios.
 #   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS]   (lease: cairnd's default, 5 s)
+#   BENCH_KEEP=1 keeps the nodes' and etcd's logs (the scratch directory) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -20,7 +21,7 @@ bench_prepare
 cleanup() {
   for p in "${NODE_PID[@]}" ${ETCD_PID:-}; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [[ ${BENCH_KEEP:-} == 1 ]]; then echo "bench: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -52,24 +53,28 @@ for v in r1 r3; do
   fio --name=fill --ioengine=nbd --uri="${URI[$v]}" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
 done
 
-run() { # volume iodepth round -> json file
-  local out="$WORK/$1-qd$2-$3.json"
+cpu_ticks() { # CPU time (user + system, clock ticks) of every cairnd so far
+  local total=0 pid; for pid in "${NODE_PID[@]}"; do total=$((total + $(awk '{print $14 + $15}' /proc/"$pid"/stat))); done; echo $total
+}
+run() { # volume iodepth round -> json file, and the nodes' CPU ticks during the run
+  local out="$WORK/$1-qd$2-$3.json" before start; before=$(cpu_ticks); start=$(date +%s%N)
   fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=randwrite --bs=4k --iodepth=$2 --size="$SIZE" \
       --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$out" \
     || { echo "bench: fio failed against $1 (QD$2):" >&2; cat "$out" >&2; exit 1; }
+  echo "$(($(cpu_ticks) - before)) $(($(date +%s%N) - start))" >"$WORK/$1-qd$2-$3.cpu"
 }
 for qd in 32 1; do run r1 $qd 1; run r3 $qd 1; done
 for qd in 32 1; do run r3 $qd 2; run r1 $qd 2; done   # the other order: drift on the machine hits both alike
 
 # Failover: a continuous writer, then SIGKILL of the owner; the client finds the new owner through a survivor's API.
-SURVIVOR=$(for n in n1 n2 n3; do [[ $n != "$OWNER" ]] && echo "$n"; done | head -1)
+for n in n1 n2 n3; do if [[ $n != "$OWNER" ]]; then SURVIVOR=$n; break; fi; done
 head -c 4096 /dev/urandom >"$WORK/block.bin"
 fio --name=writer --ioengine=nbd --uri="${URI[r3]}" --rw=randwrite --bs=4k --iodepth=4 --size="$SIZE" \
     --time_based --runtime=600 >/dev/null 2>&1 &
 WRITER=$!
 sleep 3
 LEADER=$(curl -sf "${NODE_API[$SURVIVOR]}/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader"))')
-python3 - "${NODE_PID[$OWNER]}" "$OWNER" "${NODE_API[$SURVIVOR]}" "$WORK/block.bin" >"$WORK/failover.txt" <<'PY'
+python3 - "${NODE_PID[$OWNER]}" "$OWNER" "${NODE_API[$SURVIVOR]}" "$WORK/block.bin" >"$WORK/failover.txt" 2>"$WORK/failover-attempts.txt" <<'PY'
 # A new attempt (look the volume up, then write 4 KiB to its export) starts every POLL_S whether or not earlier ones
 # have returned, so one slow lookup during the promotion cannot hide the moment IO comes back.
 import json, os, signal, subprocess, sys, threading, time, urllib.request
@@ -77,17 +82,17 @@ pid, owner, api, block = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 POLL_S = 0.02
 attempts, lock, done = [], threading.Lock(), threading.Event()
 def attempt(start):
-    node, ok = None, False
+    node, ok, looked_up = None, False, None
     try:
         with urllib.request.urlopen(f"{api}/api/v1/volumes/r3", timeout=10) as r:
             v = json.load(r)
-        node = v["node"]
+        node, looked_up = v["node"], time.monotonic() - killed
         if node != owner:
             ok = subprocess.run(["nbdcopy", "-C", "1", block, v["export"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     except Exception:
         pass
     with lock:
-        attempts.append((start - killed, time.monotonic() - killed, ok, node))
+        attempts.append((start - killed, time.monotonic() - killed, ok, node, looked_up))
     if ok:
         done.set()
 killed = time.monotonic()
@@ -101,16 +106,18 @@ with lock:
         print("timeout"); sys.exit(0)
     first = min(ok, key=lambda a: a[1])
     failed_before = max((a[0] for a in attempts if not a[2] and a[0] < first[1]), default=0.0)
-    moved = min(a[1] for a in attempts if a[3] not in (None, owner))
+    moved = min(a[4] for a in attempts if a[3] not in (None, owner))
     print(f"{first[1]:.3f} {moved:.3f} {failed_before:.3f} {first[3]} {len(attempts)} {first[0]:.3f}")
+    for a in sorted(attempts):  # start, end, write ok, owner named, lookup answered (s after the kill): kept with BENCH_KEEP=1
+        print(*a, file=sys.stderr)
 PY
 kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true
 NODE_PID[$OWNER]=""   # already dead
 
-python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-5 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" <<'PY'
+python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-5 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-work, owner, leader, lease, size, failover = sys.argv[1:7]
+work, owner, leader, lease, size, failover, tick = sys.argv[1:8]
 def load(v, qd, rnd):
     text = open(f"{work}/{v}-qd{qd}-{rnd}.json").read()
     return json.loads(text[text.index("{"):])["jobs"][0]["write"]  # fio may print notices before its JSON
@@ -119,6 +126,12 @@ def mean(v, qd, f):
 iops = lambda d: d["iops"]
 lat = lambda d: d["clat_ns"]["mean"] / 1e3
 p99 = lambda d: d["clat_ns"]["percentile"]["99.000000"] / 1e3
+def cpu_per_write(v, qd):  # all cairnd processes: CPU seconds per second of the fio run, over the writes per second
+    per_round = []
+    for r in (1, 2):
+        ticks, nanoseconds = open(f"{work}/{v}-qd{qd}-{r}.cpu").read().split()
+        per_round.append(int(ticks) / int(tick) / (int(nanoseconds) / 1e9) / load(v, qd, r)["iops"] * 1e6)
+    return sum(per_round) / 2
 CEPH_IOPS, CEPH_LAT_US = 2600, 1100
 rows = [("4 KiB randwrite QD 32", "IOPS", 32, iops, f"{CEPH_IOPS:,}", lambda x: f"{x / CEPH_IOPS:.1f}x"),
         ("4 KiB randwrite QD 1", "IOPS", 1, iops, "", None),
@@ -130,7 +143,11 @@ for name, metric, qd, f, ceph, vs in rows:
     a, b = mean("r1", qd, f), mean("r3", qd, f)
     fmt = (lambda x: f"{x:,.0f}") if metric == "IOPS" else (lambda x: f"{x:,.1f}")
     print(f"{name:<24}{metric:<10}{fmt(a):>12}{fmt(b):>12}{b / a:>8.2f}{ceph:>13}{vs(b) if vs else '':>15}")
+for qd in (32, 1):
+    a, b = cpu_per_write("r1", qd), cpu_per_write("r3", qd)
+    print(f"{'CPU per write, QD ' + str(qd):<24}{'us':<10}{a:>12,.1f}{b:>12,.1f}{b / a:>8.2f}")
 print("Ceph RBD 16.2, 3 replicas, same kind of machine (issue 5): ~2,600 IOPS at QD 32, 1.1 ms at QD 1; goal: 10x the IOPS")
+print("CPU per write: user + system time of all three cairnd during the fio run, per write; every copy shares this machine's cores")
 if failover == "timeout":
     print(f"\nfailover: no write succeeded within 120 s of SIGKILL of the owner {owner}")
     sys.exit(1)

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using Cairn.Core;
+using Cairn.Core.Transport;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.Frontends.Nbd;
@@ -17,7 +18,7 @@ internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
 
     private readonly NbdServer _server;
     private readonly Socket _socket;
-    private readonly INbdTransport _transport;
+    private readonly ISocketTransport _transport;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     /// <summary>Slots for requests completing in the background; only the receive loop takes them.</summary>
@@ -28,7 +29,7 @@ internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
     private int _aborted;
     private ExportSession? _session;
 
-    public NbdConnection(NbdServer server, Socket socket, INbdTransport transport)
+    public NbdConnection(NbdServer server, Socket socket, ISocketTransport transport)
     {
         _server = server;
         _socket = socket;

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Cairn.Core;
+using Cairn.Core.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -16,8 +17,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly FrontendListener _frontend;
-    private EpollLoop[] _loops = [];
-    private int _nextLoop;
+    private EpollLoopGroup? _loops;
 
     public NbdServer(IExportCatalog catalog, NbdServerOptions options, ILogger? logger = null)
     {
@@ -55,13 +55,9 @@ public sealed class NbdServer : IAsyncDisposable
             throw new InvalidOperationException("The NBD server is already started.");
         }
         // The IO threads exist before the first accept, so every connection finds one.
-        if (_options.Transport == NbdTransportKind.Epoll && EpollInterop.IsSupported)
+        if (_options.Transport == NbdTransportKind.Epoll && EpollLoop.IsSupported)
         {
-            _loops = new EpollLoop[Math.Max(1, Environment.ProcessorCount)];
-            for (int i = 0; i < _loops.Length; i++)
-            {
-                _loops[i] = new EpollLoop(i, e => _logger.LogError(e, "NBD IO thread error"));
-            }
+            _loops = new EpollLoopGroup("nbd", e => _logger.LogError(e, "NBD IO thread error"));
         }
         try
         {
@@ -72,7 +68,7 @@ public sealed class NbdServer : IAsyncDisposable
             DisposeLoops();
             throw;
         }
-        if (_loops.Length == 0 && Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
+        if (_loops is null && Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
         {
             // Measured on 2 cores with fio QD32: without it every receive hops from the epoll thread to the
             // thread pool, costing about 3x the CPU per IO. It is process-wide, so only the host can set it.
@@ -84,12 +80,10 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>Wraps an accepted socket in the transport chosen at start; null refuses it.</summary>
     private NbdConnection? OpenConnection(Socket client)
     {
-        INbdTransport transport;
+        ISocketTransport transport;
         try
         {
-            transport = _loops.Length > 0
-                ? new EpollTransport(client, _loops[(int)((uint)Interlocked.Increment(ref _nextLoop) % (uint)_loops.Length)])
-                : new SocketTransport(client);
+            transport = _loops is not null ? _loops.Open(client) : new SocketTransport(client);
         }
         catch (IOException e)
         {
@@ -108,9 +102,6 @@ public sealed class NbdServer : IAsyncDisposable
 
     private void DisposeLoops()
     {
-        foreach (var loop in Interlocked.Exchange(ref _loops, []))
-        {
-            loop.Dispose();
-        }
+        Interlocked.Exchange(ref _loops, null)?.Dispose();
     }
 }

@@ -1,6 +1,6 @@
 using System.Net;
-using System.Net.Sockets;
-using System.Threading.Tasks.Sources;
+using System.Runtime.CompilerServices;
+using Cairn.Core.Transport;
 
 namespace Cairn.Replication;
 
@@ -9,30 +9,32 @@ public sealed class ReplicaLinkException(string message, Exception? inner = null
 
 /// <summary>
 /// An owner's connection to one replica: requests are pipelined (up to <see cref="MaxInFlight"/> at once) and matched to
-/// replies by sequence number. Each in-flight request occupies a reusable slot that is its own awaitable, so a request
-/// allocates nothing. When the connection breaks, every waiting request fails with <see cref="ReplicaLinkException"/>
-/// and so does every later one: the owner then drops the replica (bumping the epoch) or reconnects.
+/// replies by sequence number. Each in-flight request occupies a reusable slot that is its own awaitable and its own
+/// outgoing frame, so a request allocates nothing. Requests queued while a send is under way leave together in one
+/// write (<see cref="FrameSender"/>), and the receive loop reads as many replies per syscall as have arrived.
+/// When the connection breaks, every waiting request fails with <see cref="ReplicaLinkException"/> and so does every
+/// later one: the owner then drops the replica (bumping the epoch) or reconnects.
 /// </summary>
-public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
+public sealed partial class ReplicaLink : IReplicaChannel, IAsyncDisposable
 {
     public const int MaxInFlight = 64;
 
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private const int ReceiveBufferBytes = 64 * 1024;
+    private const int SendBufferBytes = 64 * 1024;
+
+    private readonly ISocketTransport _transport;
     private readonly Slot[] _slots = new Slot[MaxInFlight];
     private readonly SemaphoreSlim _window = new(MaxInFlight, MaxInFlight);
     private readonly Stack<int> _free = new(Enumerable.Range(0, MaxInFlight).Reverse());
-    private readonly SemaphoreSlim _sending = new(1, 1);
-    private readonly byte[] _sendHeader = new byte[ReplicaProtocol.RequestHeaderSize];
-    private readonly CancellationTokenSource _closed = new();
+    private readonly FrameSender _sender;
     private readonly Task _receiving;
     private long _sequence;
-    private volatile Exception? _failure;
+    private int _inFlight;
+    private volatile ReplicaLinkException? _failure;
 
-    private ReplicaLink(Socket socket, string replica, ulong epoch, long sizeBytes)
+    private ReplicaLink(ISocketTransport transport, string replica, ulong epoch, long sizeBytes)
     {
-        _socket = socket;
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        _transport = transport;
         Replica = replica;
         Epoch = epoch;
         SizeBytes = sizeBytes;
@@ -40,6 +42,8 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
         {
             _slots[i] = new Slot(this, i);
         }
+        _sender = new FrameSender(_transport, MaxInFlight, SendBufferBytes,
+            e => Fail(new ReplicaLinkException($"replica {Replica}: sending failed: {e.Message}", e)));
         _receiving = Task.Run(ReceiveLoopAsync);
     }
 
@@ -55,21 +59,15 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
     /// <summary>Connects and says hello; throws <see cref="ReplicaLinkException"/> naming why the replica refused (stale epoch, unknown replica).</summary>
     public static async Task<ReplicaLink> ConnectAsync(EndPoint endpoint, string replica, ulong epoch, CancellationToken cancellationToken = default)
     {
-        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var transport = ReplicaTransport.Open(await ReplicaTransport.ConnectAsync(endpoint, cancellationToken));
         try
         {
-            await socket.ConnectAsync(endpoint, cancellationToken);
-            await socket.SendAsync(ReplicaHello.Encode(replica, epoch), cancellationToken);
+            using var cancelled = cancellationToken.Register(transport.Close);
+            await transport.SendAllAsync(ReplicaHello.Encode(replica, epoch));
             byte[] reply = new byte[ReplicaProtocol.HelloReplySize];
-            int read = 0;
-            while (read < reply.Length)
+            if (!await transport.ReceiveExactlyAsync(reply))
             {
-                int n = await socket.ReceiveAsync(reply.AsMemory(read), cancellationToken);
-                if (n == 0)
-                {
-                    throw new ReplicaLinkException($"replica {replica} at {endpoint} closed the connection during hello");
-                }
-                read += n;
+                throw new ReplicaLinkException($"replica {replica} at {endpoint} closed the connection during hello");
             }
             if (!ReplicaHello.TryDecodeReply(reply, out var status, out ulong replicaEpoch, out long size))
             {
@@ -81,22 +79,47 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
                     ? $"replica {replica} at {endpoint} has seen epoch {replicaEpoch}, newer than ours ({epoch}): another owner took over"
                     : $"replica {replica} at {endpoint} refused the connection: {status}");
             }
-            return new ReplicaLink(socket, replica, epoch, size);
+            return new ReplicaLink(transport, replica, epoch, size);
         }
-        catch
+        catch (Exception e)
         {
-            socket.Dispose();
+            transport.Close();
+            if (e is ObjectDisposedException or IOException && cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException($"connecting to replica {replica} at {endpoint} was cancelled", e, cancellationToken);
+            }
             throw;
         }
     }
 
-    /// <summary>Sends one request and waits for its reply. A read's data lands in <paramref name="readInto"/> (its length is the
-    /// request's), a verify's bitmap in its first <see cref="ReplicaProtocol.VerifyReplyBytes"/> bytes.</summary>
-    public async ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+    /// <summary>
+    /// Sends one request and waits for its reply. A read's data lands in <paramref name="readInto"/> (its length is the
+    /// request's), a verify's bitmap in its first <see cref="ReplicaProtocol.VerifyReplyBytes"/> bytes; a write's <paramref name="payload"/> must stay unchanged until the reply. Cancellation is honoured
+    /// while the request waits for room in the window; once queued, it goes out and its reply is awaited.
+    /// </summary>
+    public ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
         Memory<byte> readInto, CancellationToken cancellationToken = default)
     {
-        ThrowIfBroken();
+        if (_failure is { } failure)
+        {
+            return ValueTask.FromException<ReplicaStatus>(new ReplicaLinkException(failure.Message, failure));
+        }
+        var request = new ReplicaRequest(op, flags, Epoch, 0, offset, length);
+        return _window.Wait(0, CancellationToken.None) ? Send(request, payload, readInto) : SendWhenWindowOpensAsync(request, payload, readInto, cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<ReplicaStatus> SendWhenWindowOpensAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readInto,
+        CancellationToken cancellationToken)
+    {
         await _window.WaitAsync(cancellationToken);
+        return await Send(request, payload, readInto);
+    }
+
+    /// <summary>Arms a slot (the window is already taken for it) and queues its frame. Requests queued while others are in
+    /// flight are written by a thread-pool thread, so that a burst of them leaves in one write.</summary>
+    private ValueTask<ReplicaStatus> Send(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readInto)
+    {
         Slot slot;
         lock (_free)
         {
@@ -104,60 +127,64 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
         }
         // The low bits of the sequence name the slot, so a reply finds its request without a lookup table.
         long sequence = Interlocked.Increment(ref _sequence) * MaxInFlight + slot.Index;
-        int replyPayload = ReplicaProtocol.ReplyPayloadBytes(op, length);
-        slot.Arm(sequence, replyPayload > 0 ? readInto[..replyPayload] : default);
-        try
+        int replyPayload = ReplicaProtocol.ReplyPayloadBytes(request.Op, request.Length);
+        slot.Arm(request with { Sequence = (ulong)sequence },
+            ReplicaRequest.OpCarriesPayload(request.Op) ? payload : default,
+            replyPayload > 0 ? readInto[..replyPayload] : default);
+        bool othersInFlight = Interlocked.Increment(ref _inFlight) > 1;
+        if (_failure is { } failure)
         {
-            await _sending.WaitAsync(cancellationToken);
-            try
-            {
-                ThrowIfBroken();
-                new ReplicaRequest(op, flags, Epoch, (ulong)sequence, offset, length).Encode(_sendHeader);
-                await _stream.WriteAsync(_sendHeader, _closed.Token);
-                if (ReplicaRequest.OpCarriesPayload(op))
-                {
-                    await _stream.WriteAsync(payload, _closed.Token);
-                }
-            }
-            finally
-            {
-                _sending.Release();
-            }
+            slot.Complete(default, new ReplicaLinkException(failure.Message, failure)); // Fail may have passed this slot by already
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException || (e is OperationCanceledException && _closed.IsCancellationRequested))
+        else
         {
-            Fail(new ReplicaLinkException($"replica {Replica}: sending failed: {e.Message}", e));
+            _sender.Enqueue(slot, deferFlush: othersInFlight);
         }
-        catch (OperationCanceledException)
-        {
-            // Cancelled before anything was written: the request never left; its slot throws the cancellation and is freed.
-            slot.Complete(default, new OperationCanceledException(cancellationToken));
-        }
-        return await new ValueTask<ReplicaStatus>(slot, slot.Version);
+        return new ValueTask<ReplicaStatus>(slot, slot.Version);
     }
 
     private async Task ReceiveLoopAsync()
     {
-        byte[] header = new byte[ReplicaProtocol.ReplyHeaderSize];
+        byte[] buffer = new byte[ReceiveBufferBytes];
+        int start = 0;
+        int end = 0;
         try
         {
             while (true)
             {
-                await _stream.ReadExactlyAsync(header, _closed.Token);
-                if (!ReplicaReply.TryDecode(header, out var reply))
+                while (end - start >= ReplicaProtocol.ReplyHeaderSize)
                 {
-                    throw new ReplicaLinkException($"replica {Replica} sent a bad reply frame");
+                    var slot = Match(buffer.AsSpan(start, ReplicaProtocol.ReplyHeaderSize), out var status);
+                    start += ReplicaProtocol.ReplyHeaderSize;
+                    var into = status == ReplicaStatus.Ok ? slot.ReadInto : default;
+                    int buffered = Math.Min(into.Length, end - start);
+                    buffer.AsSpan(start, buffered).CopyTo(into.Span);
+                    start += buffered;
+                    if (buffered < into.Length)
+                    {
+                        if (!await _transport.ReceiveExactlyAsync(into[buffered..])) // the buffer is empty now
+                        {
+                            throw new ReplicaLinkException($"replica {Replica}: the replica closed the connection in the middle of a read reply");
+                        }
+                    }
+                    slot.Complete(status, null);
                 }
-                var slot = _slots[(long)(reply.Sequence % MaxInFlight)];
-                if (!slot.Matches((long)reply.Sequence))
+                if (start == end)
                 {
-                    throw new ReplicaLinkException($"replica {Replica} answered request {reply.Sequence}, which is not in flight");
+                    start = end = 0;
                 }
-                if (reply.Status == ReplicaStatus.Ok && slot.ReadInto.Length > 0)
+                else if (start > 0)
                 {
-                    await _stream.ReadExactlyAsync(slot.ReadInto, _closed.Token);
+                    buffer.AsSpan(start, end - start).CopyTo(buffer); // less than one header
+                    end -= start;
+                    start = 0;
                 }
-                slot.Complete(reply.Status, null);
+                int read = await _transport.ReceiveAsync(buffer.AsMemory(end));
+                if (read == 0)
+                {
+                    throw new ReplicaLinkException($"replica {Replica}: the replica closed the connection");
+                }
+                end += read;
             }
         }
         catch (Exception e)
@@ -166,25 +193,31 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
         }
     }
 
+    private Slot Match(ReadOnlySpan<byte> header, out ReplicaStatus status)
+    {
+        if (!ReplicaReply.TryDecode(header, out var reply))
+        {
+            throw new ReplicaLinkException($"replica {Replica} sent a bad reply frame");
+        }
+        var slot = _slots[(long)(reply.Sequence % MaxInFlight)];
+        if (!slot.Matches((long)reply.Sequence))
+        {
+            throw new ReplicaLinkException($"replica {Replica} answered request {reply.Sequence}, which is not in flight");
+        }
+        status = reply.Status;
+        return slot;
+    }
+
     private void Fail(ReplicaLinkException failure)
     {
         if (Interlocked.CompareExchange(ref _failure, failure, null) is not null)
         {
             return;
         }
-        _closed.Cancel();
-        _socket.Dispose();
+        _transport.Close(); // before any slot fails: no frame of a reused slot can reach the wire after this
         foreach (var slot in _slots)
         {
             slot.FailIfArmed(failure);
-        }
-    }
-
-    private void ThrowIfBroken()
-    {
-        if (_failure is { } failure)
-        {
-            throw new ReplicaLinkException(failure.Message, failure);
         }
     }
 
@@ -192,87 +225,17 @@ public sealed class ReplicaLink : IReplicaChannel, IAsyncDisposable
     {
         Fail(new ReplicaLinkException($"replica {Replica}: link closed"));
         await _receiving;
-        await _stream.DisposeAsync();
         _window.Dispose();
-        _sending.Dispose();
-        _closed.Dispose();
     }
 
-    /// <summary>One in-flight request: armed when sent, completed by its reply, reset when its sender reads the result.</summary>
-    private sealed class Slot(ReplicaLink link, int index) : IValueTaskSource<ReplicaStatus>
+    /// <summary>A slot's request finished and its caller has the result: the slot and its window place are free again.</summary>
+    private void Release(int index)
     {
-        public int Index { get; } = index;
-
-        private readonly Lock _lock = new();
-        private ManualResetValueTaskSourceCore<ReplicaStatus> _core = new() { RunContinuationsAsynchronously = true };
-        private long _sequence;
-        private bool _armed;
-
-        public Memory<byte> ReadInto { get; private set; }
-
-        public short Version => _core.Version;
-
-        public void Arm(long sequence, Memory<byte> readInto)
+        Interlocked.Decrement(ref _inFlight);
+        lock (_free)
         {
-            lock (_lock)
-            {
-                _sequence = sequence;
-                ReadInto = readInto;
-                _armed = true;
-            }
+            _free.Push(index);
         }
-
-        public bool Matches(long sequence)
-        {
-            lock (_lock)
-            {
-                return _armed && _sequence == sequence;
-            }
-        }
-
-        public void Complete(ReplicaStatus status, Exception? error)
-        {
-            lock (_lock)
-            {
-                if (!_armed)
-                {
-                    return;
-                }
-                _armed = false;
-                ReadInto = default;
-            }
-            if (error is null)
-            {
-                _core.SetResult(status);
-            }
-            else
-            {
-                _core.SetException(error);
-            }
-        }
-
-        public void FailIfArmed(Exception error) => Complete(default, error);
-
-        public ReplicaStatus GetResult(short token)
-        {
-            try
-            {
-                return _core.GetResult(token);
-            }
-            finally
-            {
-                _core.Reset();
-                lock (link._free)
-                {
-                    link._free.Push(Index);
-                }
-                link._window.Release();
-            }
-        }
-
-        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-            _core.OnCompleted(continuation, state, token, flags);
+        _window.Release();
     }
 }

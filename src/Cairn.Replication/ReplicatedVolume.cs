@@ -210,13 +210,29 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 #pragma warning disable CA2012 // each send is awaited exactly once, in CollectAsync, after the local operation: they run in parallel
         for (int i = 0; i < replicas.Length; i++)
         {
-            sends[i] = SendAsync(replicas[i], change, cancellationToken);
+            sends[i] = change.Length <= uint.MaxValue ? SendDirect(replicas[i], change, cancellationToken) : SendAsync(replicas[i], change, cancellationToken);
         }
         for (int i = 0; i < rebuilding.Length; i++)
         {
             sends[replicas.Length + i] = rebuilding[i].Failure is null ? SendToRebuildAsync(rebuilding[i].Channel, change, cancellationToken) : new(ReplicaStatus.Ok);
         }
 #pragma warning restore CA2012
+    }
+
+    /// <summary>
+    /// The channel's own ValueTask (a link's is its reusable slot), without a wrapping state machine per replica and
+    /// change: <see cref="CollectAsync"/> turns an unreachable replica into <see cref="ReplicaStatus.Shutdown"/> instead.
+    /// </summary>
+    private static ValueTask<ReplicaStatus> SendDirect(IReplicaChannel replica, Change change, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return replica.SendAsync(change.Op, change.ReplicaFlags, change.Offset, (uint)change.Length, change.Payload, default, cancellationToken);
+        }
+        catch (ReplicaLinkException e)
+        {
+            return ValueTask.FromException<ReplicaStatus>(e);
+        }
     }
 
     /// <summary>
@@ -234,7 +250,15 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         List<RebuildSession>? lost = null;
         for (int i = 0; i < replicas.Length + rebuilding.Length; i++)
         {
-            var status = await sends[i];
+            ReplicaStatus status;
+            try
+            {
+                status = await sends[i];
+            }
+            catch (ReplicaLinkException)
+            {
+                status = ReplicaStatus.Shutdown; // unreachable: dropped like a failed replica (see SendAsync)
+            }
             var replica = i < replicas.Length ? replicas[i] : rebuilding[i - replicas.Length].Channel;
             if (status == ReplicaStatus.StaleEpoch)
             {

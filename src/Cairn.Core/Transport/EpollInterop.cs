@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Cairn.Frontends.Nbd;
+namespace Cairn.Core.Transport;
 
 /// <summary>The few Linux calls the epoll transport needs. x86-64 layout (epoll_event is packed there).</summary>
 internal static unsafe partial class EpollInterop

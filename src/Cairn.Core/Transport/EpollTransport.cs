@@ -2,16 +2,17 @@ using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Sources;
-using static Cairn.Frontends.Nbd.EpollInterop;
+using static Cairn.Core.Transport.EpollInterop;
 
-namespace Cairn.Frontends.Nbd;
+namespace Cairn.Core.Transport;
 
 /// <summary>
 /// An IO thread with its own edge-triggered epoll set. Connections are spread over a few of these (one per core,
-/// never one per connection); a connection's receive loop continues inline on the IO thread when its socket
-/// becomes readable, without the hop to the thread pool that .NET's sockets make (which measured 3x the CPU per IO).
+/// never one per connection; see <see cref="EpollLoopGroup"/>); a connection's receive loop continues inline on the IO
+/// thread when its socket becomes readable, without the hop to the thread pool that .NET's sockets make (which
+/// measured 3x the CPU per IO for NBD).
 /// </summary>
-internal sealed unsafe class EpollLoop : IDisposable
+public sealed unsafe class EpollLoop : IDisposable
 {
     private const int MaxEventsPerWait = 256;
     private readonly int _epollFd;
@@ -21,7 +22,11 @@ internal sealed unsafe class EpollLoop : IDisposable
     private readonly Action<Exception> _onError;
     private volatile bool _stopping;
 
-    public EpollLoop(int index, Action<Exception> onError)
+    /// <summary>Whether this platform has the transport (Linux x86-64); elsewhere use <see cref="SocketTransport"/>.</summary>
+    public static bool IsSupported => EpollInterop.IsSupported;
+
+    /// <param name="name">Names the IO thread ("NAME-io-INDEX"), e.g. nbd.</param>
+    public EpollLoop(string name, int index, Action<Exception> onError)
     {
         _onError = onError;
         _epollFd = EpollCreate1(CloExec);
@@ -35,11 +40,11 @@ internal sealed unsafe class EpollLoop : IDisposable
         {
             throw new IOException($"eventfd setup failed with errno {Marshal.GetLastPInvokeError()}");
         }
-        _thread = new Thread(Run) { IsBackground = true, Name = $"nbd-io-{index}" };
+        _thread = new Thread(Run) { IsBackground = true, Name = $"{name}-io-{index}" };
         _thread.Start();
     }
 
-    public void Register(EpollTransport transport)
+    internal void Register(EpollTransport transport)
     {
         _transports[transport.Fd] = transport;
         var ev = new EpollEvent { Events = EpollIn | EpollOut | EpollRdHup | EpollEt, Data = (ulong)transport.Fd };
@@ -51,15 +56,49 @@ internal sealed unsafe class EpollLoop : IDisposable
     }
 
     /// <summary>Called before the socket is closed, so a reused descriptor number never reaches the old transport.</summary>
-    public void Unregister(EpollTransport transport)
+    internal void Unregister(EpollTransport transport)
     {
         EpollCtl(_epollFd, CtlDel, transport.Fd, null);
         _transports.TryRemove(new KeyValuePair<int, EpollTransport>(transport.Fd, transport));
     }
 
+    /// <summary>Work deferred to the end of the current batch of events; set on IO threads only.</summary>
+    [ThreadStatic]
+    private static Queue<IThreadPoolWorkItem>? t_deferred;
+
+    /// <summary>
+    /// On an IO thread: runs <paramref name="work"/> once this thread has handled every event of its current wait, before
+    /// it waits again. A connection that queues a frame for each of a burst of requests parsed in one receive can so send
+    /// them all with one write after the burst, without waking another thread. False (nothing queued) on other threads.
+    /// </summary>
+    public static bool TryDeferToEndOfBatch(IThreadPoolWorkItem work)
+    {
+        if (t_deferred is not { } deferred)
+        {
+            return false;
+        }
+        deferred.Enqueue(work);
+        return true;
+    }
+
     private void Run()
     {
         var events = stackalloc EpollEvent[MaxEventsPerWait];
+        var deferred = t_deferred = new Queue<IThreadPoolWorkItem>(64);
+        try
+        {
+            Wait(events);
+        }
+        finally
+        {
+            RunDeferred(deferred); // work deferred by the last events must still run, or its connection stalls
+            t_deferred = null;
+        }
+    }
+
+    private void Wait(EpollEvent* events)
+    {
+        var deferred = t_deferred!;
         while (!_stopping)
         {
             int n = EpollWait(_epollFd, events, MaxEventsPerWait, -1);
@@ -94,6 +133,22 @@ internal sealed unsafe class EpollLoop : IDisposable
                     }
                 }
             }
+            RunDeferred(deferred);
+        }
+    }
+
+    private void RunDeferred(Queue<IThreadPoolWorkItem> deferred)
+    {
+        while (deferred.TryDequeue(out var work))
+        {
+            try
+            {
+                work.Execute();
+            }
+            catch (Exception e)
+            {
+                _onError(e);
+            }
         }
     }
 
@@ -112,7 +167,7 @@ internal sealed unsafe class EpollLoop : IDisposable
 /// Non-blocking recv/send on the socket's descriptor; an operation that would block parks until the IO thread sees
 /// the socket ready and finishes it there. The socket never touches .NET's own epoll engine, so no thread-pool hop.
 /// </summary>
-internal sealed unsafe class EpollTransport : INbdTransport
+public sealed unsafe class EpollTransport : ISocketTransport
 {
     private readonly Socket _socket;
     private readonly EpollLoop _loop;
@@ -128,7 +183,7 @@ internal sealed unsafe class EpollTransport : INbdTransport
         loop.Register(this);
     }
 
-    public int Fd { get; }
+    internal int Fd { get; }
 
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer) => Start(_receiver, buffer);
 
@@ -167,7 +222,7 @@ internal sealed unsafe class EpollTransport : INbdTransport
     }
 
     /// <summary>On the IO thread: the socket became readable and/or writable (or hung up).</summary>
-    public void OnEvents(uint events)
+    internal void OnEvents(uint events)
     {
         if ((events & (EpollIn | EpollRdHup | EpollHup | EpollErr)) != 0)
         {

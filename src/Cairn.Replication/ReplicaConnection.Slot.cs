@@ -1,0 +1,171 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+
+namespace Cairn.Replication;
+
+internal sealed partial class ReplicaConnection
+{
+    /// <summary>
+    /// One request from the moment the receive loop takes it until its reply is on the wire: its header, its payload or
+    /// read buffer, and the continuation that answers it. The slot is its own reply frame and its own thread-pool work
+    /// item, and keeps its buffer for the next request, so a request allocates nothing once the connection is warm.
+    /// </summary>
+    private sealed class RequestSlot : IOutgoingFrame, IThreadPoolWorkItem
+    {
+        /// <summary>A slot keeps a buffer up to this size for its next requests; larger ones are rented per request.</summary>
+        private const int KeptBufferMaxBytes = 128 * 1024;
+
+        private readonly ReplicaConnection _connection;
+        private readonly int _index;
+        private readonly Action _onDeviceCompleted;
+        private ReplicaRequest _request;
+        private ReplicaStatus _status;
+        private byte[]? _kept;
+        private byte[]? _rented;
+        private Memory<byte> _data;
+        private ConfiguredValueTaskAwaitable<ReplicaStatus>.ConfiguredValueTaskAwaiter _pending;
+        private volatile bool _executing;
+
+        public RequestSlot(ReplicaConnection connection, int index)
+        {
+            _connection = connection;
+            _index = index;
+            _onDeviceCompleted = OnDeviceCompleted;
+        }
+
+        /// <summary>From <see cref="Prepare"/> until the device call returned: what later requests may have to wait for.</summary>
+        public bool Executing => _executing;
+
+        public static bool HasRange(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
+
+        /// <summary>Whether <paramref name="other"/> must wait for this executing request: it overlaps it and one of them
+        /// changes data, or this one is a barrier (grow, snapshots, revert).</summary>
+        public bool Conflicts(in ReplicaRequest other) => HasRange(_request.Op)
+            ? (_request.Op != ReplicaOp.Read || other.Op != ReplicaOp.Read)
+                && other.Offset < _request.Offset + _request.Length && _request.Offset < other.Offset + other.Length
+            : _request.Op != ReplicaOp.Flush;
+
+        /// <summary>Takes <paramref name="request"/>; returns where its payload goes (writes, snapshot names) or its data will
+        /// (reads; a verify's scratch, the range and then its bitmap).</summary>
+        public Memory<byte> Prepare(in ReplicaRequest request)
+        {
+            _request = request;
+            int bytes = BufferBytes(request);
+            _data = bytes == 0 ? default : Buffer(bytes);
+            _executing = true;
+            return _data;
+        }
+
+        /// <summary>The payload never fully arrived (the owner went away): the request is dropped unexecuted.</summary>
+        public void Abandon()
+        {
+            _executing = false;
+            Sent();
+        }
+
+        /// <summary>Runs the request: here, or on the thread pool when it would block the receive loop on the disk.</summary>
+        public void Start()
+        {
+            bool blocks = _request.Op == ReplicaOp.Flush || (HasRange(_request.Op) && (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0);
+            if (blocks)
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            }
+            else
+            {
+                Run();
+            }
+        }
+
+        void IThreadPoolWorkItem.Execute() => Run();
+
+        private void Run()
+        {
+            ValueTask<ReplicaStatus> call;
+            try
+            {
+                call = _connection._target!.ExecuteAsync(_request, _data, _data, _connection._abort.Token);
+            }
+            catch (Exception e)
+            {
+                Complete(_connection.StatusOf(e));
+                return;
+            }
+            if (call.IsCompleted)
+            {
+                Complete(Result(call.ConfigureAwait(false).GetAwaiter()));
+                return;
+            }
+            _pending = call.ConfigureAwait(false).GetAwaiter();
+            _pending.UnsafeOnCompleted(_onDeviceCompleted);
+        }
+
+        private void OnDeviceCompleted()
+        {
+            var pending = _pending;
+            _pending = default;
+            Complete(Result(pending));
+        }
+
+        private ReplicaStatus Result(ConfiguredValueTaskAwaitable<ReplicaStatus>.ConfiguredValueTaskAwaiter call)
+        {
+            try
+            {
+                return call.GetResult();
+            }
+            catch (Exception e)
+            {
+                return _connection.StatusOf(e);
+            }
+        }
+
+        private void Complete(ReplicaStatus status)
+        {
+            _status = status;
+            _executing = false;
+            _connection._changed.Set(); // a request waiting for this one to finish may go
+            _connection._sender.Enqueue(this);
+        }
+
+        public int WriteHead(Span<byte> destination)
+        {
+            new ReplicaReply(_status, _request.Sequence).Encode(destination);
+            return ReplicaProtocol.ReplyHeaderSize;
+        }
+
+        public ReadOnlyMemory<byte> Body => _status == ReplicaStatus.Ok ? _data[..ReplicaProtocol.ReplyPayloadBytes(_request.Op, _request.Length)] : default;
+
+        public void Sent()
+        {
+            if (_rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_rented);
+                _rented = null;
+            }
+            _data = default;
+            _connection.Release(_index);
+        }
+
+        /// <summary>The buffer <paramref name="request"/> needs: its payload, a read's data, or a verify's scratch.</summary>
+        private static int BufferBytes(in ReplicaRequest request) => request.Op switch
+        {
+            ReplicaOp.Verify => Math.Max((int)request.Length, ReplicaProtocol.VerifyReplyBytes),
+            ReplicaOp.Read => (int)request.Length,
+            _ => request.CarriesPayload ? (int)request.Length : 0,
+        };
+
+        private Memory<byte> Buffer(int bytes)
+        {
+            if (bytes > KeptBufferMaxBytes)
+            {
+                _rented = ArrayPool<byte>.Shared.Rent(bytes);
+                return _rented.AsMemory(0, bytes);
+            }
+            if (_kept is null || _kept.Length < bytes)
+            {
+                _kept = new byte[Math.Max(4096, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)bytes))];
+            }
+            return _kept.AsMemory(0, bytes);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+using System.Net;
+using System.Net.Sockets;
+using Cairn.Core;
+using Cairn.Testing;
+
+namespace Cairn.Replication.Tests;
+
+/// <summary>
+/// The replica server's concurrency: pipelined requests execute at once and are answered as they complete, yet
+/// overlapping changes keep their arrival order, a FLUSH covers every write answered before it and does not hold up
+/// the writes behind it, and a malformed frame in the middle of a pipeline closes only that connection.
+/// </summary>
+public sealed class ReplicaConnectionTests : IAsyncLifetime
+{
+    private const long Size = 16 << 20;
+    private readonly ReplicaCatalog _catalog = new();
+    private readonly ProbeDevice _device = new(new RamBlockDevice(Size));
+    private readonly List<string> _warnings = [];
+    private ReplicaServer _server = null!;
+
+    public ValueTask InitializeAsync()
+    {
+        _catalog.Add(new ReplicaTarget("r1", _device));
+        _server = new ReplicaServer(_catalog, new FrontendLog(_ => { }, w => { lock (_warnings) { _warnings.Add(w); } }, (_, _) => { }));
+        _server.Start(new IPEndPoint(IPAddress.Loopback, 0));
+        return ValueTask.CompletedTask;
+    }
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    private Task<ReplicaLink> ConnectAsync() => ReplicaLink.ConnectAsync(_server.LocalEndpoint, "r1", 1);
+
+    private static ValueTask<ReplicaStatus> Write(ReplicaLink link, long offset, byte[] data, ReplicaFlags flags = ReplicaFlags.None) =>
+        link.SendAsync(ReplicaOp.Write, flags, offset, (uint)data.Length, data, default);
+
+    private static async Task<byte[]> ReadAsync(ReplicaLink link, long offset, int length)
+    {
+        byte[] read = new byte[length];
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.Read, ReplicaFlags.None, offset, (uint)length, default, read));
+        return read;
+    }
+
+    [Fact]
+    public async Task A_request_waiting_on_the_device_does_not_hold_up_the_ones_behind_it()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _device.WriteGate = offset => offset == 0 ? gate.Task : null;
+        await using var link = await ConnectAsync();
+
+        var first = Write(link, 0, TestData.Pattern(4096, 1)).AsTask();
+        var second = Write(link, 8192, TestData.Pattern(4096, 2)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(ReplicaStatus.Ok, await second); // answered while the first still waits
+        Assert.False(first.IsCompleted);
+
+        gate.SetResult();
+        Assert.Equal(ReplicaStatus.Ok, await first);
+        Assert.Equal(TestData.Pattern(4096, 1), await ReadAsync(link, 0, 4096));
+        Assert.Equal(TestData.Pattern(4096, 2), await ReadAsync(link, 8192, 4096));
+    }
+
+    [Fact]
+    public async Task Overlapping_writes_apply_in_arrival_order_while_the_device_completes_out_of_order()
+    {
+        _device.Inner.Asynchronous = true; // every operation completes after a random delay of 0-1 ms
+        await using var link = await ConnectAsync();
+        const int Blocks = 4;
+        const int Burst = 60; // within the link's window: requests leave in the order they were sent
+        for (int round = 0; round < 5; round++)
+        {
+            var writes = new Task<ReplicaStatus>[Burst];
+            for (int i = 0; i < Burst; i++)
+            {
+                writes[i] = Write(link, i % Blocks * 4096L, TestData.Pattern(4096, round * Burst + i)).AsTask();
+            }
+            Assert.All(await Task.WhenAll(writes), status => Assert.Equal(ReplicaStatus.Ok, status));
+            for (int block = 0; block < Blocks; block++)
+            {
+                int last = round * Burst + Burst - Blocks + block; // the last write sent to this block
+                Assert.Equal(TestData.Pattern(4096, last), await ReadAsync(link, block * 4096L, 4096));
+            }
+        }
+
+        // Writes to different blocks did run at once on the device.
+        var spread = Enumerable.Range(0, Burst).Select(i => Write(link, (64 + i) * 4096L, TestData.Pattern(4096, i)).AsTask());
+        Assert.All(await Task.WhenAll(spread), status => Assert.Equal(ReplicaStatus.Ok, status));
+        Assert.True(_device.Inner.MaxConcurrentSeen > 1, $"at most {_device.Inner.MaxConcurrentSeen} device operation ran at once");
+    }
+
+    [Fact]
+    public async Task Many_pipelined_writes_then_a_flush_then_reads_see_every_write()
+    {
+        _device.Inner.Asynchronous = true;
+        await using var link = await ConnectAsync();
+        const int Writes = 400;
+        static byte[] Data(int i) => TestData.Pattern(i % 3 == 0 ? 12288 : 4096, i);
+        var writes = Enumerable.Range(0, Writes).Select(async i => // more than the window holds: some wait for room
+            Assert.Equal(ReplicaStatus.Ok, await Write(link, i * 16384L, Data(i), i % 7 == 0 ? ReplicaFlags.ForceUnitAccess : ReplicaFlags.None)));
+        await Task.WhenAll(writes);
+
+        Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, default));
+        Assert.Equal(Writes, _device.WritesCompletedAtLastFlush); // the flush covered every write answered before it
+
+        var reads = Enumerable.Range(0, Writes).Select(async i => Assert.Equal(Data(i), await ReadAsync(link, i * 16384L, Data(i).Length)));
+        await Task.WhenAll(reads);
+        Assert.Equal(Writes / 7 + 1, _device.Inner.FuaWrites);
+    }
+
+    [Fact]
+    public async Task A_flush_blocked_on_the_disk_does_not_hold_up_the_writes_behind_it()
+    {
+        using var disk = new ManualResetEventSlim();
+        _device.FlushBlocker = disk; // a synchronous flush that blocks its thread, as fdatasync does
+        await using var link = await ConnectAsync();
+        Assert.Equal(ReplicaStatus.Ok, await Write(link, 0, TestData.Pattern(4096, 1)));
+
+        var flush = link.SendAsync(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, default).AsTask();
+        await _device.FlushStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(ReplicaStatus.Ok, await Write(link, 4096, TestData.Pattern(4096, 2)).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.False(flush.IsCompleted);
+
+        disk.Set();
+        Assert.Equal(ReplicaStatus.Ok, await flush);
+        Assert.Equal(1, _device.WritesCompletedAtLastFlush);
+    }
+
+    [Fact]
+    public async Task A_malformed_frame_mid_pipeline_closes_the_connection_after_the_requests_before_it()
+    {
+        await using var good = await ConnectAsync();
+        using (var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await raw.ConnectAsync(_server.LocalEndpoint);
+            await raw.SendAsync(ReplicaHello.Encode("r1", 1));
+            byte[] hello = new byte[ReplicaProtocol.HelloReplySize];
+            Assert.Equal(hello.Length, await raw.ReceiveAsync(hello));
+
+            // Ten writes, a frame with a bad magic, and one more write, in one send.
+            var frames = new List<byte>();
+            for (int i = 0; i < 10; i++)
+            {
+                frames.AddRange(WriteFrame(i, i * 4096L, TestData.Pattern(4096, i)));
+            }
+            frames.AddRange(new byte[ReplicaProtocol.RequestHeaderSize]);
+            frames.AddRange(WriteFrame(10, 100 * 4096L, TestData.Pattern(4096, 10)));
+            await raw.SendAsync(frames.ToArray());
+
+            await DrainUntilClosedAsync(raw);
+        }
+
+        lock (_warnings)
+        {
+            Assert.Contains(_warnings, w => w.Contains("bad request magic", StringComparison.Ordinal)); // logged before the close
+        }
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.Equal(TestData.Pattern(4096, i), await ReadAsync(good, i * 4096L, 4096)); // executed before the bad frame
+        }
+        Assert.Equal(new byte[4096], await ReadAsync(good, 100 * 4096L, 4096)); // never executed
+    }
+
+    private static byte[] WriteFrame(int sequence, long offset, byte[] data)
+    {
+        byte[] frame = new byte[ReplicaProtocol.RequestHeaderSize + data.Length];
+        new ReplicaRequest(ReplicaOp.Write, ReplicaFlags.None, 1, (ulong)sequence, offset, (uint)data.Length).Encode(frame);
+        data.CopyTo(frame, ReplicaProtocol.RequestHeaderSize);
+        return frame;
+    }
+
+    /// <summary>Reads until the server closes (a reset counts: unread bytes on the server side turn the close into one).</summary>
+    private static async Task DrainUntilClosedAsync(Socket socket)
+    {
+        byte[] buffer = new byte[64 * 1024];
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        try
+        {
+            while (await socket.ReceiveAsync(buffer, SocketFlags.None, deadline.Token) > 0)
+            {
+            }
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
+        {
+        }
+    }
+
+    /// <summary>
+    /// A RAM device that counts completed writes, remembers how many had completed when the last flush started, and can
+    /// hold writes (asynchronously) or flushes (blocking the calling thread, like fdatasync) until released.
+    /// </summary>
+    private sealed class ProbeDevice(RamBlockDevice inner) : IBlockDevice
+    {
+        private int _writesCompleted;
+
+        public RamBlockDevice Inner => inner;
+
+        public Func<long, Task?>? WriteGate { get; set; }
+
+        public ManualResetEventSlim? FlushBlocker { get; set; }
+
+        public TaskCompletionSource FlushStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int WritesCompletedAtLastFlush { get; private set; } = -1;
+
+        public long SizeBytes => inner.SizeBytes;
+
+        public int PreferredBlockSizeBytes => inner.PreferredBlockSizeBytes;
+
+        public bool IsReadOnly => inner.IsReadOnly;
+
+        public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) =>
+            inner.ReadAsync(offset, destination, cancellationToken);
+
+        public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+        {
+            if (WriteGate?.Invoke(offset) is { } gate)
+            {
+                await gate;
+            }
+            await inner.WriteAsync(offset, source, flags, cancellationToken);
+            Interlocked.Increment(ref _writesCompleted);
+        }
+
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+        {
+            WritesCompletedAtLastFlush = Volatile.Read(ref _writesCompleted);
+            FlushStarted.TrySetResult();
+            FlushBlocker?.Wait(TimeSpan.FromSeconds(30), CancellationToken.None);
+            return inner.FlushAsync(cancellationToken);
+        }
+
+        public ValueTask TrimAsync(long offset, long length, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
+            inner.TrimAsync(offset, length, flags, cancellationToken);
+
+        public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags zeroFlags, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
+            inner.WriteZeroesAsync(offset, length, zeroFlags, flags, cancellationToken);
+
+        public ValueTask<int> GetAllocationAsync(long offset, long length, Memory<AllocationExtent> extents, CancellationToken cancellationToken = default) =>
+            inner.GetAllocationAsync(offset, length, extents, cancellationToken);
+    }
+}
