@@ -36,12 +36,17 @@ internal sealed partial class ReplicaConnection
         /// <summary>From <see cref="Prepare"/> until the device call returned: what later requests may have to wait for.</summary>
         public bool Executing => _executing;
 
-        public static bool HasRange(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
+        /// <summary>Ops that touch one range of the volume and nothing else: ordered against overlapping requests only.</summary>
+        public static bool HasRange(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
+
+        /// <summary>Ops that only read their range: a verify reads it like a read (through the device, which checks each
+        /// block's checksum), so it waits for an overlapping change, and an overlapping change waits for it.</summary>
+        private static bool ReadsOnly(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify;
 
         /// <summary>Whether <paramref name="other"/> must wait for this executing request: it overlaps it and one of them
-        /// changes data, or this one is a barrier (grow, snapshots, revert).</summary>
+        /// changes data, or this one is a barrier (grow, snapshots, delete-all, revert).</summary>
         public bool Conflicts(in ReplicaRequest other) => HasRange(_request.Op)
-            ? (_request.Op != ReplicaOp.Read || other.Op != ReplicaOp.Read)
+            ? (!ReadsOnly(_request.Op) || !ReadsOnly(other.Op))
                 && other.Offset < _request.Offset + _request.Length && _request.Offset < other.Offset + other.Length
             : _request.Op != ReplicaOp.Flush;
 
@@ -63,10 +68,16 @@ internal sealed partial class ReplicaConnection
             Sent();
         }
 
-        /// <summary>Runs the request: here, or on the thread pool when it would block the receive loop on the disk.</summary>
+        /// <summary>
+        /// Runs the request: here, or on the thread pool when it would block the receive loop (an IO thread every
+        /// connection of the process shares) on the disk: FLUSH and FUA wait for the disk's cache; grow and the snapshot
+        /// ops are synchronous metadata changes that sync; a verify is a scrub's cold read of up to 256 KiB, and of each
+        /// block on its own when one fails, whose latency nobody waits on.
+        /// </summary>
         public void Start()
         {
-            bool blocks = _request.Op == ReplicaOp.Flush || (HasRange(_request.Op) && (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0);
+            var op = _request.Op;
+            bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify || !HasRange(op) || (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0;
             if (blocks)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);

@@ -13,10 +13,13 @@ namespace Cairn.Replication;
 /// <item>One receive loop reads as many bytes as the socket has and starts every complete request in them; one
 /// <see cref="FrameSender"/> writes the replies, those made while a batch is parsed in one send.</item>
 /// <item>A request runs on the receive loop until its device call completes or goes asynchronous; FLUSH and FUA
-/// requests, which block on the disk, run on the thread pool so the writes behind them go on.</item>
-/// <item>Order: a request whose range overlaps one still executing (unless both read) waits for it, so overlapping
-/// changes apply in arrival order as before; grow, snapshot and revert requests wait until nothing executes. A FLUSH covers
-/// every write answered before it arrived: the device's flush covers the writes completed before it was called.</item>
+/// requests, which block on the disk, run on the thread pool so the writes behind them go on, and so do verifies
+/// (a scrub's cold reads) and grow and snapshot requests (synchronous metadata changes).</item>
+/// <item>Order: a request whose range overlaps one still executing (unless both only read: reads and verifies) waits
+/// for it, so overlapping changes apply in arrival order and a verify sees whole writes, as when requests ran one at a
+/// time; grow, snapshot, delete-all-snapshots and revert requests wait until nothing executes, and everything after
+/// them waits for them (but FLUSH). A FLUSH covers every write answered before it arrived: the device's flush covers
+/// the writes completed before it was called.</item>
 /// <item>A malformed frame, an unknown replica or a stale epoch at hello closes this connection only; requests already
 /// started finish (and are answered if the socket still takes it) before it closes.</item>
 /// </list>
@@ -222,7 +225,7 @@ internal sealed partial class ReplicaConnection : IFrontendConnection, IDisposab
         {
             return false; // it covers what completed before it; it changes nothing a later request could overtake
         }
-        bool control = !RequestSlot.HasRange(request.Op); // grow, snapshots, revert and any op added later: a barrier
+        bool control = !RequestSlot.HasRange(request.Op); // grow, snapshots, delete-all, revert and any op added later: a barrier
         foreach (var slot in _slots)
         {
             if (slot.Executing && (control || slot.Conflicts(request)))

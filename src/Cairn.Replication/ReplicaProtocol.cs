@@ -88,7 +88,7 @@ public static class ReplicaProtocol
     /// <summary>The unit a verify reports on: the block store's checksummed block.</summary>
     public const int VerifyBlockBytes = 4096;
 
-    /// <summary>The largest range one verify covers: one bit per block of a u64. Small, since the replica's connection serves requests in order.</summary>
+    /// <summary>The largest range one verify covers: one bit per block of a u64. Small, since the replica answers it as a whole and writes overlapping it wait while it runs.</summary>
     public const int MaxVerifyBytes = 64 * VerifyBlockBytes;
 
     /// <summary>The payload of a successful verify's reply: the bitmap of bad blocks.</summary>

@@ -336,7 +336,7 @@ public sealed partial class ReplicatedVolume
 
     /// <summary>
     /// One pass of <see cref="ScrubReplicasAsync"/>: verifies windows of data on every in-sync replica at once, repairs,
-    /// paces. Verifying needs no ordering (a replica answers requests in order, each read sees whole writes); the repair
+    /// paces. Verifying needs no ordering (a replica runs a verify only when no write overlapping it runs, so it sees whole writes); the repair
     /// gate goes up only around the repair of blocks found bad, so client changes pay for it only then.
     /// </summary>
     private sealed class ReplicaScrub(ReplicatedVolume volume, Action<BlockRepair> report, IProgress<long>? progress, long bytesPerSecond,

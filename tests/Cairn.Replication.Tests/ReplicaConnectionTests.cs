@@ -124,6 +124,60 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_verify_waits_for_an_overlapping_write_but_not_for_one_elsewhere_and_sees_it_whole()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _device.WriteGate = offset => offset == 0 ? gate.Task : null;
+        await using var link = await ConnectAsync();
+        byte[] overlapping = new byte[ReplicaProtocol.VerifyReplyBytes];
+        byte[] elsewhere = new byte[ReplicaProtocol.VerifyReplyBytes];
+        overlapping.AsSpan().Fill(0xff);
+        elsewhere.AsSpan().Fill(0xff);
+
+        // Requests start in arrival order (one waiting holds up the ones behind it): the verify elsewhere goes first.
+        var write = Write(link, 0, TestData.Pattern(8192, 1)).AsTask();
+        var verifyElsewhere = link.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, 1 << 20, ReplicaProtocol.MaxVerifyBytes, default, elsewhere).AsTask();
+        var verifyOverlapping = link.SendAsync(ReplicaOp.Verify, ReplicaFlags.None, 4096, ReplicaProtocol.MaxVerifyBytes, default, overlapping).AsTask();
+        Assert.Equal(ReplicaStatus.Ok, await verifyElsewhere.WaitAsync(TimeSpan.FromSeconds(30))); // answered while the write waits
+        Assert.Equal(new byte[ReplicaProtocol.VerifyReplyBytes], elsewhere); // the bitmap came back: no bad block
+        // A write to the verified range, sent after the verify, waits for it in turn (and so for the gated write).
+        var writeAfter = Write(link, 8192, TestData.Pattern(4096, 2)).AsTask();
+        await Task.Delay(200);
+        Assert.False(verifyOverlapping.IsCompleted, "a verify overlapping an executing write ran before it finished");
+        Assert.False(writeAfter.IsCompleted, "a write overlapping a waiting verify overtook it");
+
+        gate.SetResult();
+        Assert.Equal(ReplicaStatus.Ok, await write);
+        Assert.Equal(ReplicaStatus.Ok, await verifyOverlapping);
+        Assert.Equal(new byte[ReplicaProtocol.VerifyReplyBytes], overlapping);
+        Assert.Equal(ReplicaStatus.Ok, await writeAfter);
+    }
+
+    [Theory]
+    [InlineData(ReplicaOp.DeleteAllSnapshots)]
+    [InlineData(ReplicaOp.RevertToSnapshot)]
+    [InlineData(ReplicaOp.CreateSnapshot)]
+    public async Task A_snapshot_op_waits_until_nothing_executes_and_holds_back_the_requests_after_it(ReplicaOp op)
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _device.WriteGate = offset => offset == 0 ? gate.Task : null;
+        await using var link = await ConnectAsync();
+        byte[] name = ReplicaRequest.CarriesName(op) ? "s1"u8.ToArray() : [];
+
+        var write = Write(link, 0, TestData.Pattern(4096, 1)).AsTask();
+        var barrier = link.SendAsync(op, ReplicaFlags.None, 0, (uint)name.Length, name, default).AsTask();
+        var writeAfter = Write(link, 1 << 20, TestData.Pattern(4096, 2)).AsTask(); // elsewhere, yet behind the barrier
+        await Task.Delay(200);
+        Assert.False(barrier.IsCompleted, $"{op} ran while a write still executed");
+        Assert.False(writeAfter.IsCompleted, $"a write overtook the {op} before it");
+
+        gate.SetResult();
+        Assert.Equal(ReplicaStatus.Ok, await write);
+        Assert.Equal(ReplicaStatus.NotSupported, await barrier); // this target has no volume control: ordered all the same
+        Assert.Equal(ReplicaStatus.Ok, await writeAfter);
+    }
+
+    [Fact]
     public async Task A_malformed_frame_mid_pipeline_closes_the_connection_after_the_requests_before_it()
     {
         await using var good = await ConnectAsync();
