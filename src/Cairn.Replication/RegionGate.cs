@@ -3,8 +3,7 @@ namespace Cairn.Replication;
 /// <summary>
 /// Keeps a rebuild's copier and live changes apart on the same bytes. Live changes hold their range shared for their
 /// whole local and remote duration; the copier holds one window at a time exclusively while it reads the owner's
-/// data and writes it to the replica (it may grow that window at its end and give back its start as the replica
-/// answers, so that two windows overlap). So the copier never reads a region a live change is still writing, and never
+/// data and writes it to the replica. So the copier never reads a region a live change is still writing, and never
 /// sends data it read before a live change that then reaches the replica first: the replica cannot end up older than
 /// the owner. Fair both ways: a copier waiting for a window stops new overlapping changes from entering, and changes
 /// that waited for the copier enter before it takes its next window. Only used while a rebuild runs.
@@ -119,51 +118,6 @@ internal sealed class RegionGate
                 }
             }
         }
-    }
-
-    /// <summary>
-    /// Grows the copier's window up to <paramref name="end"/> (from where it ends now), once the live changes in the
-    /// added part have left. Refused (false, nothing changed) while a live change waits for the copier: those enter
-    /// before it takes more, so the copier must leave its window first.
-    /// </summary>
-    public async ValueTask<bool> TryExtendCopyAsync(long end, CancellationToken cancellationToken)
-    {
-        Task wait;
-        lock (_lock)
-        {
-            if (!_copying || _waiting > 0 || end <= _copyEnd)
-            {
-                return false;
-            }
-            long added = _copyEnd;
-            _copyEnd = end;
-            // Nothing live overlaps the part held already (it was empty when taken, later changes wait), so only the added part counts.
-            _blocking = _live.Count(r => r.Start < end && added < r.End);
-            if (_blocking == 0)
-            {
-                return true;
-            }
-            _windowFree = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            wait = _windowFree.Task;
-        }
-        await wait.WaitAsync(cancellationToken); // a cancelled copier leaves its whole window (ExitCopy) on the way out
-        return true;
-    }
-
-    /// <summary>Gives back the start of the copier's window, up to <paramref name="start"/>: live changes waiting there enter.</summary>
-    public void ShrinkCopy(long start)
-    {
-        TaskCompletionSource? copierLeft;
-        lock (_lock)
-        {
-            if (!_copying || start <= _copyStart)
-            {
-                return;
-            }
-            _copyStart = Math.Min(start, _copyEnd);
-            (copierLeft, _copierLeft) = (_copierLeft, null);
-        }
-        copierLeft?.TrySetResult(); // every waiter checks again; those still overlapping wait for the next signal
     }
 
     public void ExitCopy()

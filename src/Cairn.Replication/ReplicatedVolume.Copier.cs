@@ -7,8 +7,6 @@ namespace Cairn.Replication;
 // The rebuild's copier: it walks the ranges to copy window by window. Each window is held exclusively in the region
 // gate while its requests are in flight together (reading the owner, the network and the replica's writes overlap),
 // and is released only once the replica answered all of them, so a live change can never be overtaken by older data.
-// Two adjacent windows may be held at once: the next one is read and sent while the replica still answers the last,
-// instead of the copier idling at every window's end.
 public sealed partial class ReplicatedVolume
 {
     /// <summary>The most one copy request carries.</summary>
@@ -20,11 +18,8 @@ public sealed partial class ReplicatedVolume
     /// </summary>
     public const int RebuildWindowBytes = 8 << 20;
 
-    /// <summary>Windows held at once: the one being read and sent, and the one the replica still answers.</summary>
-    private const int WindowsHeld = 2;
-
-    /// <summary>Copy requests in flight at once: the chunks of the windows held.</summary>
-    private const int CopyRequestsInFlight = WindowsHeld * RebuildWindowBytes / RebuildChunkBytes;
+    /// <summary>Copy requests in flight at once: a window's worth of chunks.</summary>
+    private const int CopyRequestsInFlight = RebuildWindowBytes / RebuildChunkBytes;
 
     /// <summary>The longest hole or zero run erased in one request (and one window of the region gate).</summary>
     private const long MaxEraseBytes = 1L << 30;
@@ -35,24 +30,6 @@ public sealed partial class ReplicatedVolume
         CancellationToken cancellationToken)
     {
         using var pipeline = new CopyPipeline(session, total, progress);
-        try
-        {
-            await CopyWindowsAsync(session, ranges, pipeline, cancellationToken);
-            await pipeline.DrainAsync();
-        }
-        catch
-        {
-            await pipeline.AbandonAsync(); // every request answered before the gate is left, even on failure
-            throw;
-        }
-        finally
-        {
-            session.Gate.ExitCopy();
-        }
-    }
-
-    private async Task CopyWindowsAsync(RebuildSession session, IReadOnlyList<DirtyRange> ranges, CopyPipeline pipeline, CancellationToken cancellationToken)
-    {
         var extents = new AllocationExtent[ExtentBatch];
         var window = new List<DirtyRange>();
         int next = 0;
@@ -94,8 +71,7 @@ public sealed partial class ReplicatedVolume
     /// <summary>
     /// Copies the ranges of one window. Holds the window exclusively from the first read until the replica answered
     /// every request, and reads its allocation only once holding it: a live change that turned a hole into data
-    /// meanwhile has reached the replica already and is copied, not erased. The window is added to the one still held
-    /// when it follows on from it and no live change waits; otherwise the copier first leaves what it holds.
+    /// meanwhile has reached the replica already and is copied, not erased.
     /// </summary>
     private async Task CopyWindowAsync(RebuildSession session, List<DirtyRange> window, CopyPipeline pipeline, AllocationExtent[] extents,
         CancellationToken cancellationToken)
@@ -105,27 +81,28 @@ public sealed partial class ReplicatedVolume
         {
             throw new ReplicaRebuildException(failure);
         }
-        long start = window[0].Offset, end = window[^1].End;
-        while (pipeline.WindowsInFlight >= WindowsHeld)
+        await session.Gate.EnterCopyAsync(window[0].Offset, window[^1].End, cancellationToken);
+        try
         {
-            await pipeline.CompleteOldestAsync();
-        }
-        bool extended = pipeline.Holding && pipeline.HeldEnd == start && await session.Gate.TryExtendCopyAsync(end, cancellationToken);
-        if (!extended)
-        {
-            if (pipeline.Holding)
+            foreach (var range in window)
             {
-                await pipeline.DrainAsync();
-                session.Gate.ExitCopy();
+                await CopyRangeAsync(session, range, pipeline, extents, cancellationToken);
             }
-            await session.Gate.EnterCopyAsync(start, end, cancellationToken);
         }
-        pipeline.Hold(end);
-        foreach (var range in window)
+        catch
         {
-            await CopyRangeAsync(session, range, pipeline, extents, cancellationToken);
+            await pipeline.AbandonAsync(); // every request answered before the window is released, even on failure
+            session.Gate.ExitCopy();
+            throw;
         }
-        pipeline.EndWindow(end);
+        try
+        {
+            await pipeline.DrainAsync();
+        }
+        finally
+        {
+            session.Gate.ExitCopy();
+        }
     }
 
     private async Task CopyRangeAsync(RebuildSession session, DirtyRange range, CopyPipeline pipeline, AllocationExtent[] extents,
@@ -173,8 +150,6 @@ public sealed partial class ReplicatedVolume
     /// <summary>
     /// The copy requests in flight, oldest first, each with its own chunk of one pooled buffer (a chunk is reused only
     /// after its request was answered). Counts what the replica acknowledged and reports progress as requests complete.
-    /// Knows which windows of the region gate the requests belong to, and gives each back once all of its requests
-    /// were answered.
     /// </summary>
     private sealed class CopyPipeline(RebuildSession session, long total, IProgress<RebuildProgress>? progress) : IDisposable
     {
@@ -182,30 +157,9 @@ public sealed partial class ReplicatedVolume
         private readonly ValueTask[] _sends = new ValueTask[CopyRequestsInFlight];
         private readonly long[] _lengths = new long[CopyRequestsInFlight];
         private readonly bool[] _data = new bool[CopyRequestsInFlight];
-        private readonly Queue<(long End, long LastRequest)> _windows = new(WindowsHeld + 1);
         private int _oldest;
         private int _count;
-        private long _added;
-        private long _answered;
         private long _done;
-
-        /// <summary>The copier holds a window of the region gate (what it holds ends at <see cref="HeldEnd"/>).</summary>
-        public bool Holding { get; private set; }
-
-        public long HeldEnd { get; private set; }
-
-        /// <summary>Windows whose requests are not all answered yet.</summary>
-        public int WindowsInFlight => _windows.Count;
-
-        /// <summary>The gate now holds up to <paramref name="end"/>.</summary>
-        public void Hold(long end) => (Holding, HeldEnd) = (true, end);
-
-        /// <summary>Every request of the window ending at <paramref name="end"/> was added: it is given back once they are answered.</summary>
-        public void EndWindow(long end)
-        {
-            _windows.Enqueue((end, _added));
-            GiveBackAnswered();
-        }
 
         /// <summary>Waits for a free slot (completing the oldest request if all are in flight) and returns its chunk of the buffer.</summary>
         public async ValueTask<Memory<byte>> ReserveAsync()
@@ -223,10 +177,9 @@ public sealed partial class ReplicatedVolume
             int slot = Slot(_count);
             (_sends[slot], _lengths[slot], _data[slot]) = (send, length, data);
             _count++;
-            _added++;
         }
 
-        /// <summary>Waits for every request in flight; throws the first failure once all were answered. The gate is still held.</summary>
+        /// <summary>Waits for every request in flight; throws the first failure once all were answered.</summary>
         public async ValueTask DrainAsync()
         {
             Exception? failure = null;
@@ -245,8 +198,6 @@ public sealed partial class ReplicatedVolume
             {
                 ExceptionDispatchInfo.Throw(failure);
             }
-            Holding = false; // the caller leaves the gate next
-            _windows.Clear();
         }
 
         /// <summary>Waits for every request in flight after an earlier failure, which is the one that counts.</summary>
@@ -262,7 +213,7 @@ public sealed partial class ReplicatedVolume
             }
         }
 
-        public async ValueTask CompleteOldestAsync()
+        private async ValueTask CompleteOldestAsync()
         {
             var (send, length, data) = (_sends[_oldest], _lengths[_oldest], _data[_oldest]);
             _sends[_oldest] = default;
@@ -278,18 +229,7 @@ public sealed partial class ReplicatedVolume
                 session.CountErased(length);
             }
             _done += length;
-            _answered++;
-            GiveBackAnswered();
             progress?.Report(new RebuildProgress(_done, total));
-        }
-
-        private void GiveBackAnswered()
-        {
-            while (_windows.TryPeek(out var window) && window.LastRequest <= _answered)
-            {
-                _windows.Dequeue();
-                session.Gate.ShrinkCopy(window.End);
-            }
         }
 
         private int Slot(int index) => (_oldest + index) % CopyRequestsInFlight;

@@ -49,39 +49,4 @@ public sealed class RegionGateTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => copier);
         await blocked.WaitAsync(TimeSpan.FromSeconds(30));
     }
-
-    [Fact]
-    public async Task The_copier_grows_its_window_once_live_changes_there_left_and_gives_back_its_start()
-    {
-        var gate = new RegionGate();
-        await gate.EnterCopyAsync(0, 100, CancellationToken.None);
-        await gate.EnterLiveAsync(150, 160); // in the part about to be added
-        var grown = gate.TryExtendCopyAsync(200, CancellationToken.None).AsTask();
-        Assert.False(grown.IsCompleted, "the copier took a range a live change still writes");
-        var blocked = gate.EnterLiveAsync(120, 130).AsTask();
-        Assert.False(blocked.IsCompleted, "a live change entered the part the copier is adding");
-        gate.ExitLive(150, 160);
-        Assert.True(await grown.WaitAsync(TimeSpan.FromSeconds(30)));
-
-        var early = gate.EnterLiveAsync(10, 20).AsTask();
-        Assert.False(early.IsCompleted);
-        gate.ShrinkCopy(100); // the first window's copies were answered
-        await early.WaitAsync(TimeSpan.FromSeconds(30));
-        Assert.False(blocked.IsCompleted, "a live change entered the part the copier still holds");
-        gate.ExitCopy();
-        await blocked.WaitAsync(TimeSpan.FromSeconds(30));
-    }
-
-    [Fact]
-    public async Task The_copier_does_not_grow_its_window_while_a_live_change_waits_for_it()
-    {
-        var gate = new RegionGate();
-        await gate.EnterCopyAsync(0, 100, CancellationToken.None);
-        var waiting = gate.EnterLiveAsync(50, 60).AsTask();
-        Assert.False(await gate.TryExtendCopyAsync(200, CancellationToken.None));
-        await gate.EnterLiveAsync(150, 160); // the window did not grow: elsewhere goes through at once
-        Assert.False(waiting.IsCompleted);
-        gate.ExitCopy();
-        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
-    }
 }
