@@ -119,6 +119,7 @@ done
 
 # --- delta resync: a replica's node is killed, writes go on for RUNTIME seconds, the node comes back --------------------
 AWAY=$(cairn volume show rb --json | python3 -c 'import json, sys; v = json.load(sys.stdin); print([r["node"] for r in v["replicas"] if r["node"] != v["node"]][0])')
+API=http://127.0.0.1:$((CAIRN_DEV_API_BASE + ${OWNER#node}))   # the owner's: node1's would be gone if it is the one killed
 log "killing $AWAY (SIGKILL), then $RUNTIME s of 4 KiB random writes at $OUTAGE_RATE/s"
 scripts/dev-cluster.sh kill "${AWAY#node}" >/dev/null
 fio --name=outage --ioengine=nbd --uri="$EXPORT" --rw=randwrite --bs=4k --iodepth=4 --rate="$OUTAGE_RATE" --randrepeat=0 \
