@@ -8,7 +8,7 @@
 #     API (GET /api/v1/volumes/NAME) for the volume's owner and export, and retries a 4 KiB write (nbdcopy) there
 #     until one succeeds. Printed: the time from the kill to that write's completion, and the measurement's resolution.
 # Figures on a shared machine are noisy: read the ratios.
-#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS]   (lease: cairnd's default, 5 s)
+#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS]   (lease: cairnd's default, 4 s)
 #   BENCH_KEEP=1 keeps the nodes' and etcd's logs (the scratch directory) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,7 +115,7 @@ kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true
 NODE_PID[$OWNER]=""   # already dead
 
-python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-5 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-4 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 work, owner, leader, lease, size, failover, tick = sys.argv[1:8]
 def load(v, qd, rnd):

@@ -8,7 +8,7 @@ namespace Cairn.ControlPlane;
 public sealed class ElectionOptions
 {
     /// <summary>How long leadership outlives the leader's last keep-alive: a dead leader is replaced within about this.</summary>
-    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(4);
 
     /// <summary>Pause before trying again after the store failed.</summary>
     public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(500);

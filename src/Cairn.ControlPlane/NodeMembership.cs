@@ -8,7 +8,7 @@ namespace Cairn.ControlPlane;
 public sealed class MembershipOptions
 {
     /// <summary>How long the node's record outlives its last keep-alive: a dead node shows Down after about this.</summary>
-    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(4);
 
     /// <summary>How often the lease is kept alive and the record (pool figures, heartbeat time) rewritten. Default: a third of the TTL.</summary>
     public TimeSpan? HeartbeatInterval { get; init; }

@@ -27,7 +27,7 @@ public static class DaemonCommandLine
         var node = new Option<string?>("--node") { Description = "This node's name, kept across restarts. Default: the host name.", HelpName = "NAME" };
         var zone = new Option<string>("--zone") { Description = "Failure domain: the zone this node is in.", DefaultValueFactory = _ => "default", HelpName = "ZONE" };
         var rack = new Option<string>("--rack") { Description = "Failure domain: the rack this node is in.", DefaultValueFactory = _ => "default", HelpName = "RACK" };
-        var leaseTtl = new Option<double>("--lease-ttl") { Description = "Seconds a node's heartbeat (and the controller's leadership) outlives its last keep-alive.", DefaultValueFactory = _ => 5, HelpName = "SECONDS" };
+        var leaseTtl = new Option<double>("--lease-ttl") { Description = "Seconds a node's heartbeat (and the controller's leadership) outlives its last keep-alive.", DefaultValueFactory = _ => 4, HelpName = "SECONDS" };
         var replaceAfter = new Option<double>("--replace-after") { Description = "Seconds a replica's node may stay Down before its replica is rebuilt on another node (a node back sooner is resynced from what changed).", DefaultValueFactory = _ => 300, HelpName = "SECONDS" };
         var scrubInterval = new Option<string?>("--scrub-interval") { Description = "Scrub every volume and its snapshots this often in the background, e.g. 7d (default: off).", HelpName = "DURATION" };
         var scrubRate = new Option<string?>("--scrub-rate") { Description = "Bytes per second a scheduled scrub reads at most (default 50MiB).", HelpName = "SIZE" };

@@ -48,7 +48,7 @@ public sealed record DaemonOptions
     public string Rack { get; init; } = "default";
 
     /// <summary>TTL of the heartbeat and controller-election leases: a dead node shows Down, and a new controller is elected, within about this.</summary>
-    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(4);
 
     /// <summary>How often every volume is scrubbed in the background; null = never (scrub on demand through the API).</summary>
     public TimeSpan? ScrubInterval { get; init; }
