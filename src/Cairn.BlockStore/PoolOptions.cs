@@ -26,11 +26,9 @@ internal sealed class PoolOptions
 
     /// <summary>
     /// The background commit also runs as soon as this many bytes of freed blocks wait for a sync point (capped at 1/8 of
-    /// the pool's capacity), so a flush-free overwrite stream reuses recently written, still cached blocks. Kept small:
-    /// until a commit frees them, overwrites go to blocks past the data file's end, and a page-cache page the kernel has
-    /// to allocate costs far more than rewriting a cached one (20x on a VM whose memory is given back to the host).
+    /// the pool's capacity), so a flush-free overwrite stream reuses recently written, still cached blocks.
     /// </summary>
-    public long CommitPendingFreeBytes { get; init; } = 64L << 20;
+    public long CommitPendingFreeBytes { get; init; } = 256L << 20;
 
     /// <summary>
     /// Snapshot deletes find the space to give back on a thread-pool task (true), or before the delete returns (false:
