@@ -19,7 +19,7 @@ internal static class MapReads
 {
     private const int BlockBytes = PoolFormat.BlockBytes;
     private const int BlockShift = PoolFormat.BlockShift;
-    /// <summary>Largest run moved by one pread (1 MiB); bounds stack use for per-block CRCs.</summary>
+    /// <summary>Whole blocks looked up, read and verified together (1 MiB); bounds stack use for entries and CRCs.</summary>
     public const int MaxRunBlocks = 256;
 
     /// <summary>Reads a range the caller has checked against the map's size.</summary>
@@ -27,6 +27,7 @@ internal static class MapReads
     public static void Read(BlockPool pool, ExtentMap map, long offset, Span<byte> destination, IChecksumReporter reporter)
     {
         Span<ulong> entries = stackalloc ulong[MaxRunBlocks];
+        Span<uint> crcs = stackalloc uint[MaxRunBlocks];
         Span<byte> scratch = stackalloc byte[BlockBytes];
         int epoch = pool.EnterEpoch();
         try
@@ -38,20 +39,25 @@ internal static class MapReads
                 long lba = pos >> BlockShift;
                 int inBlock = (int)(pos & (BlockBytes - 1));
                 int n = Math.Min(BlockBytes - inBlock, destination.Length - done);
-                ulong entry = map.Get(lba);
-                if (!ExtentMap.IsData(entry))
+                if (n == BlockBytes)
                 {
-                    destination.Slice(done, n).Clear();
-                }
-                else if (n == BlockBytes)
-                {
-                    n = ReadRun(pool, map, lba, entry, destination[done..], entries, reporter);
+                    int blocks = Math.Min(MaxRunBlocks, (destination.Length - done) / BlockBytes);
+                    n = blocks * BlockBytes;
+                    ReadWholeBlocks(pool, map, lba, destination.Slice(done, n), entries[..blocks], crcs, reporter);
                 }
                 else
                 {
-                    pool.ReadData(ExtentMap.PhysicalOf(entry), scratch);
-                    Verify(scratch, entry, lba, reporter);
-                    scratch.Slice(inBlock, n).CopyTo(destination[done..]);
+                    ulong entry = map.Get(lba);
+                    if (ExtentMap.IsData(entry))
+                    {
+                        pool.ReadData(ExtentMap.PhysicalOf(entry), scratch);
+                        Verify(scratch, entry, lba, reporter);
+                        scratch.Slice(inBlock, n).CopyTo(destination[done..]);
+                    }
+                    else
+                    {
+                        destination.Slice(done, n).Clear();
+                    }
                 }
                 done += n;
             }
@@ -71,35 +77,66 @@ internal static class MapReads
         }
     }
 
-    /// <summary>Reads whole blocks that sit consecutively in the data file with one pread, then verifies each; returns bytes read.</summary>
-    [SkipLocalsInit]
-    private static int ReadRun(BlockPool pool, ExtentMap map, long lba, ulong first, Span<byte> destination, Span<ulong> entries, IChecksumReporter reporter)
+    /// <summary>
+    /// Reads whole blocks: one pread per run of blocks that sit consecutively in the data file, holes cleared. Only then
+    /// verifies, one checksum pass per stretch of data blocks however scattered they were: the CRC instruction's latency
+    /// hides only when several blocks are hashed together, and after random overwrites a run is often a single block.
+    /// </summary>
+    private static void ReadWholeBlocks(BlockPool pool, ExtentMap map, long lba, Span<byte> destination, Span<ulong> entries, Span<uint> crcs, IChecksumReporter reporter)
     {
-        entries[0] = first;
-        uint physical = ExtentMap.PhysicalOf(first);
-        int run = 1;
-        int maxRun = Math.Min(MaxRunBlocks, destination.Length / BlockBytes);
-        while (run < maxRun)
+        int count = entries.Length;
+        for (int i = 0; i < count; i++)
         {
-            ulong next = map.Get(lba + run);
-            if (!ExtentMap.IsData(next) || ExtentMap.PhysicalOf(next) != physical + (uint)run)
-            {
-                break;
-            }
-            entries[run++] = next;
+            entries[i] = map.Get(lba + i);
         }
-        var target = destination[..(run * BlockBytes)];
-        pool.ReadData(physical, target);
-        Span<uint> crcs = stackalloc uint[MaxRunBlocks];
-        Crc32C.ComputeBlocks(target, BlockBytes, crcs);
-        for (int i = 0; i < run; i++)
+        int at = 0;
+        while (at < count)
         {
-            if (crcs[i] != ExtentMap.CrcOf(entries[i]))
+            ulong first = entries[at];
+            if (!ExtentMap.IsData(first))
             {
-                Verify(target.Slice(i * BlockBytes, BlockBytes), entries[i], lba + i, reporter); // reports and throws
+                destination.Slice(at * BlockBytes, BlockBytes).Clear();
+                at++;
+                continue;
             }
+            uint physical = ExtentMap.PhysicalOf(first);
+            int run = 1;
+            while (at + run < count && ExtentMap.IsData(entries[at + run]) && ExtentMap.PhysicalOf(entries[at + run]) == physical + (uint)run)
+            {
+                run++;
+            }
+            pool.ReadData(physical, destination.Slice(at * BlockBytes, run * BlockBytes));
+            at += run;
         }
-        return run * BlockBytes;
+        VerifyData(destination, entries, crcs, lba, reporter);
+    }
+
+    /// <summary>Verifies every data block of <paramref name="blocks"/> (entries say which); the first mismatch is reported (which throws).</summary>
+    private static void VerifyData(ReadOnlySpan<byte> blocks, ReadOnlySpan<ulong> entries, Span<uint> crcs, long lba, IChecksumReporter reporter)
+    {
+        int at = 0;
+        while (at < entries.Length)
+        {
+            if (!ExtentMap.IsData(entries[at]))
+            {
+                at++;
+                continue;
+            }
+            int stretch = 1;
+            while (at + stretch < entries.Length && ExtentMap.IsData(entries[at + stretch]))
+            {
+                stretch++;
+            }
+            Crc32C.ComputeBlocks(blocks.Slice(at * BlockBytes, stretch * BlockBytes), BlockBytes, crcs);
+            for (int i = 0; i < stretch; i++)
+            {
+                if (crcs[i] != ExtentMap.CrcOf(entries[at + i]))
+                {
+                    reporter.ReportChecksumError(lba + at + i, ExtentMap.PhysicalOf(entries[at + i]));
+                }
+            }
+            at += stretch;
+        }
     }
 
     /// <summary>Allocation runs of a checked, non-empty range (see <see cref="IBlockDevice.GetAllocationAsync"/>).</summary>

@@ -160,23 +160,16 @@ internal sealed partial class NbdConnection
         }
         NoteSynchronousCompletion();
         int replyBytes = WriteReadReply(Consume(pending, request), request, buffer);
-        try
+        if (replyBytes <= _send.Length - _sendPos)
         {
-            if (replyBytes <= _send.Length - _sendPos)
-            {
-                buffer.AsSpan(0, replyBytes).CopyTo(_send.AsSpan(_sendPos));
-                _sendPos += replyBytes;
-            }
-            else
-            {
-                await FlushSendAsync();
-                await SendLockedAsync(buffer.AsMemory(0, replyBytes));
-            }
-        }
-        finally
-        {
+            buffer.AsSpan(0, replyBytes).CopyTo(_send.AsSpan(_sendPos));
+            _sendPos += replyBytes;
             ArrayPool<byte>.Shared.Return(buffer);
+            return;
         }
+        await FlushSendAsync(); // earlier replies first, in the order they were batched
+        BeginBackground(); // the queued reply holds a slot until it is sent
+        await QueueReplyAsync(buffer, replyBytes);
     }
 
     private ValueTask StartRead(in NbdRequest request, Memory<byte> destination)
@@ -199,30 +192,17 @@ internal sealed partial class NbdConnection
 
     private async Task CompleteReadInBackgroundAsync(ValueTask pending, NbdRequest request, byte[] buffer)
     {
+        // A ValueTask may be consumed only once: the await is its one consumption.
+        uint errno = NbdErrno.None;
         try
         {
-            // A ValueTask may be consumed only once: the await is its one consumption.
-            uint errno = NbdErrno.None;
-            try
-            {
-                await pending;
-            }
-            catch (Exception e)
-            {
-                errno = Fail(request, e);
-            }
-            int replyBytes = WriteReadReply(errno, request, buffer);
-            await SendLockedAsync(buffer.AsMemory(0, replyBytes));
+            await pending;
         }
         catch (Exception e)
         {
-            Abort($"reply to a read could not be sent: {e.Message}");
+            errno = Fail(request, e);
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-            _slots.Release();
-        }
+        await QueueReplyAsync(buffer, WriteReadReply(errno, request, buffer)); // the queue returns the buffer and the slot
     }
 
     /// <summary>WRITE, FLUSH, TRIM, WRITE_ZEROES and CACHE: replies carry no data.</summary>
@@ -309,29 +289,14 @@ internal sealed partial class NbdConnection
 
     private async Task CompleteNoDataInBackgroundAsync(ValueTask pending, NbdRequest request, byte[]? owned)
     {
-        byte[] reply = ArrayPool<byte>.Shared.Rent(NbdProtocol.SimpleReplyBytes);
+        uint errno = NbdErrno.None;
         try
         {
-            uint errno = NbdErrno.None;
-            try
-            {
-                await pending;
-            }
-            catch (Exception e)
-            {
-                errno = Fail(request, e);
-            }
-            if (owned is not null)
-            {
-                ArrayPool<byte>.Shared.Return(owned);
-                owned = null;
-            }
-            int n = NbdReplyWriter.Simple(reply, request.Cookie, errno);
-            await SendLockedAsync(reply.AsMemory(0, n));
+            await pending;
         }
         catch (Exception e)
         {
-            Abort($"reply could not be sent: {e.Message}");
+            errno = Fail(request, e);
         }
         finally
         {
@@ -339,9 +304,9 @@ internal sealed partial class NbdConnection
             {
                 ArrayPool<byte>.Shared.Return(owned);
             }
-            ArrayPool<byte>.Shared.Return(reply);
-            _slots.Release();
         }
+        byte[] reply = ArrayPool<byte>.Shared.Rent(NbdProtocol.SimpleReplyBytes);
+        await QueueReplyAsync(reply, NbdReplyWriter.Simple(reply, request.Cookie, errno)); // the queue returns the buffer and the slot
     }
 
     /// <summary>Block status is rare next to reads and writes, so it is simply awaited in the receive loop.</summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Net.Sockets;
 using Cairn.Core;
 using Cairn.Core.Transport;
@@ -10,6 +11,11 @@ namespace Cairn.Frontends.Nbd;
 /// One client connection: the handshake, then one receive loop that parses requests in place and a send path
 /// serialized by <see cref="_sendLock"/>. Split by concern: Handshake, Transmission, Execution.
 /// </summary>
+/// <remarks>
+/// Replies of requests that finished in the background never wait for the send lock: they join
+/// <see cref="_replyQueue"/> and whoever holds the lock sends them before letting go of it. Waiting would cost a
+/// thread-pool hop per reply (a third of the 1 MiB read replies at QD 8 found the lock taken).
+/// </remarks>
 internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
 {
     /// <summary>Large enough to hold 32 pipelined 4 KiB writes (or read replies) so a QD32 batch costs one recv and one send.</summary>
@@ -21,6 +27,10 @@ internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
     private readonly ISocketTransport _transport;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
+    /// <summary>Finished replies waiting for the holder of <see cref="_sendLock"/>; each holds a pooled buffer and a slot.</summary>
+    private readonly ConcurrentQueue<(byte[] Buffer, int Length)> _replyQueue = new();
+    /// <summary>Set once a send failed: queued replies are dropped (buffers and slots given back) instead of sent.</summary>
+    private volatile bool _sendBroken;
     /// <summary>Slots for requests completing in the background; only the receive loop takes them.</summary>
     private readonly SemaphoreSlim _slots;
     private readonly int _maxInFlight;
@@ -142,9 +152,62 @@ internal sealed partial class NbdConnection : IFrontendConnection, IDisposable
         {
             await SendAllAsync(data);
         }
-        finally
+        catch
         {
-            _sendLock.Release();
+            _sendBroken = true;
+            await SendQueuedAndReleaseAsync();
+            throw;
         }
+        await SendQueuedAndReleaseAsync();
+    }
+
+    /// <summary>
+    /// Hands over a finished reply whose request holds a slot: <paramref name="buffer"/> (pooled) and the slot now belong
+    /// to the queue, which gives both back once the reply is sent. Sends it at once when nobody else is sending; never
+    /// waits for whoever is.
+    /// </summary>
+    private ValueTask QueueReplyAsync(byte[] buffer, int length)
+    {
+        _replyQueue.Enqueue((buffer, length));
+        return _sendLock.Wait(0) ? SendQueuedAndReleaseAsync() : ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Run by the holder of the send lock: sends every queued reply, releases the lock, and takes it again if a reply
+    /// arrived meanwhile (its owner found the lock held and left the reply to us). A failed send drops the connection.
+    /// </summary>
+    private async ValueTask SendQueuedAndReleaseAsync()
+    {
+        do
+        {
+            int finished = 0;
+            while (_replyQueue.TryDequeue(out var reply))
+            {
+                try
+                {
+                    if (!_sendBroken)
+                    {
+                        await SendAllAsync(reply.Buffer.AsMemory(0, reply.Length));
+                    }
+                }
+                catch (Exception e)
+                {
+                    _sendBroken = true;
+                    Abort($"a reply could not be sent: {e.Message}");
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(reply.Buffer);
+                    finished++;
+                }
+            }
+            _sendLock.Release();
+            if (finished > 0)
+            {
+                // After the lock: the last slot back lets the connection finish and dispose the lock.
+                _slots.Release(finished);
+            }
+        }
+        while (!_replyQueue.IsEmpty && _sendLock.Wait(0));
     }
 }

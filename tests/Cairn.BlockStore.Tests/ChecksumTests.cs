@@ -92,6 +92,51 @@ public sealed class ChecksumTests
         Assert.Equal(0, v.ChecksumErrors);
     }
 
+    /// <summary>
+    /// A 16-block read made of several physical runs (one pread each) and a hole, verified together: a bad block in the
+    /// middle of a run, or a bad single-block run, fails the read with EIO naming exactly that block, while every range
+    /// around it still reads back its own data.
+    /// </summary>
+    [Theory]
+    [InlineData(10)] // inside the long run of blocks 8..15
+    [InlineData(6)]  // a run of its own
+    [InlineData(0)]  // the first block of the first run
+    public async Task A_bad_block_inside_a_coalesced_read_fails_only_reads_that_cover_it(int badBlock)
+    {
+        var medium = new SimulatedMedium();
+        using var pool = Sim(medium, 4L << 20);
+        var v = pool.CreateVolume("v", 1L << 20);
+        var expected = Pattern(16 * Block, 40);
+        await v.WriteAsync(0, expected); // blocks 0..15 in one physical run
+        for (int b = 5; b <= 7; b++)
+        {
+            var again = Pattern(Block, 50 + b); // rewritten one by one: runs [0,5) [5] [6] [7] [8,16)
+            again.CopyTo(expected, b * Block);
+            await v.WriteAsync(b * Block, again);
+        }
+        await v.TrimAsync(3 * Block, Block); // and a hole inside the first run
+        Array.Clear(expected, 3 * Block, Block);
+        Assert.Equal(expected, await v.ReadAsync(0, 16 * Block));
+
+        var bad = expected.AsSpan(badBlock * Block, Block).ToArray();
+        int at = IndexOf(medium.ReadAllBytes("data.cairn"), bad);
+        Assert.True(at >= 0);
+        medium.Corrupt("data.cairn", at + 123, [(byte)(bad[123] ^ 0x01)]);
+
+        var events = new List<ChecksumErrorEventArgs>();
+        pool.ChecksumError += (_, e) => events.Add(e);
+        await ThrowsBlockError(BlockError.Io, () => v.ReadAsync(0, new byte[16 * Block]).AsTask());
+        Assert.Equal(badBlock * Block, Assert.Single(events).OffsetBytes);
+        Assert.Equal((long)at / Block, events[0].PhysicalBlock);
+        if (badBlock > 0)
+        {
+            Assert.Equal(expected.AsSpan(0, badBlock * Block).ToArray(), await v.ReadAsync(0, badBlock * Block));
+        }
+        int after = (badBlock + 1) * Block;
+        Assert.Equal(expected.AsSpan(after).ToArray(), await v.ReadAsync(after, expected.Length - after));
+        Assert.Single(events);
+    }
+
     private static int IndexOf(byte[] haystack, byte[] needle)
     {
         for (int i = 0; i + needle.Length <= haystack.Length; i += Block)

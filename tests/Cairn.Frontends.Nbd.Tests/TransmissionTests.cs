@@ -406,6 +406,40 @@ public sealed class TransmissionTests
         }
     }
 
+    /// <summary>
+    /// Background replies queue for the one sender. A client that pipelines large reads and leaves without reading a
+    /// single reply breaks a send mid-queue: the queued buffers and slots must all come back so the session ends.
+    /// (A leaked slot would hang the server's shutdown too, hence the test timeout.)
+    /// </summary>
+    [Theory(Timeout = 120_000)]
+    [InlineData(NbdTransportKind.Epoll)]
+    [InlineData(NbdTransportKind.Sockets)]
+    internal async Task A_client_that_leaves_with_replies_queued_still_ends_its_session(NbdTransportKind transport)
+    {
+        await using var h = await ServerHarness.StartAsync(configure: o =>
+        {
+            o.MaxInFlightPerConnection = 8;
+            o.Transport = transport;
+        });
+        h.Disk.Asynchronous = true;
+        var (c, _, _) = await OpenAsync(h.Port, "disk", structured: true);
+        var batch = new MemoryStream();
+        for (int i = 0; i < 24; i++)
+        {
+            batch.Write(Request(0, CmdRead, (ulong)i, (ulong)(i % 16) << 20, 1 << 20)); // far more than the socket buffers hold
+        }
+        await c.SendAsync(batch.ToArray());
+        await Task.Delay(200); // let replies pile up against the full socket
+        c.Close();
+        await h.Catalog.WaitForNoSessionsAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The server is fine: a new connection reads and writes.
+        var (d, _, _) = await OpenAsync(h.Port, "disk");
+        await using var _d = d;
+        Assert.Equal(0u, await d.CommandAsync(CmdWrite, 0, 4, payload: [1, 2, 3, 4]));
+        Assert.Equal(new byte[] { 1, 2, 3, 4 }, await d.ReadAsync(0, 4));
+    }
+
     [Fact]
     public async Task Switching_between_synchronous_and_asynchronous_completion_keeps_data_and_replies_intact()
     {
