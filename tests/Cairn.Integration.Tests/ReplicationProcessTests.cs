@@ -141,7 +141,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await _nodes[away].RestartAsync();
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "logs")).Values.All(s => s == "InSync"),
             "the returning replica is resynced and in sync again");
-        Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[owner].Log, StringComparison.Ordinal);
+        await _nodes[owner].WaitForLogAsync($"rebuilding the replica on {away} (delta");
         // The owner's API reports what the resync moved: the regions written while the replica was away (issue 5: at most 2x).
         var resync = (await VolumeAsync(_nodes[owner], "logs")).GetProperty("replicas").EnumerateArray()
             .Single(r => r.GetProperty("node").GetString() == away).GetProperty("lastRebuild");
@@ -262,7 +262,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await _nodes[away].RestartAsync();
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[successor], "hist"))[away] == "InSync",
             $"the returning replica on {away} is resynced by the new owner");
-        Assert.Contains($"rebuilding the replica on {away} (delta", _nodes[successor].Log, StringComparison.Ordinal);
+        await _nodes[successor].WaitForLogAsync($"rebuilding the replica on {away} (delta");
 
         // It holds every write: make it the owner and read them back.
         _nodes[successor].KillHard();

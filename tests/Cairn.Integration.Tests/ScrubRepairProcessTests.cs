@@ -91,7 +91,7 @@ public sealed class ScrubRepairProcessTests(ITestOutputHelper output) : IAsyncLi
         var error = Assert.Single(status.GetProperty("errors").EnumerateArray());
         Assert.Equal((owner, 5L * Block, $"repaired: rewritten from the copy on {replica}"),
             (error.GetProperty("node").GetString(), error.GetProperty("offsetBytes").GetInt64(), error.GetProperty("repair").GetString()));
-        Assert.Contains("bad block at byte 20480", _nodes[owner].Log, StringComparison.Ordinal);
+        await _nodes[owner].WaitForLogAsync("bad block at byte 20480");
 
         // The replica's copy rots; the owner finds it with a verify on the replica's node and rewrites it from its own.
         Assert.Equal(1, DataFileCorruption.CorruptBlock(PoolDirectory(replica), Content(9)));
@@ -112,7 +112,7 @@ public sealed class ScrubRepairProcessTests(ITestOutputHelper output) : IAsyncLi
                 Assert.True(read.AsSpan(block * Block, Block).SequenceEqual(Content(block)), $"block {block} reads back wrong");
             }
         }
-        Assert.Contains("a read met a bad block at byte 53248", _nodes[owner].Log, StringComparison.Ordinal);
+        await _nodes[owner].WaitForLogAsync("a read met a bad block at byte 53248");
 
         status = await ScrubAsync(via: replica);
         Assert.Equal(0, status.GetProperty("errorCount").GetInt32());

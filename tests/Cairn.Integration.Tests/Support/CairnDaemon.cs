@@ -30,6 +30,21 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
     public int IscsiPort { get; private set; }
     public string Log { get { lock (_log) { return _log.ToString(); } } }
 
+    /// <summary>Waits until the daemon has logged <paramref name="text"/>: its log reaches us through a pipe, after the
+    /// IO that caused it may already have been answered.</summary>
+    public async Task WaitForLogAsync(string text, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
+        while (!Log.Contains(text, StringComparison.Ordinal))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"cairnd did not log \"{text}\"\n{Log}");
+            }
+            await Task.Delay(50);
+        }
+    }
+
     public string NbdUri(string export) => $"nbd://127.0.0.1:{NbdPort}/{export}";
 
     public static async Task<CairnDaemon> StartAsync(string? dataDirectory = null, params string[] extraArgs)
