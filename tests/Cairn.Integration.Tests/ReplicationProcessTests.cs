@@ -203,11 +203,14 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "snap")) is { Count: 3 } states && states.Values.All(s => s == "InSync"),
             $"the replica added on {added} is copied and in sync");
 
-        // Revert: every replica reverts, and is in sync again after a resync of what changed since (nothing).
+        // Revert: every replica reverts, and is in sync again after a resync of what changed since (nothing). The
+        // revert takes the remotes out of the in-sync set (an epoch bump) first: a view still showing the epoch from
+        // before it, all in sync, must not count.
+        ulong before = (await VolumeAsync(_nodes[owner], "snap")).GetProperty("epoch").GetUInt64();
         var reverted = await _http.PostAsJsonAsync($"{_nodes[owner].ApiUrl}/api/v1/volumes/snap/revert", new { snapshot = "monday", force = true });
         Assert.True(reverted.IsSuccessStatusCode, await reverted.Content.ReadAsStringAsync());
-        await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "snap")).Values.All(s => s == "InSync"),
-            "the reverted replicas are in sync again");
+        await WaitAsync(async () => await VolumeAsync(_nodes[owner], "snap") is var v && v.GetProperty("epoch").GetUInt64() > before
+            && ReplicaStates(v).Values.All(s => s == "InSync"), "the reverted replicas are in sync again");
 
         // Only the added replica is left: it must hold the reverted data and the snapshot.
         _nodes[original].KillHard();
