@@ -43,6 +43,25 @@ public sealed partial class ReplicatedVolume
     {
         ArgumentNullException.ThrowIfNull(snapshotLocal);
         byte[] encoded = EncodeSnapshotName(name);
+        await WhileQuiescedAsync(async () =>
+        {
+            ThrowIfUnavailable();
+            await ForgetRebuildStateAsync($"snapshot {name} was taken");
+            await _local.FlushAsync(cancellationToken);
+            await ControlRemotesAsync(ReplicaOp.Flush, 0, default, rebuildingToo: false, cancellationToken);
+            await ControlRemotesAsync(ReplicaOp.CreateSnapshot, 0, encoded, rebuildingToo: false, cancellationToken);
+            ThrowIfUnavailable();
+            await snapshotLocal();
+        }, beforeResuming: () => ForgetRebuildStateAsync($"snapshot {name} was taken"), // a replica dropped meanwhile may lack it
+        cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> as the only control operation, with the volume quiesced (changes in flight finished,
+    /// new ones waiting); <paramref name="beforeResuming"/>, if any, runs before changes go on, whatever the outcome.
+    /// </summary>
+    private async Task WhileQuiescedAsync(Func<Task> body, Func<Task>? beforeResuming, CancellationToken cancellationToken)
+    {
         await _controlling.WaitAsync(cancellationToken);
         try
         {
@@ -50,17 +69,14 @@ public sealed partial class ReplicatedVolume
             var paused = await PauseAsync(cancellationToken);
             try
             {
-                ThrowIfUnavailable();
-                await ForgetRebuildStateAsync($"snapshot {name} was taken");
-                await _local.FlushAsync(cancellationToken);
-                await ControlRemotesAsync(ReplicaOp.Flush, 0, default, rebuildingToo: false, cancellationToken);
-                await ControlRemotesAsync(ReplicaOp.CreateSnapshot, 0, encoded, rebuildingToo: false, cancellationToken);
-                ThrowIfUnavailable();
-                await snapshotLocal();
+                await body();
             }
             finally
             {
-                await ForgetRebuildStateAsync($"snapshot {name} was taken"); // a replica dropped meanwhile may lack it
+                if (beforeResuming is not null)
+                {
+                    await beforeResuming();
+                }
                 await ResumeAsync(paused);
             }
         }

@@ -25,33 +25,19 @@ public sealed partial class ReplicatedVolume
     {
         ArgumentNullException.ThrowIfNull(revertLocal);
         byte[] encoded = EncodeSnapshotName(name);
-        await _controlling.WaitAsync(cancellationToken);
-        try
+        await WhileQuiescedAsync(async () =>
         {
+            await ForgetRebuildStateAsync($"the volume was reverted to snapshot {name}");
+            var remotes = _membership.InSync.ToList();
+            if (remotes.Count > 0)
+            {
+                var revert = new Change(ReplicaOp.RevertToSnapshot, ReplicaFlags.None, 0, encoded.Length, encoded, WriteFlags.None, ZeroFlags.None);
+                await DropAsync(remotes, revert, cancellationToken);
+            }
             ThrowIfUnavailable();
-            var paused = await PauseAsync(cancellationToken);
-            try
-            {
-                await ForgetRebuildStateAsync($"the volume was reverted to snapshot {name}");
-                var remotes = _membership.InSync.ToList();
-                if (remotes.Count > 0)
-                {
-                    var revert = new Change(ReplicaOp.RevertToSnapshot, ReplicaFlags.None, 0, encoded.Length, encoded, WriteFlags.None, ZeroFlags.None);
-                    await DropAsync(remotes, revert, cancellationToken);
-                }
-                ThrowIfUnavailable();
-                await revertLocal();
-                await RevertRemotesAsync(remotes, encoded);
-            }
-            finally
-            {
-                await ResumeAsync(paused);
-            }
-        }
-        finally
-        {
-            _controlling.Release();
-        }
+            await revertLocal();
+            await RevertRemotesAsync(remotes, encoded);
+        }, beforeResuming: null, cancellationToken);
     }
 
     /// <summary>Reverts the dropped remotes; those that did revert need only what comes next, the others a full copy.</summary>

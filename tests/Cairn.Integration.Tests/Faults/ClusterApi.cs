@@ -76,38 +76,30 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     /// <summary>GET /api/v1/volumes/NAME: the owner node and the NBD export (host, port) to reach it; null while unavailable.</summary>
     public async Task<VolumeLocation?> LocateAsync(NetnsNode via, string name)
     {
-        try
-        {
-            using var poll = Poll();
-            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
-            if (!response.IsSuccessStatusCode)
-            {
-                return null;
-            }
-            var json = await response.Content.ReadFromJsonAsync<JsonElement>(poll.Token);
-            var export = new Uri(json.GetProperty("export").GetString()!);
-            return json.GetProperty("available").GetBoolean()
-                ? new VolumeLocation(json.GetProperty("node").GetString()!, export.Host, export.Port, name)
-                : null;
-        }
-        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+        if (await VolumeJsonAsync(via, name) is not { } json || !json.GetProperty("available").GetBoolean())
         {
             return null;
         }
+        var export = new Uri(json.GetProperty("export").GetString()!);
+        return new VolumeLocation(json.GetProperty("node").GetString()!, export.Host, export.Port, name);
     }
 
     /// <summary>How much of the volume holds data, as its owner reports (0 when it cannot be asked).</summary>
-    public async Task<long> AllocatedBytesAsync(NetnsNode via, string name)
+    public async Task<long> AllocatedBytesAsync(NetnsNode via, string name) =>
+        await VolumeJsonAsync(via, name) is { } json ? json.GetProperty("allocatedBytes").GetInt64() : 0;
+
+    /// <summary>The volume as <paramref name="via"/>'s API describes it; null when it does not answer, or not with success.</summary>
+    private async Task<JsonElement?> VolumeJsonAsync(NetnsNode via, string name)
     {
         try
         {
             using var poll = Poll();
-            var json = await _http.GetFromJsonAsync<JsonElement>($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
-            return json.GetProperty("allocatedBytes").GetInt64();
+            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
+            return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonElement>(poll.Token) : null;
         }
-        catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException)
         {
-            return 0;
+            return null;
         }
     }
 
@@ -161,27 +153,17 @@ internal sealed class ClusterApi(NetnsCluster cluster) : IDisposable
     /// <summary>The volume's replicas as its owner reports them and its health as the answering node's view judged it; null while unavailable.</summary>
     public async Task<VolumeStatus?> StatusAsync(NetnsNode via, string name)
     {
-        try
-        {
-            using var poll = Poll();
-            using var response = await _http.GetAsync($"{via.ApiUrl}/api/v1/volumes/{name}", poll.Token);
-            if (!response.IsSuccessStatusCode)
-            {
-                return null;
-            }
-            var json = await response.Content.ReadFromJsonAsync<JsonElement>(poll.Token);
-            var health = json.TryGetProperty("health", out var h) && h.ValueKind == JsonValueKind.Object ? h : (JsonElement?)null;
-            var replicas = json.TryGetProperty("replicas", out var r) && r.ValueKind == JsonValueKind.Array
-                ? r.EnumerateArray().Select(m => new ReplicaStatus(m.GetProperty("node").GetString() ?? "?", m.GetProperty("state").GetString()!,
-                    m.TryGetProperty("reason", out var why) ? why.GetString() : null)).ToList()
-                : [];
-            return new VolumeStatus(json.GetProperty("node").GetString(), health?.GetProperty("state").GetString(), health?.GetProperty("reason").GetString(), replicas,
-                json.TryGetProperty("epoch", out var e) && e.ValueKind == JsonValueKind.Number ? e.GetUInt64() : 0);
-        }
-        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException)
+        if (await VolumeJsonAsync(via, name) is not { } json)
         {
             return null;
         }
+        var health = json.TryGetProperty("health", out var h) && h.ValueKind == JsonValueKind.Object ? h : (JsonElement?)null;
+        var replicas = json.TryGetProperty("replicas", out var r) && r.ValueKind == JsonValueKind.Array
+            ? r.EnumerateArray().Select(m => new ReplicaStatus(m.GetProperty("node").GetString() ?? "?", m.GetProperty("state").GetString()!,
+                m.TryGetProperty("reason", out var why) ? why.GetString() : null)).ToList()
+            : [];
+        return new VolumeStatus(json.GetProperty("node").GetString(), health?.GetProperty("state").GetString(), health?.GetProperty("reason").GetString(), replicas,
+            json.TryGetProperty("epoch", out var e) && e.ValueKind == JsonValueKind.Number ? e.GetUInt64() : 0);
     }
 
     public void Dispose() => _http.Dispose();
