@@ -34,14 +34,14 @@ internal sealed partial class CairnDaemon : IAsyncDisposable
     /// IO that caused it may already have been answered.</summary>
     public async Task WaitForLogAsync(string text, TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
-        while (!Log.Contains(text, StringComparison.Ordinal))
+        try
         {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"cairnd did not log \"{text}\"\n{Log}");
-            }
-            await Task.Delay(50);
+            await Eventually.HoldsAsync(() => Task.FromResult(Log.Contains(text, StringComparison.Ordinal)), timeout ?? TimeSpan.FromSeconds(60),
+                $"cairnd logs \"{text}\"");
+        }
+        catch (TimeoutException e)
+        {
+            throw new TimeoutException($"{e.Message}\n{Log}", e);
         }
     }
 
