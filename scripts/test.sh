@@ -13,20 +13,27 @@ mkdir -p .artifacts/test-logs
 export CAIRN_TEST_LOG_DIR=$PWD/.artifacts/test-logs
 rm -f "$CAIRN_TEST_LOG_DIR"/*.summary
 passed=0; failed=0; skipped=0; status=0
+# Each xunit v3 test project is its own executable: run it directly (the in-process runner) rather than through
+# `dotnet test`, whose adapter once reported a test process that vanished as "crashed with exit code 0" and still
+# let the project pass. Here the runner's own summary counts, catastrophic errors count as failures, and a project
+# that exits non-zero or prints no summary fails.
 # Unit and protocol tests first (fast), then integration tests that start real processes.
-PROJECTS=$(ls -d tests/*.Tests | grep -v Integration; echo tests/Cairn.Integration.Tests)
+# CAIRN_TEST_PROJECTS="tests/A tests/B" runs only those.
+PROJECTS=${CAIRN_TEST_PROJECTS:-$(ls -d tests/*.Tests | grep -v Integration; echo tests/Cairn.Integration.Tests)}
 for project in $PROJECTS; do
   name=$(basename "$project")
   log=.artifacts/test-logs/$name.log
   echo "== $name"
-  dotnet test "$project" -c $CONFIG --no-build --nologo 2>&1 | tee "$log" | grep -E "^\s*(Failed|Passed|Skipped) |error|Passed!|Failed!|No test" || true
-  rc=${PIPESTATUS[0]}
-  line=$(grep -E "(Passed|Failed)! +- +Failed:" "$log" | tail -1)
+  (cd "$project/bin/$CONFIG/net10.0" && exec "./$name" -noColor -noLogo -noAutoReporters -reporter verbose \
+      -ctrf "$CAIRN_TEST_LOG_DIR/$name.ctrf.json") >"$log" 2>&1
+  rc=$?
+  grep -E "\[FAIL\]|\[FATAL ERROR\]|Catastrophic|Total: [0-9]+, Errors:" "$log"
+  line=$(grep -E "Total: [0-9]+, Errors: [0-9]+, Failed: [0-9]+, Skipped: [0-9]+, Not Run: [0-9]+" "$log" | tail -1)
   if [[ -n $line ]]; then
-    f=$(sed -E 's/.*Failed: *([0-9]+).*/\1/' <<<"$line"); p=$(sed -E 's/.*Passed: *([0-9]+).*/\1/' <<<"$line")
-    s=$(sed -E 's/.*Skipped: *([0-9]+).*/\1/' <<<"$line")
-    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
-  elif ! grep -q "No test is available" "$log"; then
+    read -r t e f s n < <(sed -E 's/.*Total: ([0-9]+), Errors: ([0-9]+), Failed: ([0-9]+), Skipped: ([0-9]+), Not Run: ([0-9]+).*/\1 \2 \3 \4 \5/' <<<"$line")
+    passed=$((passed + t - f - s - n)); failed=$((failed + f + e)); skipped=$((skipped + s + n))
+    if [[ $rc -ne 0 && $((f + e)) -eq 0 ]]; then echo "$name: exit $rc with no failure counted; see $log"; failed=$((failed + 1)); fi
+  else
     echo "$name: no test summary (exit $rc); see $log"; failed=$((failed + 1))
   fi
   [[ $rc -ne 0 ]] && status=1
