@@ -45,9 +45,37 @@ start_etcd() { # -> ETCD (the --cluster spec) and ETCD_PID; returns once etcd se
   return 1
 }
 
+# With BENCH_NODE_CPU=F (a fraction of one core, e.g. 0.6) every node, and every command run through cpu_wrapper's prefix,
+# gets its own CFS quota of F cores: one machine then stands in for several machines of equal CPU, instead of all
+# copies sharing its cores. cgroup v1's cpu controller (this machine) or v2's cpu.max.
+cpu_group() { # name -> the cgroup's directory, created with the quota BENCH_NODE_CPU
+  local v1=/sys/fs/cgroup/cpu v2=/sys/fs/cgroup/unified dir period=100000 quota
+  quota=$(python3 -c "print(int(float('$BENCH_NODE_CPU') * $period))")
+  if [[ -w $v1/cgroup.procs ]]; then
+    dir=$v1/cairn-bench-$$-$1; mkdir -p "$dir"; echo $period >"$dir/cpu.cfs_period_us"; echo "$quota" >"$dir/cpu.cfs_quota_us"
+  elif [[ -w $v2/cgroup.procs ]] && grep -qw cpu $v2/cgroup.controllers 2>/dev/null; then
+    echo +cpu >"$v2/cgroup.subtree_control" 2>/dev/null || true
+    dir=$v2/cairn-bench-$$-$1; mkdir -p "$dir"; echo "$quota $period" >"$dir/cpu.max"
+  else
+    echo "bench: BENCH_NODE_CPU needs a writable cgroup cpu controller" >&2; return 1
+  fi
+  echo "$dir"
+}
+cpu_wrapper() { # name -> CPU_WRAP: a command prefix that runs a command in the named CPU group (empty without BENCH_NODE_CPU)
+  CPU_WRAP=()
+  [[ -z ${BENCH_NODE_CPU:-} ]] && return 0
+  local dir; dir=$(cpu_group "$1") || return 1
+  # Join the group, then exec (so $! is the command's pid): .NET reads its CPU quota at start-up.
+  CPU_WRAP=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$dir")
+}
+remove_cpu_groups() { # after their processes ended ($$ is the benchmark's shell, also in subshells)
+  local d; for d in /sys/fs/cgroup/cpu/cairn-bench-$$-* /sys/fs/cgroup/unified/cairn-bench-$$-*; do [[ -d $d ]] && rmdir "$d" 2>/dev/null; done; true
+}
+
 start_cluster_node() { # name zone [cairnd flags...] -> NODE_PID[name]; wait_cluster_node sets NODE_API[name]
   local name=$1 zone=$2; shift 2
-  "$OUT/cairnd/cairnd" --data-dir "$WORK/$name" --cluster "$ETCD" --node "$name" --zone "$zone" --nbd-listen 127.0.0.1:0 \
+  cpu_wrapper "$name"
+  "${CPU_WRAP[@]}" "$OUT/cairnd/cairnd" --data-dir "$WORK/$name" --cluster "$ETCD" --node "$name" --zone "$zone" --nbd-listen 127.0.0.1:0 \
     --iscsi-listen 127.0.0.1:0 --api-listen http://127.0.0.1:0 "$@" >"$WORK/$name.log" 2>&1 &
   NODE_PID[$name]=$!
 }

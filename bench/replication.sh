@@ -8,19 +8,24 @@
 #     API (GET /api/v1/volumes/NAME) for the volume's owner and export, and retries a 4 KiB write (nbdcopy) there
 #     until one succeeds. Printed: the time from the kill to that write's completion, and the measurement's resolution.
 # Figures on a shared machine are noisy: read the ratios.
-#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS]   (lease: cairnd's default, 4 s)
+# --node-cpu F gives each cairnd, and fio (the client), its own CPU quota of F cores (a cgroup): the machine then
+# stands in for separate machines of equal CPU, as replicas on real nodes would have, instead of three copies
+# sharing two cores. Keep 4 x F within the machine's cores (0.5 on two).
+#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS] [--node-cpu F]   (lease: cairnd's default, 4 s)
 #   BENCH_KEEP=1 keeps the nodes' and etcd's logs (the scratch directory) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 trap 'echo "bench: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 LEASE_FLAGS=(); args=()
-while (($#)); do case $1 in --lease-ttl) LEASE_FLAGS=(--lease-ttl "$2"); shift 2;; *) args+=("$1"); shift;; esac; done
+while (($#)); do case $1 in
+  --lease-ttl) LEASE_FLAGS=(--lease-ttl "$2"); shift 2;; --node-cpu) export BENCH_NODE_CPU=$2; shift 2;; *) args+=("$1"); shift;; esac; done
 bench_parse_args "${args[@]}"
 bench_prepare
 cleanup() {
   for p in "${NODE_PID[@]}" ${ETCD_PID:-}; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  remove_cpu_groups
   if [[ ${BENCH_KEEP:-} == 1 ]]; then echo "bench: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -53,15 +58,16 @@ for v in r1 r3; do
   fio --name=fill --ioengine=nbd --uri="${URI[$v]}" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
 done
 
-cpu_ticks() { # CPU time (user + system, clock ticks) of every cairnd so far
-  local total=0 pid; for pid in "${NODE_PID[@]}"; do total=$((total + $(awk '{print $14 + $15}' /proc/"$pid"/stat))); done; echo $total
+cpu_ticks() { # CPU time (user + system, clock ticks) of each cairnd so far: "n1 n2 n3"
+  local n out=(); for n in n1 n2 n3; do out+=("$(awk '{print $14 + $15}' /proc/"${NODE_PID[$n]}"/stat)"); done; echo "${out[*]}"
 }
 run() { # volume iodepth round -> json file, and the nodes' CPU ticks during the run
   local out="$WORK/$1-qd$2-$3.json" before start; before=$(cpu_ticks); start=$(date +%s%N)
-  fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=randwrite --bs=4k --iodepth=$2 --size="$SIZE" \
+  cpu_wrapper client
+  "${CPU_WRAP[@]}" fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=randwrite --bs=4k --iodepth=$2 --size="$SIZE" \
       --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$out" \
     || { echo "bench: fio failed against $1 (QD$2):" >&2; cat "$out" >&2; exit 1; }
-  echo "$(($(cpu_ticks) - before)) $(($(date +%s%N) - start))" >"$WORK/$1-qd$2-$3.cpu"
+  echo "$before | $(cpu_ticks) | $(($(date +%s%N) - start))" >"$WORK/$1-qd$2-$3.cpu"   # ticks per node before | after | ns
 }
 for qd in 32 1; do run r1 $qd 1; run r3 $qd 1; done
 for qd in 32 1; do run r3 $qd 2; run r1 $qd 2; done   # the other order: drift on the machine hits both alike
@@ -115,9 +121,10 @@ kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true
 NODE_PID[$OWNER]=""   # already dead
 
-python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-4 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$WORK" "$OWNER" "$LEADER" "${LEASE_FLAGS[1]:-4 (default)}" "$SIZE" "$(cat "$WORK/failover.txt")" "$(getconf CLK_TCK)" \
+  "${BENCH_NODE_CPU:-}" <<'PY'
 import json, sys
-work, owner, leader, lease, size, failover, tick = sys.argv[1:8]
+work, owner, leader, lease, size, failover, tick, node_cpu = sys.argv[1:9]
 def load(v, qd, rnd):
     text = open(f"{work}/{v}-qd{qd}-{rnd}.json").read()
     return json.loads(text[text.index("{"):])["jobs"][0]["write"]  # fio may print notices before its JSON
@@ -126,17 +133,21 @@ def mean(v, qd, f):
 iops = lambda d: d["iops"]
 lat = lambda d: d["clat_ns"]["mean"] / 1e3
 p99 = lambda d: d["clat_ns"]["percentile"]["99.000000"] / 1e3
-def cpu_per_write(v, qd):  # all cairnd processes: CPU seconds per second of the fio run, over the writes per second
+def cpu_per_write(v, qd, node=None):  # CPU seconds per second of the fio run over the writes per second: all cairnd, or one
     per_round = []
     for r in (1, 2):
-        ticks, nanoseconds = open(f"{work}/{v}-qd{qd}-{r}.cpu").read().split()
-        per_round.append(int(ticks) / int(tick) / (int(nanoseconds) / 1e9) / load(v, qd, r)["iops"] * 1e6)
+        before, after, nanoseconds = open(f"{work}/{v}-qd{qd}-{r}.cpu").read().split("|")
+        ticks = [int(b) - int(a) for a, b in zip(before.split(), after.split())]
+        used = ticks[int(node[1:]) - 1] if node else sum(ticks)
+        per_round.append(used / int(tick) / (int(nanoseconds) / 1e9) / load(v, qd, r)["iops"] * 1e6)
     return sum(per_round) / 2
 CEPH_IOPS, CEPH_LAT_US = 2600, 1100
 rows = [("4 KiB randwrite QD 32", "IOPS", 32, iops, f"{CEPH_IOPS:,}", lambda x: f"{x / CEPH_IOPS:.1f}x"),
         ("4 KiB randwrite QD 1", "IOPS", 1, iops, "", None),
         ("", "mean us", 1, lat, f"{CEPH_LAT_US:,}", lambda x: f"{CEPH_LAT_US / x:.1f}x"),
         ("", "p99 us", 1, p99, "", None)]
+if node_cpu:
+    print(f"\nCPU quota: {node_cpu} core for each cairnd and for fio (as if each ran on its own machine of that size)")
 print(f"\n{size} volumes, mean of 2 rounds; ratio = 3 replicas / 1 replica (goal for QD 32 IOPS: 0.70 or more)")
 print(f"{'workload':<24}{'metric':<10}{'1 replica':>12}{'3 replicas':>12}{'ratio':>8}{'Ceph RBD 3x':>13}{'Cairn vs Ceph':>15}")
 for name, metric, qd, f, ceph, vs in rows:
@@ -146,8 +157,11 @@ for name, metric, qd, f, ceph, vs in rows:
 for qd in (32, 1):
     a, b = cpu_per_write("r1", qd), cpu_per_write("r3", qd)
     print(f"{'CPU per write, QD ' + str(qd):<24}{'us':<10}{a:>12,.1f}{b:>12,.1f}{b / a:>8.2f}")
+split = ", ".join(f"{n}{' (owner)' if n == owner else ''} {cpu_per_write('r3', 32, n):.1f}" for n in ("n1", "n2", "n3"))
+print(f"CPU per write by node, 3 replicas, QD 32 (us): {split}; 1 replica, all on {owner}")
 print("Ceph RBD 16.2, 3 replicas, same kind of machine (issue 5): ~2,600 IOPS at QD 32, 1.1 ms at QD 1; goal: 10x the IOPS")
-print("CPU per write: user + system time of all three cairnd during the fio run, per write; every copy shares this machine's cores")
+print("CPU per write: user + system time of all three cairnd during the fio run, per write" +
+      ("" if node_cpu else "; every copy shares this machine's cores"))
 if failover == "timeout":
     print(f"\nfailover: no write succeeded within 120 s of SIGKILL of the owner {owner}")
     sys.exit(1)
