@@ -72,6 +72,9 @@ public sealed class NodeMembership : IAsyncDisposable, Cairn.Replication.IOwnerL
 
     public string Name => _identity.Name;
 
+    /// <summary>The lease's time to live: how long the store keeps this node Up without a keep-alive.</summary>
+    public TimeSpan LeaseTtl => _options.LeaseTtl;
+
     /// <summary>This run's boot (see <see cref="NodeRecord.Boot"/>); known once started.</summary>
     public string Boot => _loop is null ? throw new InvalidOperationException("membership not started") : NodeRecord.BootOf(_startedAt);
 

@@ -47,7 +47,10 @@ internal sealed class ReplicationAgent : IAsyncDisposable
     {
         _volumes.EnableReplication(new ReplicationContext(membership.Name, new ReplicaSetWriter(store), membership,
             name => ReplicationContext.ParseEndpoint(_view.FindLiveNode(name)?.ReplicaAddress), membership.Boot,
-            name => _view.FindLiveNode(name)?.Boot, (name, ct) => ClusterService.GetBootAsync(store, name, ct)));
+            name => _view.FindLiveNode(name)?.Boot, (name, ct) => ClusterService.GetBootAsync(store, name, ct))
+        {
+            LeaseWait = membership.LeaseTtl,
+        });
         await _volumes.SyncWithClusterAsync(_view.Volumes(), cancellationToken);
         _loop = Task.Run(() => LoopAsync(_stop.Token), CancellationToken.None);
     }

@@ -16,7 +16,7 @@ namespace Cairn.Replication;
 /// local block that fails its checksum is repaired from an in-sync replica first (see the Repair partial).
 /// With an <see cref="IOwnerLease"/>, an owner whose lease lapsed serves and acknowledges nothing until it holds the
 /// lease again: the controller may fail the volume over once the lease expired, so past that moment this owner can
-/// no longer prove that its epoch is current.
+/// no longer prove that its epoch is current. Client requests wait for the lease for a while first (see the Lease partial).
 /// </summary>
 public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 {
@@ -56,15 +56,19 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
 
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        if (!IsAvailable(out var refused))
+        if (_fenced is { } reason)
         {
-            return ValueTask.FromException(refused);
+            return ValueTask.FromException(FencedException(reason));
+        }
+        if (_lease is { IsHeld: false })
+        {
+            return ReadOnceLeaseHeldAsync(offset, destination, cancellationToken);
         }
         var read = _local.ReadAsync(offset, destination, cancellationToken);
         if (read.IsCompletedSuccessfully)
         {
-            // The data must not reach the client if the lease lapsed while the read ran: a new owner may have changed it.
-            return _lease is null ? read : LeaseCheckedAfterRead();
+            // The data must not reach the client while the lease is lapsed: a new owner may have changed it meanwhile.
+            return _lease is null || _lease.IsHeld ? read : AwaitLeaseAsync(cancellationToken);
         }
         return ReadRepairingAsync(read, offset, destination, cancellationToken);
     }
@@ -104,7 +108,12 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReplicateAsync(Change change, CancellationToken cancellationToken)
     {
-        ThrowIfUnavailable(); // before the local device is touched: a fenced or lease-less owner changes nothing at all
+        // Before the local device is touched: a fenced owner changes nothing at all, a lease-less one nothing until it holds the lease again.
+        ThrowIfFenced();
+        if (_lease is { IsHeld: false })
+        {
+            await AwaitLeaseAsync(cancellationToken);
+        }
         var membership = Enter();
         bool waited = membership.Paused is not null;
         if (waited)
@@ -115,7 +124,11 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         {
             if (waited)
             {
-                ThrowIfUnavailable(); // the snapshot may have found another owner
+                ThrowIfFenced(); // the snapshot may have found another owner
+                if (_lease is { IsHeld: false })
+                {
+                    await AwaitLeaseAsync(cancellationToken);
+                }
             }
             long seal = change.Op == ReplicaOp.Flush ? _activity.Seal() : 0; // before it is sent: it covers what completed so far
             Track(membership, change);
@@ -137,7 +150,10 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         {
             membership.Exit(); // only now: a rebuild that waits for this change to leave then finds it tracked or sent
         }
-        ThrowIfLeaseLapsed(); // the replicas answered, but the lease may have lapsed meanwhile: acknowledge nothing then
+        if (_lease is { IsHeld: false })
+        {
+            await AwaitLeaseAsync(cancellationToken); // the replicas answered, but the lease lapsed meanwhile: acknowledge only once it is held again
+        }
     }
 
     /// <summary>Runs the change locally and on every replica of <paramref name="membership"/> at once; returns the in-sync replicas that failed it.</summary>
@@ -331,8 +347,6 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         }
     }
 
-    private ValueTask LeaseCheckedAfterRead() => IsAvailable(out var refused) ? ValueTask.CompletedTask : ValueTask.FromException(refused);
-
     /// <summary>
     /// Waits for a local read that did not complete at once. One that fails with an IO error (a block failing its
     /// checksum, a media error) is repaired from an in-sync replica block by block and read again (invariant 4: a bad
@@ -354,7 +368,10 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             }
             await _local.ReadAsync(offset, destination, cancellationToken);
         }
-        ThrowIfLeaseLapsed();
+        if (_lease is { IsHeld: false })
+        {
+            await AwaitLeaseAsync(cancellationToken);
+        }
     }
 
     private void Fence(string reason) => _fenced ??= reason;
@@ -390,16 +407,5 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         }
     }
 
-    private void ThrowIfLeaseLapsed()
-    {
-        if (_lease is { IsHeld: false })
-        {
-            throw LeaseLapsedException();
-        }
-    }
-
     private static BlockDeviceException FencedException(string reason) => new(BlockError.Shutdown, $"volume fenced: {reason}");
-
-    private BlockDeviceException LeaseLapsedException() => new(BlockError.Io,
-        $"the owner can no longer prove its epoch {Epoch}: its lease in the cluster store lapsed; nothing is served or acknowledged until it holds the lease again");
 }

@@ -225,6 +225,77 @@ public sealed class ReplicatedVolumeTests
     }
 
     [Fact]
+    public async Task Requests_wait_for_a_lapsed_lease_and_go_on_once_it_is_held_again()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var lease = new Lease();
+        using var volume = new ReplicatedVolume(local, [new DirectChannel(new ReplicaTarget("r0", remote), 1)], 1, new InSyncSet(1, "r0"), lease)
+        {
+            LeaseWait = TimeSpan.FromMinutes(1),
+        };
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        lease.IsHeld = false; // a keep-alive is late
+
+        var write = volume.WriteAsync(0, Pattern(4096, 2)).AsTask();
+        byte[] read = new byte[4096];
+        var reading = volume.ReadAsync(0, read).AsTask();
+        await Task.Delay(200); // they wait: nothing served, nothing changed, no error
+        Assert.False(write.IsCompleted);
+        Assert.False(reading.IsCompleted);
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(local, 0, 4096));
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(remote, 0, 4096));
+
+        lease.IsHeld = true; // proven again under the same grant: no other owner can have served meanwhile
+        await write.WaitAsync(TimeSpan.FromSeconds(30));
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(Pattern(4096, 2), await ReadAsync(remote, 0, 4096));
+        Assert.Equal(Pattern(4096, 2), await ReadAsync(volume, 0, 4096));
+    }
+
+    [Fact]
+    public async Task A_lease_lapsed_past_the_wait_fails_the_request_and_changes_nothing()
+    {
+        var local = new RamBlockDevice(Size);
+        var remote = new RamBlockDevice(Size);
+        var lease = new Lease { IsHeld = false };
+        var wait = TimeSpan.FromMilliseconds(300);
+        using var volume = new ReplicatedVolume(local, [new DirectChannel(new ReplicaTarget("r0", remote), 1)], 1, new InSyncSet(1, "r0"), lease)
+        {
+            LeaseWait = wait,
+        };
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var refused = await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.WriteAsync(0, Pattern(4096, 1)));
+        Assert.True(clock.Elapsed >= wait, $"failed after {clock.Elapsed.TotalMilliseconds} ms, before the {wait.TotalMilliseconds} ms wait was over");
+        Assert.Equal(BlockError.Io, refused.Error);
+        Assert.Contains("lease", refused.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<BlockDeviceException>(async () => await volume.ReadAsync(0, new byte[4096]));
+        Assert.Equal(new byte[4096], await ReadAsync(local, 0, 4096));
+        Assert.Equal(new byte[4096], await ReadAsync(remote, 0, 4096));
+    }
+
+    [Fact]
+    public async Task A_write_whose_lease_lapsed_while_the_replicas_answered_is_acknowledged_once_the_lease_is_held_again()
+    {
+        var lease = new Lease();
+        var remote = new RamBlockDevice(Size);
+        var channel = new LapsingChannel(new DirectChannel(new ReplicaTarget("r0", remote), 1), lease);
+        using var volume = new ReplicatedVolume(new RamBlockDevice(Size), [channel], 1, new InSyncSet(1, "r0"), lease)
+        {
+            LeaseWait = TimeSpan.FromMinutes(1),
+        };
+
+        var write = volume.WriteAsync(0, Pattern(4096, 1)).AsTask();
+        await Eventually.HoldsAsync(() => !lease.IsHeld, TimeSpan.FromSeconds(30), "the replica answered and the lease lapsed");
+        await Task.Delay(100);
+        Assert.False(write.IsCompleted); // applied everywhere, but not acknowledged while the epoch cannot be proven
+        Assert.Equal(Pattern(4096, 1), await ReadAsync(remote, 0, 4096));
+        lease.IsHeld = true;
+        await write.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
     public async Task A_dropped_replica_is_tracked_from_the_change_it_missed_on()
     {
         var (volume, _, _, channels, _) = Build();

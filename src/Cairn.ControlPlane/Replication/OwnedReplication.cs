@@ -136,7 +136,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         ReplicatedVolume? device = null;
         var binding = new LeaseBinding(context.Lease, term);
         var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || binding.IsHeld);
-        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots };
+        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots, LeaseWait = context.LeaseWait };
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
         if (history is not null)

@@ -21,6 +21,12 @@ public sealed record ReplicationContext(string Node, ReplicaSetWriter Writer, IO
     /// <summary>How long a new owner waits for each in-sync replica to answer before dropping it from the in-sync set.</summary>
     public TimeSpan ConnectWithin { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// How long an owner's client requests wait for a lapsed lease to be proven again before they fail
+    /// (<see cref="ReplicatedVolume.LeaseWait"/>): the lease's TTL, so a late keep-alive is a pause, not an IO error.
+    /// </summary>
+    public TimeSpan LeaseWait { get; init; }
+
     /// <summary>The clock that dates finished rebuilds.</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
