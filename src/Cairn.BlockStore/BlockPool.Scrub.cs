@@ -17,11 +17,22 @@ public sealed record ScrubError(string Device, long OffsetBytes, long PhysicalBl
 /// </summary>
 public readonly record struct VolumeBadBlock(long OffsetBytes, bool SharedWithSnapshot);
 
+/// <summary>
+/// A bad block a snapshot holds, by the snapshot's name and the byte offset: what a replicated volume's owner can
+/// mend in place (<see cref="BlockPool.RewriteBlockInPlace"/>) from the same snapshot on a replica. A block several
+/// snapshots share is listed once, under the oldest. <paramref name="SharedWithVolume"/>: the live volume reads the
+/// same block, so mending it mends the volume too (it is also in <see cref="ScrubResult.VolumeBadBlocks"/>).
+/// </summary>
+public readonly record struct SnapshotBadBlock(string Snapshot, long OffsetBytes, bool SharedWithVolume);
+
 /// <summary>A finished scrub. <paramref name="Errors"/> lists up to <see cref="BlockPool.MaxScrubErrorsListed"/> bad blocks; <paramref name="ErrorCount"/> counts all.</summary>
 public sealed record ScrubResult(string VolumeId, long BlocksChecked, long ErrorCount, IReadOnlyList<ScrubError> Errors, TimeSpan Elapsed)
 {
     /// <summary>The bad blocks the live volume reads, in the order found, at most <see cref="BlockPool.MaxScrubVolumeBadBlocksListed"/>.</summary>
     public IReadOnlyList<VolumeBadBlock> VolumeBadBlocks { get; init; } = [];
+
+    /// <summary>The bad blocks of the volume's snapshots, in the order found, at most <see cref="BlockPool.MaxScrubSnapshotBadBlocksListed"/>.</summary>
+    public IReadOnlyList<SnapshotBadBlock> SnapshotBadBlocks { get; init; } = [];
 }
 
 /// <summary>Scrub: reads every block a volume and its snapshots hold and verifies it against the CRC32C in its map entry.</summary>
@@ -31,6 +42,9 @@ public sealed partial class BlockPool
 
     /// <summary>Bad blocks of the live volume a scrub hands on for repair (256 MiB of data); a later scrub finds the rest.</summary>
     public const int MaxScrubVolumeBadBlocksListed = 1 << 16;
+
+    /// <summary>Bad blocks of snapshots a scrub hands on for repair, likewise.</summary>
+    public const int MaxScrubSnapshotBadBlocksListed = 1 << 16;
 
     /// <summary>
     /// Verifies every allocated block of a volume and of its snapshots, each shared block once. <paramref name="bytesPerSecond"/>
@@ -60,7 +74,11 @@ public sealed partial class BlockPool
             });
         }
         progress?.Report(new ScrubProgress(run.Checked, total, run.ErrorCount));
-        return new ScrubResult(volumeId, run.Checked, run.ErrorCount, run.Errors, clock.Elapsed) { VolumeBadBlocks = run.VolumeBadBlocks };
+        return new ScrubResult(volumeId, run.Checked, run.ErrorCount, run.Errors, clock.Elapsed)
+        {
+            VolumeBadBlocks = run.VolumeBadBlocks,
+            SnapshotBadBlocks = run.SnapshotBadBlocks,
+        };
     }
 
     /// <summary>
@@ -96,6 +114,7 @@ public sealed partial class BlockPool
         public long ErrorCount { get; private set; }
         public List<ScrubError> Errors { get; } = [];
         public List<VolumeBadBlock> VolumeBadBlocks { get; } = [];
+        public List<SnapshotBadBlock> SnapshotBadBlocks { get; } = [];
 
         /// <summary>
         /// Reads the entry and the block inside one read epoch, from the live map for the volume (the fork only says
@@ -120,7 +139,11 @@ public sealed partial class BlockPool
                 ulong entry = target.Live is { } live ? live.Map.GetOrHole(lba) : target.Frozen.Get(lba);
                 if (ExtentMap.IsData(entry) && !Check(target.Device, lba, entry))
                 {
-                    NoteIfVolumeReads(target, lba, entry);
+                    bool volumeReads = NoteIfVolumeReads(target, lba, entry);
+                    if (target.Snapshot is { } snapshot && SnapshotBadBlocks.Count < MaxScrubSnapshotBadBlocksListed)
+                    {
+                        SnapshotBadBlocks.Add(new SnapshotBadBlock(snapshot.Name, lba * PoolFormat.BlockBytes, volumeReads));
+                    }
                 }
             }
             finally
@@ -133,15 +156,20 @@ public sealed partial class BlockPool
         /// <summary>
         /// A bad block the live volume reads is handed on for repair: the volume's own, or a snapshot's that the volume
         /// still shares (visited once, under the snapshot). Called inside the read epoch, so the entry is current.
+        /// Returns whether the live volume reads the block.
         /// </summary>
-        private void NoteIfVolumeReads(ScrubTarget target, long lba, ulong entry)
+        private bool NoteIfVolumeReads(ScrubTarget target, long lba, ulong entry)
         {
             bool shared = target.Live is null;
-            if (VolumeBadBlocks.Count >= MaxScrubVolumeBadBlocksListed || (shared && (volume.IsDeleted || !ExtentMap.SameBlock(volume.Map.GetOrHole(lba), entry))))
+            if (shared && (volume.IsDeleted || !ExtentMap.SameBlock(volume.Map.GetOrHole(lba), entry)))
             {
-                return;
+                return false;
             }
-            VolumeBadBlocks.Add(new VolumeBadBlock(lba * PoolFormat.BlockBytes, shared));
+            if (VolumeBadBlocks.Count < MaxScrubVolumeBadBlocksListed)
+            {
+                VolumeBadBlocks.Add(new VolumeBadBlock(lba * PoolFormat.BlockBytes, shared));
+            }
+            return true;
         }
 
         /// <summary>Verifies one block; false (and recorded) when it is bad.</summary>

@@ -22,4 +22,7 @@ public interface ISnapshotPool
     void RevertVolume(string volumeId, string snapshotName);
 
     ScrubResult ScrubVolume(string volumeId, IProgress<ScrubProgress>? progress, long bytesPerSecond, CancellationToken cancellationToken);
+
+    /// <summary>Mends a bad block of the volume or of one of its snapshots in place from a good copy (see <see cref="BlockPool.RewriteBlockInPlace"/>).</summary>
+    BlockRewriteResult RewriteBlockInPlace(string volumeId, string? snapshotName, long offsetBytes, ReadOnlySpan<byte> block);
 }

@@ -61,5 +61,8 @@ public sealed class LocalVolumePool(BlockPool pool) : IVolumePool, ISnapshotPool
     public ScrubResult ScrubVolume(string volumeId, IProgress<ScrubProgress>? progress, long bytesPerSecond, CancellationToken cancellationToken)
         => pool.ScrubVolume(volumeId, progress, bytesPerSecond, cancellationToken);
 
+    public BlockRewriteResult RewriteBlockInPlace(string volumeId, string? snapshotName, long offsetBytes, ReadOnlySpan<byte> block)
+        => pool.RewriteBlockInPlace(volumeId, snapshotName, offsetBytes, block);
+
     public void Dispose() => pool.Dispose();
 }

@@ -15,11 +15,13 @@ public sealed record ScrubReport(long BlocksChecked, long ErrorCount, long Repai
 /// <summary>
 /// One scrub of a volume, on the node that owns it. The block store verifies every block of the volume and of its
 /// snapshots against its checksum. For a replicated volume the owner then repairs what it can (invariant 4): each bad
-/// block the live volume reads is rewritten from an in-sync replica whose copy is good, and every in-sync replica's
-/// copy is verified on its own node (verify requests: the data stays there) and its bad blocks rewritten from the
-/// owner's. The owner does every repair — it alone orders the volume's writes — so a replica's node never scrubs its
-/// copy on its own and never takes data from the owner unasked. Blocks stay bad when no copy is good, when they belong
-/// to a snapshot only (snapshots are not repaired from replicas yet), or when the volume has one copy.
+/// block of a snapshot is mended in place from the same snapshot on an in-sync replica whose copy is good (every
+/// replica holds the owner's snapshots with the same content; a block the volume shares is mended for it too), each
+/// other bad block the live volume reads is rewritten from an in-sync replica whose copy is good, and every in-sync
+/// replica's live copy is verified on its own node (verify requests: the data stays there) and its bad blocks
+/// rewritten from the owner's. The owner does every repair — it alone orders the volume's writes — so a replica's node
+/// never scrubs its copy on its own and never takes data from the owner unasked. Blocks stay bad when no copy is good
+/// or when the volume has one copy; replicas' own snapshot copies are not verified yet (only their live copies are).
 /// </summary>
 public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedVolume? replicated, string? node, ILogger logger)
 {
@@ -55,32 +57,62 @@ public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedV
         return new ScrubReport(blocksChecked, _errorCount, _repaired, _errors, clock.Elapsed);
     }
 
-    /// <summary>Rewrites the live volume's bad blocks from replicas, then lists every bad block this node holds with what became of it.</summary>
+    /// <summary>
+    /// Mends the snapshots' bad blocks and rewrites the live volume's from replicas, then lists every bad block this node
+    /// holds with what became of it. A block the volume shares with a snapshot is mended with the snapshot's; only when
+    /// that failed is the volume's view rewritten on its own (redirected to a fresh block), leaving the snapshot's bad.
+    /// </summary>
     private async Task RepairLocalAsync(ScrubResult local, CancellationToken cancellationToken)
     {
+        var snapshotRepairs = await RepairSnapshotsAsync(local, cancellationToken);
+        var sharedMended = local.SnapshotBadBlocks
+            .Where(b => b.SharedWithVolume && snapshotRepairs.TryGetValue((Device(b.Snapshot), b.OffsetBytes), out var r) && r.Outcome != BlockRepairOutcome.Unrecoverable)
+            .Select(b => b.OffsetBytes).ToHashSet();
         var repairs = new Dictionary<long, BlockRepair>();
-        if (replicated is not null && local.VolumeBadBlocks.Count > 0)
+        var volumeBad = local.VolumeBadBlocks.Where(b => !(b.SharedWithSnapshot && sharedMended.Contains(b.OffsetBytes))).ToList();
+        if (replicated is not null && volumeBad.Count > 0)
         {
-            await replicated.RepairLocalAsync(local.VolumeBadBlocks.Select(b => b.OffsetBytes), r =>
+            await replicated.RepairLocalAsync(volumeBad.Select(b => b.OffsetBytes), r =>
             {
                 repairs[r.OffsetBytes] = r;
                 Log(r);
             }, cancellationToken);
         }
-        // A block a snapshot shares stays bad in the snapshot, whatever became of the volume's copy.
-        _repaired = local.VolumeBadBlocks.Count(b => !b.SharedWithSnapshot && repairs.TryGetValue(b.OffsetBytes, out var r) && r.Outcome != BlockRepairOutcome.Unrecoverable);
-        var shared = local.VolumeBadBlocks.Where(b => b.SharedWithSnapshot).Select(b => b.OffsetBytes).ToHashSet();
+        // A shared block counts once, under its snapshot: repaired when the snapshot's copy was mended, whatever became of the volume's view.
+        _repaired = local.VolumeBadBlocks.Count(b => !b.SharedWithSnapshot && repairs.TryGetValue(b.OffsetBytes, out var r) && r.Outcome != BlockRepairOutcome.Unrecoverable)
+            + snapshotRepairs.Values.Count(r => r.Outcome != BlockRepairOutcome.Unrecoverable);
+        var shared = local.SnapshotBadBlocks.Where(b => b.SharedWithVolume).Select(b => (Device(b.Snapshot), b.OffsetBytes)).ToHashSet();
         foreach (var e in local.Errors)
         {
-            bool ofVolume = string.Equals(e.Device, volumeId, StringComparison.Ordinal);
             string repair = replicated is null ? "unrecoverable: the volume has a single copy"
-                : ofVolume ? repairs.TryGetValue(e.OffsetBytes, out var r) ? Describe(r) : $"unrecoverable: not repaired by this scrub (it repairs at most {BlockPool.MaxScrubVolumeBadBlocksListed}); scrub again"
-                : shared.Contains(e.OffsetBytes) && repairs.TryGetValue(e.OffsetBytes, out var s)
-                    ? $"unrecoverable in the snapshot (snapshots are not repaired from replicas yet); the volume's copy: {Describe(s)}"
-                    : "unrecoverable: snapshots are not repaired from replicas yet";
+                : string.Equals(e.Device, volumeId, StringComparison.Ordinal) ? repairs.TryGetValue(e.OffsetBytes, out var r) ? Describe(r) : NotReached("live-volume", BlockPool.MaxScrubVolumeBadBlocksListed)
+                : !snapshotRepairs.TryGetValue((e.Device, e.OffsetBytes), out var s) ? NotReached("snapshot", BlockPool.MaxScrubSnapshotBadBlocksListed)
+                : s.Outcome == BlockRepairOutcome.Unrecoverable && shared.Contains((e.Device, e.OffsetBytes)) && repairs.TryGetValue(e.OffsetBytes, out var v)
+                    ? $"{Describe(s)}; the volume's copy: {Describe(v)}"
+                    : Describe(s);
             _errors.Add(new ScrubErrorInfo(e.Device, e.OffsetBytes, e.PhysicalBlock, e.Problem, node, repair));
         }
     }
+
+    /// <summary>Mends the snapshots' bad blocks in place from replicas; what became of each, by device (VOLUME@SNAPSHOT) and offset.</summary>
+    private async Task<Dictionary<(string Device, long OffsetBytes), BlockRepair>> RepairSnapshotsAsync(ScrubResult local, CancellationToken cancellationToken)
+    {
+        var repairs = new Dictionary<(string, long), BlockRepair>();
+        if (replicated is not null && local.SnapshotBadBlocks.Count > 0)
+        {
+            await replicated.RepairSnapshotBlocksAsync(local.SnapshotBadBlocks.Select(b => new SnapshotBlock(b.Snapshot, b.OffsetBytes)), r =>
+            {
+                repairs[(Device(r.Snapshot!), r.OffsetBytes)] = r;
+                Log(r);
+            }, cancellationToken);
+        }
+        return repairs;
+    }
+
+    /// <summary>A snapshot's device name as the block store's scrub reports it.</summary>
+    private string Device(string snapshot) => $"{volumeId}@{snapshot}";
+
+    private static string NotReached(string what, int most) => $"unrecoverable: not repaired by this scrub (it repairs at most {most} {what} blocks); scrub again";
 
     /// <summary>A replica's bad block, found by a verify and rewritten from this node's copy (or not).</summary>
     private void ReplicaBad(BlockRepair repair)
@@ -109,6 +141,12 @@ public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedV
             return;
         }
         var level = repair.Outcome == BlockRepairOutcome.Unrecoverable ? LogLevel.Error : LogLevel.Warning;
+        if (repair.Snapshot is { } snapshot)
+        {
+            logger.Log(level, "scrub of volume {Volume}: bad block at byte {Offset} of snapshot {Snapshot} on {Node}: {Repair}", volumeId, repair.OffsetBytes,
+                snapshot, repair.Replica ?? node ?? "this node", Describe(repair));
+            return;
+        }
         logger.Log(level, "scrub of volume {Volume}: bad block at byte {Offset} on {Node}: {Repair}", volumeId, repair.OffsetBytes,
             repair.Replica ?? node ?? "this node", Describe(repair));
     }

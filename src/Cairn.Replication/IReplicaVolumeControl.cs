@@ -19,4 +19,14 @@ public interface IReplicaVolumeControl
 
     /// <summary>Makes the volume's content that of snapshot <paramref name="name"/> again.</summary>
     void RevertToSnapshot(string name);
+
+    /// <summary>
+    /// Fills <paramref name="block"/> (<see cref="ReplicaProtocol.SnapshotBlockBytes"/>) with the block of snapshot
+    /// <paramref name="name"/> at <paramref name="offsetBytes"/>, checked against its checksum (a mismatch is a
+    /// <see cref="Cairn.Core.BlockDeviceException"/> with <see cref="Cairn.Core.BlockError.Io"/>); bytes past the
+    /// snapshot's end read as zeros; an unknown snapshot or an offset past its end is a <see cref="KeyNotFoundException"/>
+    /// or <see cref="ArgumentException"/>. A node that keeps no snapshots does not support it.
+    /// </summary>
+    ValueTask ReadSnapshotBlockAsync(string name, long offsetBytes, Memory<byte> block, CancellationToken cancellationToken) =>
+        ValueTask.FromException(new NotSupportedException("this replica's volume keeps no snapshots to read"));
 }

@@ -37,21 +37,24 @@ internal sealed partial class ReplicaConnection
         public bool Executing => _executing;
 
         /// <summary>Ops that touch one range of the volume and nothing else: ordered against overlapping requests only.</summary>
-        public static bool HasRange(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
+        public static bool HasRange(ReplicaOp op) =>
+            op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
 
         /// <summary>Ops that only read their range: a verify reads it like a read (through the device, which checks each
-        /// block's checksum), so it waits for an overlapping change, and an overlapping change waits for it.</summary>
-        private static bool ReadsOnly(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify;
+        /// block's checksum), so it waits for an overlapping change, and an overlapping change waits for it. A snapshot
+        /// block read is ordered like a read too: a snapshot never changes, but the barriers (snapshot create, delete,
+        /// revert) must not overtake it nor it them, and waiting for an overlapping write costs a rare repair nothing.</summary>
+        private static bool ReadsOnly(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock;
 
         /// <summary>Whether <paramref name="other"/> must wait for this executing request: it overlaps it and one of them
         /// changes data, or this one is a barrier (grow, snapshots, delete-all, revert).</summary>
         public bool Conflicts(in ReplicaRequest other) => HasRange(_request.Op)
             ? (!ReadsOnly(_request.Op) || !ReadsOnly(other.Op))
-                && other.Offset < _request.Offset + _request.Length && _request.Offset < other.Offset + other.Length
+                && other.Offset < _request.Offset + _request.RangeBytes && _request.Offset < other.Offset + other.RangeBytes
             : _request.Op != ReplicaOp.Flush;
 
         /// <summary>Takes <paramref name="request"/>; returns where its payload goes (writes, snapshot names) or its data will
-        /// (reads; a verify's scratch, the range and then its bitmap).</summary>
+        /// (reads; a verify's scratch, the range and then its bitmap; a snapshot block read's name, then its block).</summary>
         public Memory<byte> Prepare(in ReplicaRequest request)
         {
             _request = request;
@@ -72,12 +75,13 @@ internal sealed partial class ReplicaConnection
         /// Runs the request: here, or on the thread pool when it would block the receive loop (an IO thread every
         /// connection of the process shares) on the disk: FLUSH and FUA wait for the disk's cache; grow and the snapshot
         /// ops are synchronous metadata changes that sync; a verify is a scrub's cold read of up to 256 KiB, and of each
-        /// block on its own when one fails, whose latency nobody waits on.
+        /// block on its own when one fails, whose latency nobody waits on; so is a snapshot block read, a repair's.
         /// </summary>
         public void Start()
         {
             var op = _request.Op;
-            bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify || !HasRange(op) || (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0;
+            bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock || !HasRange(op)
+                || (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0;
             if (blocks)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
@@ -157,10 +161,12 @@ internal sealed partial class ReplicaConnection
             _connection.Release(_index);
         }
 
-        /// <summary>The buffer <paramref name="request"/> needs: its payload, a read's data, or a verify's scratch.</summary>
+        /// <summary>The buffer <paramref name="request"/> needs: its payload, a read's data, or a verify's scratch; a
+        /// snapshot block read's name, then (read over it) its block.</summary>
         private static int BufferBytes(in ReplicaRequest request) => request.Op switch
         {
             ReplicaOp.Verify => Math.Max((int)request.Length, ReplicaProtocol.VerifyReplyBytes),
+            ReplicaOp.ReadSnapshotBlock => Math.Max((int)request.Length, ReplicaProtocol.SnapshotBlockBytes),
             ReplicaOp.Read => (int)request.Length,
             _ => request.CarriesPayload ? (int)request.Length : 0,
         };

@@ -14,8 +14,10 @@ namespace Cairn.Replication;
 /// <see cref="FrameSender"/> writes the replies, those made while a batch is parsed in one send.</item>
 /// <item>A request runs on the receive loop until its device call completes or goes asynchronous; FLUSH and FUA
 /// requests, which block on the disk, run on the thread pool so the writes behind them go on, and so do verifies
-/// (a scrub's cold reads) and grow and snapshot requests (synchronous metadata changes).</item>
-/// <item>Order: a request whose range overlaps one still executing (unless both only read: reads and verifies) waits
+/// and snapshot block reads (a scrub's and a repair's cold reads) and grow and snapshot requests (synchronous metadata
+/// changes).</item>
+/// <item>Order: a request whose range overlaps one still executing (unless both only read: reads, verifies and
+/// snapshot block reads) waits
 /// for it, so overlapping changes apply in arrival order and a verify sees whole writes, as when requests ran one at a
 /// time; grow, snapshot, delete-all-snapshots and revert requests wait until nothing executes, and everything after
 /// them waits for them (but FLUSH). A FLUSH covers every write answered before it arrived: the device's flush covers

@@ -27,6 +27,13 @@ public enum ReplicaOp : ushort
     /// is set when the range's i-th 4 KiB block failed to read (checksum mismatch or media error).
     /// </summary>
     Verify = 11,
+    /// <summary>
+    /// Reads one 4 KiB block of one of the replica's snapshots (the owner repairing its own copy of that snapshot):
+    /// offset 4 KiB aligned; the payload is the snapshot's name (UTF-8, 1-255 bytes), so length is the name's. A
+    /// successful reply carries <see cref="ReplicaProtocol.SnapshotBlockBytes"/> bytes, zeros past the snapshot's end;
+    /// a block that fails its checksum answers <see cref="ReplicaStatus.Io"/>, an unknown snapshot <see cref="ReplicaStatus.InvalidArgument"/>.
+    /// </summary>
+    ReadSnapshotBlock = 12,
 }
 
 /// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
@@ -62,8 +69,11 @@ public enum ReplicaFlags : ushort
 /// hello        magic u32 "CRHL" | version u16 | name length u16 | epoch u64 | name (UTF-8, ≤ 255 bytes)
 /// hello reply  magic u32 "CRHR" | status u32 | epoch u64 (the replica's) | size u64 (bytes)
 /// request      magic u32 "CRRQ" | op u16 | flags u16 | epoch u64 | sequence u64 | offset u64 | length u32 | payload (writes, snapshot names)
-/// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes; verifies: 8 bytes)
+/// reply        magic u32 "CRRP" | status u32 | sequence u64 | payload (reads that succeeded: length bytes; verifies: 8 bytes;
+///                                                            snapshot block reads: 4096 bytes)
 /// </code>
+/// A snapshot block read (op 12) carries the snapshot's name as its payload, like create-snapshot, and reads the one
+/// 4 KiB block at offset: its length is the name's, and its reply's payload is always one block.
 /// </summary>
 public static class ReplicaProtocol
 {
@@ -94,11 +104,15 @@ public static class ReplicaProtocol
     /// <summary>The payload of a successful verify's reply: the bitmap of bad blocks.</summary>
     public const int VerifyReplyBytes = sizeof(ulong);
 
+    /// <summary>What a snapshot block read covers and answers: one checksummed block.</summary>
+    public const int SnapshotBlockBytes = VerifyBlockBytes;
+
     /// <summary>How many payload bytes follow a successful reply to <paramref name="op"/> over <paramref name="length"/> bytes.</summary>
     public static int ReplyPayloadBytes(ReplicaOp op, uint length) => op switch
     {
         ReplicaOp.Read => (int)length,
         ReplicaOp.Verify => VerifyReplyBytes,
+        ReplicaOp.ReadSnapshotBlock => SnapshotBlockBytes,
         _ => 0,
     };
 }
@@ -112,7 +126,11 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
     public static bool OpCarriesPayload(ReplicaOp op) => op is ReplicaOp.Write || CarriesName(op);
 
     /// <summary>Whether the payload of <paramref name="op"/> is a snapshot's name.</summary>
-    public static bool CarriesName(ReplicaOp op) => op is ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.RevertToSnapshot;
+    public static bool CarriesName(ReplicaOp op) => op is ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.RevertToSnapshot or ReplicaOp.ReadSnapshotBlock;
+
+    /// <summary>The bytes of the volume (or snapshot) the request touches from its offset: <see cref="Length"/>, but one block
+    /// for a snapshot block read, whose length is its name's.</summary>
+    public long RangeBytes => Op == ReplicaOp.ReadSnapshotBlock ? ReplicaProtocol.SnapshotBlockBytes : Length;
 
     public void Encode(Span<byte> header)
     {
@@ -142,7 +160,7 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
         error = op switch
         {
-            < ReplicaOp.Read or > ReplicaOp.Verify => $"unknown op {(ushort)op}",
+            < ReplicaOp.Read or > ReplicaOp.ReadSnapshotBlock => $"unknown op {(ushort)op}",
             _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
@@ -152,6 +170,8 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
             ReplicaOp.DeleteAllSnapshots when length != 0 => $"delete-all-snapshots with a payload of {length} bytes (it carries none)",
             ReplicaOp.Verify when length > ReplicaProtocol.MaxVerifyBytes => $"verify of {length} bytes exceeds {ReplicaProtocol.MaxVerifyBytes}",
             ReplicaOp.Verify when offset % ReplicaProtocol.VerifyBlockBytes != 0 => $"verify at offset {offset}, not a multiple of {ReplicaProtocol.VerifyBlockBytes}",
+            ReplicaOp.ReadSnapshotBlock when offset % ReplicaProtocol.SnapshotBlockBytes != 0 =>
+                $"snapshot block read at offset {offset}, not a multiple of {ReplicaProtocol.SnapshotBlockBytes}",
             _ => "",
         };
         return error.Length == 0;

@@ -55,7 +55,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
     }
 
     /// <summary>Runs one request. Reads fill <paramref name="readBuffer"/> (exactly the request's length); a verify uses it as
-    /// scratch (at least the request's length and <see cref="ReplicaProtocol.VerifyReplyBytes"/>) and leaves its bitmap at the start.</summary>
+    /// scratch (at least the request's length and <see cref="ReplicaProtocol.VerifyReplyBytes"/>) and leaves its bitmap at the start;
+    /// a snapshot block read fills its first <see cref="ReplicaProtocol.SnapshotBlockBytes"/> (it may be the payload's own memory).</summary>
     public async ValueTask<ReplicaStatus> ExecuteAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> readBuffer, CancellationToken cancellationToken)
     {
         if (!TryAdmit(request.Epoch))
@@ -73,6 +74,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                 case ReplicaOp.Verify:
                     await VerifyAsync(request.Offset, (int)request.Length, readBuffer, cancellationToken);
                     break;
+                case ReplicaOp.ReadSnapshotBlock:
+                    return await ReadSnapshotBlockAsync(request, payload, readBuffer, cancellationToken);
                 case ReplicaOp.Write:
                     await Device.WriteAsync(request.Offset, payload, fua, cancellationToken);
                     break;
@@ -131,6 +134,34 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
             }
         }
         BinaryPrimitives.WriteUInt64LittleEndian(scratch.Span, bad);
+    }
+
+    /// <summary>
+    /// One block of a named snapshot, for the owner repairing its own copy of it. The name is decoded before anything is
+    /// read: the connection hands in one buffer as both payload and read buffer. The node's store checks the block's
+    /// checksum, so a bad copy answers <see cref="ReplicaStatus.Io"/> and the owner tries another replica.
+    /// </summary>
+    private async ValueTask<ReplicaStatus> ReadSnapshotBlockAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> block,
+        CancellationToken cancellationToken)
+    {
+        if (Control is null)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+        try
+        {
+            string name = StrictUtf8.GetString(payload.Span[..(int)request.Length]);
+            await Control.ReadSnapshotBlockAsync(name, request.Offset, block[..ReplicaProtocol.SnapshotBlockBytes], cancellationToken);
+            return ReplicaStatus.Ok;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException) // unknown snapshot, past its end, not UTF-8
+        {
+            return ReplicaStatus.InvalidArgument;
+        }
+        catch (NotSupportedException)
+        {
+            return ReplicaStatus.NotSupported;
+        }
     }
 
     private ReplicaStatus ExecuteControl(ReplicaRequest request, ReadOnlySpan<byte> name)

@@ -19,7 +19,11 @@ public enum BlockRepairOutcome
 }
 
 /// <summary>One bad block and what its repair did. <paramref name="Replica"/> names the copy that was bad: null for the owner's own.</summary>
-public sealed record BlockRepair(string? Replica, long OffsetBytes, BlockRepairOutcome Outcome, string Detail);
+public sealed record BlockRepair(string? Replica, long OffsetBytes, BlockRepairOutcome Outcome, string Detail)
+{
+    /// <summary>The snapshot the block belongs to; null for the live volume's.</summary>
+    public string? Snapshot { get; init; }
+}
 
 /// <summary>What verifying the in-sync replicas covered: blocks checked (summed over replicas), and replicas that could not be verified, with why.</summary>
 public sealed record ReplicaScrubResult(long BlocksVerified, IReadOnlyList<string> Unverified);
@@ -217,7 +221,7 @@ public sealed partial class ReplicatedVolume
                 {
                     return await RewriteLocallyAsync(replica.Replica, offset, block, cancellationToken);
                 }
-                (failures ??= []).Add($"{replica.Replica}: {(status == ReplicaStatus.Io ? "its copy fails too" : status == ReplicaStatus.Shutdown ? "unreachable" : $"answered {status}")}");
+                (failures ??= []).Add($"{replica.Replica}: {DescribeFailedRead(status)}");
             }
             return new BlockRepair(null, offset, BlockRepairOutcome.Unrecoverable, failures is null
                 ? "no other replica is in sync to take a good copy from"
@@ -229,13 +233,25 @@ public sealed partial class ReplicatedVolume
         }
     }
 
+    private static string DescribeFailedRead(ReplicaStatus status) => status switch
+    {
+        ReplicaStatus.Io => "its copy fails too",
+        ReplicaStatus.Shutdown => "unreachable",
+        _ => $"answered {status}",
+    };
+
     /// <summary>Reads one block from a replica; one that has seen a newer epoch fences this owner.</summary>
-    private async Task<ReplicaStatus> ReadRemoteAsync(IReplicaChannel replica, long offset, Memory<byte> block, CancellationToken cancellationToken)
+    private Task<ReplicaStatus> ReadRemoteAsync(IReplicaChannel replica, long offset, Memory<byte> block, CancellationToken cancellationToken) =>
+        ReadRemoteAsync(replica, ReplicaOp.Read, offset, (uint)block.Length, default, block, cancellationToken);
+
+    /// <summary>Sends one read (of the volume or of a snapshot's block) to a replica; one that has seen a newer epoch fences this owner.</summary>
+    private async Task<ReplicaStatus> ReadRemoteAsync(IReplicaChannel replica, ReplicaOp op, long offset, uint length, ReadOnlyMemory<byte> payload,
+        Memory<byte> into, CancellationToken cancellationToken)
     {
         ReplicaStatus status;
         try
         {
-            status = await replica.SendAsync(ReplicaOp.Read, ReplicaFlags.None, offset, (uint)block.Length, default, block, cancellationToken);
+            status = await replica.SendAsync(op, ReplicaFlags.None, offset, length, payload, into, cancellationToken);
         }
         catch (ReplicaLinkException)
         {

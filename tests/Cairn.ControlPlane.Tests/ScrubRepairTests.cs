@@ -12,7 +12,8 @@ namespace Cairn.ControlPlane.Tests;
 
 /// <summary>
 /// Scrub of a replicated volume on its owner, with bit rot planted in the pools' data files: the owner's bad blocks are
-/// rewritten from an in-sync replica with a good copy, the replicas' bad blocks from the owner's, client reads of a bad
+/// rewritten from an in-sync replica with a good copy (its snapshots' mended in place from the replica's copy of the
+/// same snapshot), the replicas' bad blocks from the owner's, client reads of a bad
 /// block are served and healed from a replica, a repair never overwrites a client's write, and a block with no good
 /// copy anywhere is reported unrecoverable and left alone. Three real block pools on disk, the two replicas served by
 /// real replica servers over loopback TCP, the in-sync set in a real cluster store.
@@ -159,6 +160,82 @@ public sealed class ScrubRepairTests
         Assert.Equal(ReplicaState.Failed, (await c.StoredSetAsync()).Find("n2")!.State); // dropped in the cluster store, epoch bumped
     }
 
+    [Fact]
+    public async Task A_bad_block_only_a_snapshot_holds_and_one_it_shares_with_the_volume_are_mended_in_place_from_a_replica_s_snapshot()
+    {
+        await using var c = await Copies.StartAsync();
+        await c.SnapshotAsync("s1");
+        await c.Owner.WriteAsync(4 * Block, Content(4, version: 1)); // block 4's old content: now the snapshot's alone
+        await c.Owner.FlushAsync();
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(0), Content(4)));
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(0), Content(6))); // the snapshot's and the volume's
+        long usedBefore = c.Pools[0].UsedBytes;
+
+        var report = await c.ScrubAsync();
+
+        Assert.Equal((2L, 2L, 0L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount));
+        Assert.Equal(new (string, long, string?, string?)[]
+        {
+            ("vol-1@s1", 4L * Block, "n1", "repaired: rewritten from the copy on n2"),
+            ("vol-1@s1", 6L * Block, "n1", "repaired: rewritten from the copy on n2"),
+        }, report.Errors.Select(e => (e.Device, e.OffsetBytes, e.Node, e.Repair)));
+        Assert.Equal(33L + 2 * 32, report.BlocksChecked); // the snapshot's 32 and the volume's own block 4, then each replica's live copy
+        Assert.Contains(c.Log.Lines, line => line.Contains("bad block at byte 16384 of snapshot s1 on n1: repaired: rewritten from the copy on n2", StringComparison.Ordinal));
+        Assert.Equal(usedBefore, c.Pools[0].UsedBytes); // mended in place: the volume still shares block 6 with the snapshot
+        for (int block = 0; block < Blocks; block++)
+        {
+            Assert.Equal(Content(block), await ReadAsync(c.Snapshot(0, "s1"), block));
+            Assert.Equal(Content(block, version: block == 4 ? 1 : 0), await ReadAsync(c.Volumes[0], block));
+        }
+        Assert.Equal(0, (await c.ScrubAsync()).ErrorCount);
+    }
+
+    [Fact]
+    public async Task A_shared_block_no_replica_s_snapshot_can_mend_stays_bad_in_the_snapshot_while_the_volume_s_copy_is_rewritten()
+    {
+        await using var c = await Copies.StartAsync();
+        await c.SnapshotAsync("s1");
+        c.Pools[1].DeleteSnapshot("vol-1", "s1"); // the replicas lost their snapshot: only their live copies can help
+        c.Pools[2].DeleteSnapshot("vol-1", "s1");
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(0), Content(6)));
+
+        var report = await c.ScrubAsync();
+
+        Assert.Equal((1L, 0L, 1L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount));
+        var error = Assert.Single(report.Errors);
+        Assert.Equal(("vol-1@s1", 6L * Block), (error.Device, error.OffsetBytes));
+        Assert.Equal("unrecoverable: no in-sync replica has a good copy (n2: it holds no snapshot named s1; n3: it holds no snapshot named s1); "
+            + "the volume's copy: repaired: rewritten from the copy on n2", error.Repair);
+        Assert.Equal(Content(6), await ReadAsync(c.Volumes[0], 6));
+        await AssertBadAsync(c.Snapshot(0, "s1"), 6);
+        Assert.Equal(["n2", "n3"], c.Owner.InSyncReplicas);
+    }
+
+    [Fact]
+    public async Task A_snapshot_block_bad_on_every_copy_is_reported_unrecoverable_and_nothing_is_changed()
+    {
+        await using var c = await Copies.StartAsync();
+        await c.SnapshotAsync("s1");
+        await c.Owner.WriteAsync(4 * Block, Content(4, version: 1));
+        await c.Owner.FlushAsync();
+        for (int node = 0; node < 3; node++)
+        {
+            Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(node), Content(4)));
+        }
+        var before = Enumerable.Range(0, 3).Select(n => DataFileCorruption.Snapshot(c.PoolDirectory(n))).ToArray();
+
+        var report = await c.ScrubAsync();
+
+        Assert.Equal((1L, 0L, 1L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount)); // replicas' snapshots are not verified
+        Assert.Equal("unrecoverable: no in-sync replica has a good copy (n2: its copy fails too; n3: its copy fails too)", Assert.Single(report.Errors).Repair);
+        for (int node = 0; node < 3; node++)
+        {
+            Assert.Equal(before[node], DataFileCorruption.Snapshot(c.PoolDirectory(node)));
+            await AssertBadAsync(c.Snapshot(node, "s1"), 4);
+        }
+        Assert.Equal(["n2", "n3"], c.Owner.InSyncReplicas);
+    }
+
     private static async Task<byte[]> ReadAsync(IBlockDevice device, int block)
     {
         byte[] data = new byte[Block];
@@ -237,7 +314,7 @@ public sealed class ScrubRepairTests
             for (int node = 1; node < 3; node++)
             {
                 var catalog = new ReplicaCatalog();
-                catalog.Add(new ReplicaTarget("vol-1", Volumes[node]));
+                catalog.Add(new ReplicaTarget("vol-1", Volumes[node], new StoredVolumeControl(Volumes[node], new LocalVolumePool(Pools[node]), "vol-1")));
                 var server = new ReplicaServer(catalog, new FrontendLog(_ => { }, _ => { }, (_, _) => { }));
                 _servers.Add(server);
                 server.Start(new IPEndPoint(IPAddress.Loopback, 0));
@@ -246,12 +323,28 @@ public sealed class ScrubRepairTests
                 var channel = new NodeChannel($"n{node + 1}", link);
                 channels.Add(node == 1 ? wrapFirst(channel) : channel);
             }
-            Owner = new ReplicatedVolume(Volumes[0], channels, set.Epoch, new SpecInSyncSet(new ReplicaSetWriter(_store), "db", "n1"));
+            Owner = new ReplicatedVolume(Volumes[0], channels, set.Epoch, new SpecInSyncSet(new ReplicaSetWriter(_store), "db", "n1"))
+            {
+                Snapshots = new PoolSnapshotImages(new LocalVolumePool(Pools[0]), "vol-1"),
+            };
             for (int block = 0; block < Blocks; block++)
             {
                 await Owner.WriteAsync((long)block * Block, Content(block));
             }
             await Owner.FlushAsync();
+        }
+
+        /// <summary>Snapshots the volume on every copy at once, as the volume service does.</summary>
+        public Task SnapshotAsync(string name) => Owner.CreateSnapshotAsync(name, () =>
+        {
+            Pools[0].CreateSnapshot("vol-1", name);
+            return ValueTask.CompletedTask;
+        });
+
+        public StoredSnapshot Snapshot(int node, string name)
+        {
+            Assert.True(Pools[node].TryGetSnapshot("vol-1", name, out var snapshot));
+            return snapshot!;
         }
 
         public async Task<ReplicaSet> StoredSetAsync()

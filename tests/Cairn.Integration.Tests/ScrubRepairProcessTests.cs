@@ -9,7 +9,9 @@ namespace Cairn.Integration.Tests;
 /// Bit rot in a replicated volume, across a real etcd and two real cairnd processes: a byte flipped in the owner's data
 /// file is rewritten from the replica by `cairn volume scrub` (asked through the other node, exit 0, reported as
 /// repaired), one flipped in the replica's data file is rewritten from the owner's copy, a client that reads a rotten
-/// block over NBD gets the right data, and afterwards every block reads back and a scrub finds nothing.
+/// block over NBD gets the right data, and afterwards every block reads back and a scrub finds nothing. Then a
+/// snapshot's blocks rot on the owner (one only the snapshot holds, one it shares with the volume): `cairn volume
+/// scrub` mends both from the replica's copy of the snapshot, and the snapshot's export reads back whole.
 /// </summary>
 public sealed class ScrubRepairProcessTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -117,6 +119,47 @@ public sealed class ScrubRepairProcessTests(ITestOutputHelper output) : IAsyncLi
         status = await ScrubAsync(via: replica);
         Assert.Equal(0, status.GetProperty("errorCount").GetInt32());
         Assert.Equal(2L * Blocks, status.GetProperty("blocksChecked").GetInt64()); // the owner's blocks, then the replica's on its node
+
+        await SnapshotBlocksRotAndAreMendedAsync(owner, replica);
+    }
+
+    /// <summary>
+    /// Block 20 is overwritten after snapshot "before", so its old content is the snapshot's alone; block 21 the snapshot
+    /// shares with the volume. Both rot on the owner; the CLI's scrub mends them in place from the replica's snapshot.
+    /// </summary>
+    private async Task SnapshotBlocksRotAndAreMendedAsync(string owner, string replica)
+    {
+        (await _nodes[owner].CliAsync("snapshot", "create", "db", "before")).EnsureSuccess();
+        using (var client = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "db"))
+        {
+            client.Write(20L * Block, Content(100));
+            client.Flush();
+        }
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(PoolDirectory(owner), Content(20)));
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(PoolDirectory(owner), Content(21)));
+
+        var cli = await _nodes[replica].CliAsync("volume", "scrub", "db");
+        output.WriteLine(cli.Stdout);
+        Assert.True(cli.ExitCode == 0, $"exit {cli.ExitCode}: {cli.Stdout} {cli.Stderr}");
+        Assert.Contains("2 bad: 2 repaired from good copies, 0 unrecoverable.", cli.Stdout, StringComparison.Ordinal);
+        var status = await _http.GetFromJsonAsync<JsonElement>($"{_nodes[owner].ApiUrl}/api/v1/volumes/db/scrub");
+        var errors = status.GetProperty("errors").EnumerateArray()
+            .Select(e => (e.GetProperty("device").GetString()!.EndsWith("@before", StringComparison.Ordinal), e.GetProperty("offsetBytes").GetInt64(),
+                e.GetProperty("node").GetString(), e.GetProperty("repair").GetString()));
+        Assert.Equal([(true, 20L * Block, owner, $"repaired: rewritten from the copy on {replica}"), (true, 21L * Block, owner, $"repaired: rewritten from the copy on {replica}")],
+            errors);
+        await _nodes[owner].WaitForLogAsync("bad block at byte 81920 of snapshot before");
+
+        using (var snapshot = await MiniNbdClient.ConnectAsync(_nodes[owner].NbdPort, "db@before"))
+        {
+            byte[] read = new byte[Blocks * Block];
+            snapshot.Read(0, read);
+            for (int block = 0; block < Blocks; block++)
+            {
+                Assert.True(read.AsSpan(block * Block, Block).SequenceEqual(Content(block)), $"block {block} of the snapshot reads back wrong");
+            }
+        }
+        Assert.Equal(0, (await ScrubAsync(via: owner)).GetProperty("errorCount").GetInt32());
     }
 
     private static async Task<JsonElement> DaemonJsonAsync(HttpResponseMessage response) =>

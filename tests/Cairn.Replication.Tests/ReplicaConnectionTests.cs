@@ -178,6 +178,81 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_snapshot_block_read_is_answered_with_the_block_and_waits_only_for_a_write_overlapping_its_block()
+    {
+        byte[] content = TestData.Pattern(64 << 10, 5);
+        var control = new RecordingControl("snap", () => content.ToArray(), []);
+        control.CreateSnapshot("s1");
+        _catalog.Add(new ReplicaTarget("snap", _device, control));
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _device.WriteGate = offset => offset == 6144 ? gate.Task : null;
+        await using var link = await ReplicaLink.ConnectAsync(_server.LocalEndpoint, "snap", 1);
+        byte[] name = "s1"u8.ToArray();
+        byte[] overlapping = new byte[4096];
+        byte[] elsewhere = new byte[4096];
+
+        // The write covers [6144, 6656): inside the block at 4096, though not inside the two bytes of the request's length (the name).
+        var write = Write(link, 6144, TestData.Pattern(512, 1)).AsTask();
+        var readElsewhere = link.SendAsync(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, 12288, 2, name, elsewhere).AsTask();
+        var readOverlapping = link.SendAsync(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, 4096, 2, name, overlapping).AsTask();
+        try
+        {
+            Assert.Equal(ReplicaStatus.Ok, await readElsewhere.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(content.AsSpan(12288, 4096).ToArray(), elsewhere);
+            await Task.Delay(200);
+            Assert.False(readOverlapping.IsCompleted, "a snapshot block read overlapping an executing write ran before it finished");
+        }
+        finally
+        {
+            gate.TrySetResult(); // a failure must not leave the server draining a held write forever
+        }
+        Assert.Equal(ReplicaStatus.Ok, await write);
+        Assert.Equal(ReplicaStatus.Ok, await readOverlapping);
+        Assert.Equal(content.AsSpan(4096, 4096).ToArray(), overlapping);
+    }
+
+    [Fact]
+    public async Task A_snapshot_block_read_that_cannot_be_served_gets_a_clear_status_and_a_malformed_one_closes_only_its_connection()
+    {
+        var control = new RecordingControl("snap", () => new byte[64 << 10], []);
+        control.CreateSnapshot("s1");
+        control.BadSnapshotBlocks.Add(("s1", 8192));
+        _catalog.Add(new ReplicaTarget("snap", _device, control));
+        await using var link = await ReplicaLink.ConnectAsync(_server.LocalEndpoint, "snap", 1);
+        await using var plain = await ConnectAsync(); // r1: a target without volume control
+        byte[] block = new byte[4096];
+
+        Task<ReplicaStatus> Read(ReplicaLink l, string snapshot, long offset)
+        {
+            byte[] name = System.Text.Encoding.UTF8.GetBytes(snapshot);
+            return l.SendAsync(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, offset, (uint)name.Length, name, block).AsTask();
+        }
+
+        Assert.Equal(ReplicaStatus.Io, await Read(link, "s1", 8192)); // its copy fails its checksum
+        Assert.Equal(ReplicaStatus.InvalidArgument, await Read(link, "nope", 0));
+        Assert.Equal(ReplicaStatus.InvalidArgument, await Read(link, "s1", 64 << 10)); // past the snapshot's end
+        Assert.Equal(ReplicaStatus.NotSupported, await Read(plain, "s1", 0));
+        Assert.Equal(ReplicaStatus.Ok, await Read(link, "s1", 0));
+
+        using (var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await raw.ConnectAsync(_server.LocalEndpoint);
+            await raw.SendAsync(ReplicaHello.Encode("snap", 1));
+            byte[] hello = new byte[ReplicaProtocol.HelloReplySize];
+            Assert.Equal(hello.Length, await raw.ReceiveAsync(hello));
+            byte[] frame = new byte[ReplicaProtocol.RequestHeaderSize + 2];
+            new ReplicaRequest(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, 1, 1, 512, 2).Encode(frame);
+            await raw.SendAsync(frame);
+            await DrainUntilClosedAsync(raw);
+        }
+        lock (_warnings)
+        {
+            Assert.Contains(_warnings, w => w.Contains("snapshot block read at offset 512, not a multiple of 4096", StringComparison.Ordinal));
+        }
+        Assert.Equal(ReplicaStatus.Ok, await Read(link, "s1", 4096)); // the other connection carries on
+    }
+
+    [Fact]
     public async Task A_malformed_frame_mid_pipeline_closes_the_connection_after_the_requests_before_it()
     {
         await using var good = await ConnectAsync();

@@ -28,7 +28,7 @@ public sealed class ReplicaProtocolTests
 
     [Theory]
     [InlineData(0, 0, 0, 0, "bad request magic")]
-    [InlineData(1, 12, 0, 0, "unknown op 12")] // the first op after Verify
+    [InlineData(1, 13, 0, 0, "unknown op 13")] // the first op after ReadSnapshotBlock
     [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
     [InlineData(1, 1, 0, -1, "negative offset")]
     public void Malformed_requests_say_what_is_wrong(int magicOk, int op, int flags, long offset, string expected)
@@ -121,5 +121,32 @@ public sealed class ReplicaProtocolTests
         Assert.Equal(4096, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.Read, 4096));
         Assert.Equal(0, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.Write, 4096));
         Assert.Equal((ReplicaOp)11, ReplicaOp.Verify); // appended: the numbers on the wire never change
+    }
+
+    [Fact]
+    public void A_snapshot_block_read_carries_the_snapshot_s_name_covers_one_block_and_is_answered_with_it()
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        var request = new ReplicaRequest(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, 4, 8, 1L << 30, 255);
+        request.Encode(header);
+        Assert.True(ReplicaRequest.TryDecode(header, out var decoded, out string error), error);
+        Assert.Equal(request, decoded);
+        Assert.True(decoded.CarriesPayload); // the name
+        Assert.Equal(4096, decoded.RangeBytes);
+        Assert.Equal(4096, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.ReadSnapshotBlock, 2));
+        Assert.Equal((ReplicaOp)12, ReplicaOp.ReadSnapshotBlock); // appended: the numbers on the wire never change
+    }
+
+    [Theory]
+    [InlineData(512, 2, "snapshot block read at offset 512, not a multiple of 4096")]
+    [InlineData(0, 0, "snapshot name of 0 bytes (1-255)")]
+    [InlineData(0, 256, "snapshot name of 256 bytes (1-255)")]
+    public void Snapshot_block_reads_off_block_boundaries_or_with_bad_names_are_refused(long offset, uint length, string expected)
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest(ReplicaOp.ReadSnapshotBlock, ReplicaFlags.None, 1, 1, offset, length).Encode(header);
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.Equal(expected, error);
     }
 }

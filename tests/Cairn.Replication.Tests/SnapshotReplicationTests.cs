@@ -28,6 +28,10 @@ public sealed class SnapshotReplicationTests
             }
         }
 
+        /// <summary>Mending is <see cref="SnapshotRepairTests"/>' business; these tests never scrub.</summary>
+        public SnapshotRewrite RewriteBlock(string name, long offsetBytes, ReadOnlySpan<byte> block) =>
+            throw new NotSupportedException("these images have no checksums to mend against");
+
         public byte[] Content(string name) => ((RamBlockDevice)List().Single(i => i.Name == name).Image).Data.ToArray();
 
         /// <summary>The local snapshot step of <see cref="ReplicatedVolume.CreateSnapshotAsync"/>.</summary>

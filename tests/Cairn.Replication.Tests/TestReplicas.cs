@@ -1,3 +1,5 @@
+using Cairn.Core;
+
 namespace Cairn.Replication.Tests;
 
 /// <summary>A replica reached by a direct call; it can be made unreachable or answer a chosen status.</summary>
@@ -164,6 +166,27 @@ internal sealed class RecordingControl(string replica, Func<byte[]> image, List<
         }
         (restore ?? throw new NotSupportedException("this replica cannot revert"))(content);
         Record($"{replica} revert {name}");
+    }
+
+    /// <summary>Snapshot blocks (name, offset) whose copy here fails its checksum: reading one answers an IO error.</summary>
+    public HashSet<(string Snapshot, long OffsetBytes)> BadSnapshotBlocks { get; } = [];
+
+    public ValueTask ReadSnapshotBlockAsync(string name, long offsetBytes, Memory<byte> block, CancellationToken cancellationToken)
+    {
+        if (!Snapshots.TryGetValue(name, out byte[]? content))
+        {
+            throw new KeyNotFoundException($"no snapshot {name}");
+        }
+        if (BadSnapshotBlocks.Contains((name, offsetBytes)))
+        {
+            throw new BlockDeviceException(BlockError.Io, $"checksum mismatch in snapshot {name} at byte {offsetBytes}");
+        }
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(offsetBytes, content.LongLength);
+        int inside = (int)Math.Min(block.Length, content.LongLength - offsetBytes);
+        content.AsSpan((int)offsetBytes, inside).CopyTo(block.Span);
+        block.Span[inside..].Clear();
+        Record($"{replica} read {name} at {offsetBytes}");
+        return ValueTask.CompletedTask;
     }
 
     private void Record(string entry)

@@ -32,5 +32,25 @@ internal sealed class StoredVolumeControl(StoredVolume volume, ISnapshotPool? po
 
     public void RevertToSnapshot(string name) => Pool.RevertVolume(volumeId, name);
 
+    /// <summary>The block through the pool's snapshot device, which checks its checksum; zeros past the snapshot's end.</summary>
+    public ValueTask ReadSnapshotBlockAsync(string name, long offsetBytes, Memory<byte> block, CancellationToken cancellationToken)
+    {
+        if (pool is null)
+        {
+            throw new NotSupportedException("this replica's pool keeps no snapshots");
+        }
+        if (!pool.TryGetSnapshot(volumeId, name, out var snapshot))
+        {
+            throw new KeyNotFoundException($"volume '{volumeId}' has no snapshot named '{name}' on this replica");
+        }
+        if (offsetBytes < 0 || offsetBytes >= snapshot!.SizeBytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes, $"snapshot '{name}' is {snapshot!.SizeBytes} bytes");
+        }
+        int inside = (int)Math.Min(block.Length, snapshot.SizeBytes - offsetBytes);
+        block.Span[inside..].Clear();
+        return snapshot.ReadAsync(offsetBytes, block[..inside], cancellationToken);
+    }
+
     private ISnapshotPool Pool => pool ?? throw new InvalidOperationException("this replica's pool keeps no snapshots");
 }
