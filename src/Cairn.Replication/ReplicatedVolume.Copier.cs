@@ -142,7 +142,8 @@ public sealed partial class ReplicatedVolume
         {
             var piece = (await pipeline.ReserveAsync())[..(int)Math.Min(RebuildChunkBytes, length - done)];
             await _local.ReadAsync(offset + done, piece, cancellationToken);
-            pipeline.Add(SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.None, offset + done, piece.Length, piece, cancellationToken),
+            // Uncached: the replica writes the copy past its page cache, which then keeps what its clients read.
+            pipeline.Add(SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.Uncached, offset + done, piece.Length, piece, cancellationToken),
                 piece.Length, data: true);
         }
     }

@@ -118,6 +118,7 @@ public sealed class RebuildTests
         }
 
         var reports = new Reports();
+        long uncachedBefore = target.UncachedBytes;
         int before = Volatile.Read(ref written);
         var counting = new CountingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
         var summary = await volume.RebuildAsync(counting, delta, reports).WaitAsync(Deadline);
@@ -140,6 +141,10 @@ public sealed class RebuildTests
         Assert.Equal(delta, summary.Delta);
         Assert.Equal(last.BytesTotal, summary.DataBytes + summary.ErasedBytes);
         Assert.True(counting.WrittenBytes + counting.ErasedBytes > summary.DataBytes + summary.ErasedBytes, "live changes reached the replica too");
+        // The copier's writes, and only they, ask the replica to write past its page cache; the flag reaches its device.
+        Assert.Equal(summary.DataBytes, counting.UncachedBytes);
+        Assert.Equal(summary.DataBytes, target.UncachedBytes - uncachedBefore);
+        Assert.True(counting.WrittenBytes > counting.UncachedBytes, "live writes went uncached too");
         if (!delta)
         {
             Assert.Equal(Size, last.BytesTotal);

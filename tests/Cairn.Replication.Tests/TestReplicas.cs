@@ -87,12 +87,16 @@ internal sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSync
 internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
 {
     private long _writtenBytes;
+    private long _uncachedBytes;
     private long _erasedBytes;
     private long _requests;
 
     public string Replica => inner.Replica;
 
     public long WrittenBytes => Interlocked.Read(ref _writtenBytes);
+
+    /// <summary>Bytes of writes flagged <see cref="ReplicaFlags.Uncached"/>: a rebuild's copy.</summary>
+    public long UncachedBytes => Interlocked.Read(ref _uncachedBytes);
 
     public long ErasedBytes => Interlocked.Read(ref _erasedBytes);
 
@@ -105,6 +109,10 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
         if (op == ReplicaOp.Write)
         {
             Interlocked.Add(ref _writtenBytes, length);
+            if ((flags & ReplicaFlags.Uncached) != 0)
+            {
+                Interlocked.Add(ref _uncachedBytes, length);
+            }
         }
         else if (op is ReplicaOp.Trim or ReplicaOp.WriteZeroes)
         {
