@@ -88,6 +88,8 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
 {
     private long _writtenBytes;
     private long _uncachedBytes;
+    private long _smallestUncached = uint.MaxValue;
+    private long _largestCached;
     private long _erasedBytes;
     private long _requests;
 
@@ -97,6 +99,12 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
 
     /// <summary>Bytes of writes flagged <see cref="ReplicaFlags.Uncached"/>: a rebuild's copy.</summary>
     public long UncachedBytes => Interlocked.Read(ref _uncachedBytes);
+
+    /// <summary>The shortest write flagged <see cref="ReplicaFlags.Uncached"/> (uint.MaxValue: none).</summary>
+    public long SmallestUncachedWrite => Interlocked.Read(ref _smallestUncached);
+
+    /// <summary>The longest write not flagged <see cref="ReplicaFlags.Uncached"/> (0: none).</summary>
+    public long LargestCachedWrite => Interlocked.Read(ref _largestCached);
 
     public long ErasedBytes => Interlocked.Read(ref _erasedBytes);
 
@@ -112,6 +120,11 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
             if ((flags & ReplicaFlags.Uncached) != 0)
             {
                 Interlocked.Add(ref _uncachedBytes, length);
+                InterlockedMin(ref _smallestUncached, length);
+            }
+            else
+            {
+                InterlockedMax(ref _largestCached, length);
             }
         }
         else if (op is ReplicaOp.Trim or ReplicaOp.WriteZeroes)
@@ -119,6 +132,28 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
             Interlocked.Add(ref _erasedBytes, length);
         }
         return inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+    }
+
+    private static void InterlockedMin(ref long target, long value)
+    {
+        for (long seen = Interlocked.Read(ref target); value < seen; seen = Interlocked.Read(ref target))
+        {
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
+            {
+                return;
+            }
+        }
+    }
+
+    private static void InterlockedMax(ref long target, long value)
+    {
+        for (long seen = Interlocked.Read(ref target); value > seen; seen = Interlocked.Read(ref target))
+        {
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
+            {
+                return;
+            }
+        }
     }
 }
 
