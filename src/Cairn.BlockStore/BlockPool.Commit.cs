@@ -543,8 +543,21 @@ public sealed partial class BlockPool
         }
     }
 
-    internal void WriteData(uint physicalBlock, ReadOnlySpan<byte> source)
-        => _data.WriteAt((long)physicalBlock << PoolFormat.BlockShift, source);
+    /// <param name="uncached">Cold data: written past the page cache where the data file allows (see <see cref="IStorageFile.WriteUncachedAt"/>).
+    /// Safe because every write goes to fresh blocks that no other writer holds: a block is never written through the
+    /// cache and past it at once.</param>
+    internal void WriteData(uint physicalBlock, ReadOnlySpan<byte> source, bool uncached = false)
+    {
+        long offset = (long)physicalBlock << PoolFormat.BlockShift;
+        if (uncached)
+        {
+            _data.WriteUncachedAt(offset, source);
+        }
+        else
+        {
+            _data.WriteAt(offset, source);
+        }
+    }
 
     private void WaitForReaders()
     {

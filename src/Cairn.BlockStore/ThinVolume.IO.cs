@@ -11,7 +11,9 @@ internal sealed partial class ThinVolume
         MapReads.Read(_pool, _map, offset, destination, this);
     }
 
-    private void Write(long offset, ReadOnlySpan<byte> source)
+    /// <param name="uncached">Cold data (<see cref="WriteFlags.Uncached"/>): runs of whole blocks go past the page cache;
+    /// partial blocks are merged in memory and written through it like any other.</param>
+    private void Write(long offset, ReadOnlySpan<byte> source, bool uncached)
     {
         CheckRange(offset, source.Length);
         _pool.ThrowIfUnusable();
@@ -32,7 +34,7 @@ internal sealed partial class ThinVolume
             else
             {
                 int wholeBlocks = Math.Min(MaxRunBlocks, (source.Length - done) / BlockBytes);
-                n = WriteWholeBlocks(pos >> BlockShift, source.Slice(done, wholeBlocks * BlockBytes));
+                n = WriteWholeBlocks(pos >> BlockShift, source.Slice(done, wholeBlocks * BlockBytes), uncached);
             }
             done += n;
         }
@@ -42,14 +44,14 @@ internal sealed partial class ThinVolume
     /// <param name="whileSizeIs">When 0 or more, links only while the volume is still that big, else gives the blocks
     /// back and returns 0 (a padded last block must not zero bytes a grow just brought into the volume).</param>
     [SkipLocalsInit]
-    private int WriteWholeBlocks(long lba, ReadOnlySpan<byte> source, long whileSizeIs = -1)
+    private int WriteWholeBlocks(long lba, ReadOnlySpan<byte> source, bool uncached, long whileSizeIs = -1)
     {
         bool overwrite = ExtentMap.IsData(_map.Get(lba));
         int count = _pool.Allocate(source.Length / BlockBytes, overwrite, out uint physical);
         var chunk = source[..(count * BlockBytes)];
         try
         {
-            _pool.WriteData(physical, chunk);
+            _pool.WriteData(physical, chunk, uncached);
         }
         catch
         {
@@ -92,7 +94,7 @@ internal sealed partial class ThinVolume
         Span<byte> block = stackalloc byte[BlockBytes];
         part.CopyTo(block);
         block[part.Length..].Clear();
-        if (WriteWholeBlocks(lba, block, sizeBytes) == 0)
+        if (WriteWholeBlocks(lba, block, uncached: false, sizeBytes) == 0)
         {
             ModifyBlock(lba, 0, part, part.Length); // the volume grew meanwhile: the block is no longer its last
         }

@@ -104,7 +104,7 @@ internal sealed partial class ThinVolume : StoredVolume, IChecksumReporter
         }
         try
         {
-            Write(offset, source.Span);
+            Write(offset, source.Span, (flags & WriteFlags.Uncached) != 0);
             if ((flags & WriteFlags.ForceUnitAccess) != 0)
             {
                 _pool.Flush();

@@ -49,6 +49,11 @@ public enum WriteFlags
     None = 0,
     /// <summary>Return only once the written data is durable (NBD FUA, SCSI FUA).</summary>
     ForceUnitAccess = 1,
+    /// <summary>
+    /// The data is cold (a rebuild's copy): nobody will read it soon, so the device may write it past its cache rather
+    /// than keep it there and push out what clients do read. A hint: durability is that of any write.
+    /// </summary>
+    Uncached = 2,
 }
 
 [Flags]

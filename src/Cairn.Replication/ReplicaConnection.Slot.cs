@@ -73,15 +73,17 @@ internal sealed partial class ReplicaConnection
 
         /// <summary>
         /// Runs the request: here, or on the thread pool when it would block the receive loop (an IO thread every
-        /// connection of the process shares) on the disk: FLUSH and FUA wait for the disk's cache; grow and the snapshot
-        /// ops are synchronous metadata changes that sync; a verify is a scrub's cold read of up to 256 KiB, and of each
-        /// block on its own when one fails, whose latency nobody waits on; so is a snapshot block read, a repair's.
+        /// connection of the process shares) on the disk: FLUSH and FUA wait for the disk's cache; an uncached write (a
+        /// rebuild's copy) waits for the disk itself, past the page cache, and a rebuild's requests in flight then reach
+        /// the disk together; grow and the snapshot ops are synchronous metadata changes that sync; a verify is a scrub's
+        /// cold read of up to 256 KiB, and of each block on its own when one fails, whose latency nobody waits on; so is
+        /// a snapshot block read, a repair's.
         /// </summary>
         public void Start()
         {
             var op = _request.Op;
             bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock || !HasRange(op)
-                || (_request.Flags & ReplicaFlags.ForceUnitAccess) != 0;
+                || (_request.Flags & (ReplicaFlags.ForceUnitAccess | ReplicaFlags.Uncached)) != 0;
             if (blocks)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);

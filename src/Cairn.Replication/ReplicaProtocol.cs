@@ -59,6 +59,11 @@ public enum ReplicaFlags : ushort
     ForceUnitAccess = 1,
     /// <summary>WriteZeroes: the range must read as zeros and stay allocated.</summary>
     NoHole = 2,
+    /// <summary>
+    /// Write only: cold data, a rebuild's copy. The replica writes it past its page cache (<see cref="Cairn.Core.WriteFlags.Uncached"/>),
+    /// so a rebuild neither pays the cache's copy and writeback nor evicts what is read there. Durable like any write.
+    /// </summary>
+    Uncached = 4,
 }
 
 /// <summary>
@@ -74,6 +79,9 @@ public enum ReplicaFlags : ushort
 /// </code>
 /// A snapshot block read (op 12) carries the snapshot's name as its payload, like create-snapshot, and reads the one
 /// 4 KiB block at offset: its length is the name's, and its reply's payload is always one block.
+/// Request flags: FUA (writes, trims, write-zeroes: durable before the reply), NO_HOLE (write-zeroes: stays allocated),
+/// UNCACHED (writes only, set by a rebuild's copier: cold data, written past the replica's page cache). A flag this node
+/// does not know, or UNCACHED on anything but a write, is a protocol error.
 /// </summary>
 public static class ReplicaProtocol
 {
@@ -161,7 +169,8 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         error = op switch
         {
             < ReplicaOp.Read or > ReplicaOp.ReadSnapshotBlock => $"unknown op {(ushort)op}",
-            _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
+            _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole | ReplicaFlags.Uncached)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
+            not ReplicaOp.Write when (flags & ReplicaFlags.Uncached) != 0 => $"flag UNCACHED on a {op} request (only writes carry it)",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
             _ when CarriesName(op) && length is 0 or > ReplicaProtocol.MaxNameBytes =>

@@ -77,7 +77,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                 case ReplicaOp.ReadSnapshotBlock:
                     return await ReadSnapshotBlockAsync(request, payload, readBuffer, cancellationToken);
                 case ReplicaOp.Write:
-                    await Device.WriteAsync(request.Offset, payload, fua, cancellationToken);
+                    var cold = (request.Flags & ReplicaFlags.Uncached) != 0 ? WriteFlags.Uncached : WriteFlags.None;
+                    await Device.WriteAsync(request.Offset, payload, fua | cold, cancellationToken);
                     break;
                 case ReplicaOp.Flush:
                     await Device.FlushAsync(cancellationToken);

@@ -26,6 +26,17 @@ public sealed partial class ReplicatedVolume
 
     private const int ExtentBatch = 64;
 
+    /// <summary>The smallest copy request sent <see cref="ReplicaFlags.Uncached"/>: 16 blocks of the replica's store.</summary>
+    public const int UncachedCopyMinBytes = 64 << 10;
+
+    /// <summary>
+    /// A copy of at least <see cref="UncachedCopyMinBytes"/> goes UNCACHED: the replica writes it past its page cache,
+    /// which then keeps what its clients read. A smaller one (a delta resync's scattered 4 KiB blocks) goes through the
+    /// cache: past it, each would wait for a round trip to the disk that writeback merges with its neighbours', for
+    /// little cache saved (a delta resync after an outage of 4 KiB random writes took 0.9-1.2 s uncached, 0.2-0.5 s not).
+    /// </summary>
+    private static ReplicaFlags CopyFlags(int bytes) => bytes >= UncachedCopyMinBytes ? ReplicaFlags.Uncached : ReplicaFlags.None;
+
     private async Task CopyAsync(RebuildSession session, IReadOnlyList<DirtyRange> ranges, long total, IProgress<RebuildProgress>? progress,
         CancellationToken cancellationToken)
     {
@@ -142,7 +153,7 @@ public sealed partial class ReplicatedVolume
         {
             var piece = (await pipeline.ReserveAsync())[..(int)Math.Min(RebuildChunkBytes, length - done)];
             await _local.ReadAsync(offset + done, piece, cancellationToken);
-            pipeline.Add(SendToTargetAsync(session, ReplicaOp.Write, ReplicaFlags.None, offset + done, piece.Length, piece, cancellationToken),
+            pipeline.Add(SendToTargetAsync(session, ReplicaOp.Write, CopyFlags(piece.Length), offset + done, piece.Length, piece, cancellationToken),
                 piece.Length, data: true);
         }
     }

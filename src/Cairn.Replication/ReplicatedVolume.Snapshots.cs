@@ -182,7 +182,7 @@ public sealed partial class ReplicatedVolume
             {
                 AllocationState.Hole => (ReplicaOp.Trim, ReplicaFlags.None, ReadOnlyMemory<byte>.Empty),
                 AllocationState.Zero => (ReplicaOp.WriteZeroes, ReplicaFlags.NoHole, ReadOnlyMemory<byte>.Empty),
-                _ => (ReplicaOp.Write, ReplicaFlags.None, buffer.AsMemory(0, bytes)),
+                _ => (ReplicaOp.Write, CopyFlags(bytes), buffer.AsMemory(0, bytes)), // a rebuild's copy: cold on the replica
             };
             if (op == ReplicaOp.Write)
             {

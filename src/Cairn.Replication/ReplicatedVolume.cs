@@ -73,8 +73,11 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
         return ReadRepairingAsync(read, offset, destination, cancellationToken);
     }
 
-    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        ReplicateAsync(new Change(ReplicaOp.Write, Flags(flags), offset, source.Length, source, flags, ZeroFlags.None), cancellationToken);
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+    {
+        var replicaFlags = Flags(flags) | ((flags & WriteFlags.Uncached) != 0 ? ReplicaFlags.Uncached : ReplicaFlags.None); // writes only carry it
+        return ReplicateAsync(new Change(ReplicaOp.Write, replicaFlags, offset, source.Length, source, flags, ZeroFlags.None), cancellationToken);
+    }
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
         ReplicateAsync(new Change(ReplicaOp.Flush, ReplicaFlags.None, 0, 0, default, WriteFlags.None, ZeroFlags.None), cancellationToken);

@@ -4,7 +4,7 @@ using Cairn.Core;
 namespace Cairn.BlockStore.Tests;
 
 /// <summary>
-/// One seeded run: random writes (aligned and not, some FUA), trims, zeroes, flushes, grows, snapshot create and
+/// One seeded run: random writes (aligned and not, some FUA, some uncached as a rebuild's copy), trims, zeroes, flushes, grows, snapshot create and
 /// delete, clones, reverts, and create/delete of another volume whose freed blocks get reused, on a
 /// <see cref="SimulatedMedium"/> that crashes at a random mutation (also during recovery) and tears unsynced writes per
 /// sector. After every crash the pool must open; each volume block must read a state it really held, no older than
@@ -176,10 +176,11 @@ internal static class CrashSimulation
             var model = world.Volumes[name];
             var (offset, length) = RandomRange(model.SizeBytes);
             var data = TestPools.Pattern(length, rng.Next());
-            bool fua = rng.Next(6) == 0;
+            var flags = (rng.Next(6) == 0 ? WriteFlags.ForceUnitAccess : WriteFlags.None) | (rng.Next(3) == 0 ? WriteFlags.Uncached : WriteFlags.None);
+            bool fua = (flags & WriteFlags.ForceUnitAccess) != 0;
             var touched = model.Stage(offset, data);
-            world.Trace?.Invoke($"write {name} [{offset}, +{length}){(fua ? " FUA" : "")}");
-            Await(pool.Volume(name).WriteAsync(offset, data, fua ? WriteFlags.ForceUnitAccess : WriteFlags.None));
+            world.Trace?.Invoke($"write {name} [{offset}, +{length}){(fua ? " FUA" : "")}{((flags & WriteFlags.Uncached) != 0 ? " uncached" : "")}");
+            Await(pool.Volume(name).WriteAsync(offset, data, flags));
             if (fua)
             {
                 model.MarkDurable(touched);

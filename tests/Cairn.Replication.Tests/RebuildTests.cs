@@ -118,6 +118,7 @@ public sealed class RebuildTests
         }
 
         var reports = new Reports();
+        long uncachedBefore = target.UncachedBytes;
         int before = Volatile.Read(ref written);
         var counting = new CountingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
         var summary = await volume.RebuildAsync(counting, delta, reports).WaitAsync(Deadline);
@@ -140,6 +141,11 @@ public sealed class RebuildTests
         Assert.Equal(delta, summary.Delta);
         Assert.Equal(last.BytesTotal, summary.DataBytes + summary.ErasedBytes);
         Assert.True(counting.WrittenBytes + counting.ErasedBytes > summary.DataBytes + summary.ErasedBytes, "live changes reached the replica too");
+        // The copier's large writes, and only they, ask the replica to write past its page cache; the flag reaches its device.
+        Assert.InRange(counting.UncachedBytes, 1, summary.DataBytes);
+        Assert.InRange(counting.SmallestUncachedWrite, ReplicatedVolume.UncachedCopyMinBytes, ReplicatedVolume.RebuildChunkBytes);
+        Assert.Equal(counting.UncachedBytes, target.UncachedBytes - uncachedBefore);
+        Assert.True(counting.WrittenBytes > counting.UncachedBytes, "live writes went uncached too");
         if (!delta)
         {
             Assert.Equal(Size, last.BytesTotal);
@@ -217,6 +223,7 @@ public sealed class RebuildTests
         await volume.WriteAsync(0, Pattern(3 << 20, 1));
         await volume.WriteZeroesAsync(1 << 20, 65536, ZeroFlags.NoHole);
         await volume.TrimAsync(2 << 20, 8192);
+        await volume.WriteAsync(4 << 20, Pattern(8192, 3)); // a data extent too small to be worth writing past the cache
         var target = new RamBlockDevice(Size);
         await target.WriteAsync(0, Pattern((int)Size, 2)); // a returning replica full of stale data
 
@@ -224,13 +231,16 @@ public sealed class RebuildTests
         var summary = await volume.RebuildAsync(counting, delta: false).WaitAsync(Deadline);
 
         AssertSameBytes(local, target, "r1");
-        Assert.Equal((3L << 20) - 65536 - 8192, counting.WrittenBytes);
+        Assert.Equal((3L << 20) - 65536 - 8192 + 8192, counting.WrittenBytes);
+        Assert.Equal(counting.WrittenBytes - 8192, counting.UncachedBytes); // every piece of 64 KiB or more goes uncached
+        Assert.Equal(8192, counting.LargestCachedWrite);
+        Assert.Equal(counting.UncachedBytes, target.UncachedBytes);
         Assert.Equal(new RebuildSummary(Delta: false, counting.WrittenBytes, counting.ErasedBytes), summary);
         Assert.Equal(Size - counting.WrittenBytes, counting.ErasedBytes);
         Assert.Equal(AllocationState.Zero, target.PageState(1 << 20));
         Assert.Equal(AllocationState.Hole, target.PageState(2 << 20));
         Assert.Equal(AllocationState.Hole, target.PageState(Size - 4096));
-        Assert.True(counting.Requests < 3 + 8, "the hole after the data is erased in one request, not one per chunk");
+        Assert.True(counting.Requests < 3 + 8 + 2, "the hole after the data is erased in one request, not one per chunk");
     }
 
     /// <summary>Holds every write until released, and records how many were waiting at once.</summary>

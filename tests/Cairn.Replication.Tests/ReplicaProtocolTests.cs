@@ -2,10 +2,13 @@ namespace Cairn.Replication.Tests;
 
 public sealed class ReplicaProtocolTests
 {
-    [Fact]
-    public void Requests_round_trip()
+    [Theory]
+    [InlineData(ReplicaFlags.ForceUnitAccess)]
+    [InlineData(ReplicaFlags.Uncached)] // a rebuild's copy
+    [InlineData(ReplicaFlags.Uncached | ReplicaFlags.ForceUnitAccess)]
+    public void Requests_round_trip(ReplicaFlags flags)
     {
-        var request = new ReplicaRequest(ReplicaOp.Write, ReplicaFlags.ForceUnitAccess, 7, 42, 1L << 40, 65536);
+        var request = new ReplicaRequest(ReplicaOp.Write, flags, 7, 42, 1L << 40, 65536);
         byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
         request.Encode(header);
 
@@ -31,6 +34,10 @@ public sealed class ReplicaProtocolTests
     [InlineData(1, 13, 0, 0, "unknown op 13")] // the first op after ReadSnapshotBlock
     [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
     [InlineData(1, 1, 0, -1, "negative offset")]
+    [InlineData(1, 1, 4, 0, "flag UNCACHED on a Read request")] // only writes carry it
+    [InlineData(1, 4, 4, 0, "flag UNCACHED on a Trim request")]
+    [InlineData(1, 5, 6, 0, "flag UNCACHED on a WriteZeroes request")]
+    [InlineData(1, 3, 4, 0, "flag UNCACHED on a Flush request")]
     public void Malformed_requests_say_what_is_wrong(int magicOk, int op, int flags, long offset, string expected)
     {
         byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];

@@ -89,12 +89,24 @@ internal sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSync
 internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
 {
     private long _writtenBytes;
+    private long _uncachedBytes;
+    private long _smallestUncached = uint.MaxValue;
+    private long _largestCached;
     private long _erasedBytes;
     private long _requests;
 
     public string Replica => inner.Replica;
 
     public long WrittenBytes => Interlocked.Read(ref _writtenBytes);
+
+    /// <summary>Bytes of writes flagged <see cref="ReplicaFlags.Uncached"/>: a rebuild's copy.</summary>
+    public long UncachedBytes => Interlocked.Read(ref _uncachedBytes);
+
+    /// <summary>The shortest write flagged <see cref="ReplicaFlags.Uncached"/> (uint.MaxValue: none).</summary>
+    public long SmallestUncachedWrite => Interlocked.Read(ref _smallestUncached);
+
+    /// <summary>The longest write not flagged <see cref="ReplicaFlags.Uncached"/> (0: none).</summary>
+    public long LargestCachedWrite => Interlocked.Read(ref _largestCached);
 
     public long ErasedBytes => Interlocked.Read(ref _erasedBytes);
 
@@ -107,12 +119,43 @@ internal sealed class CountingChannel(IReplicaChannel inner) : IReplicaChannel
         if (op == ReplicaOp.Write)
         {
             Interlocked.Add(ref _writtenBytes, length);
+            if ((flags & ReplicaFlags.Uncached) != 0)
+            {
+                Interlocked.Add(ref _uncachedBytes, length);
+                InterlockedMin(ref _smallestUncached, length);
+            }
+            else
+            {
+                InterlockedMax(ref _largestCached, length);
+            }
         }
         else if (op is ReplicaOp.Trim or ReplicaOp.WriteZeroes)
         {
             Interlocked.Add(ref _erasedBytes, length);
         }
         return inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+    }
+
+    private static void InterlockedMin(ref long target, long value)
+    {
+        for (long seen = Interlocked.Read(ref target); value < seen; seen = Interlocked.Read(ref target))
+        {
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
+            {
+                return;
+            }
+        }
+    }
+
+    private static void InterlockedMax(ref long target, long value)
+    {
+        for (long seen = Interlocked.Read(ref target); value > seen; seen = Interlocked.Read(ref target))
+        {
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen)
+            {
+                return;
+            }
+        }
     }
 }
 

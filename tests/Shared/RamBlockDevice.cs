@@ -14,6 +14,7 @@ public sealed class RamBlockDevice : IBlockDevice
     private readonly AllocationState[] _pages;
     private int _flushes;
     private int _fuaWrites;
+    private long _uncachedBytes;
     private int _inFlight;
     private int _maxInFlight;
 
@@ -42,6 +43,8 @@ public sealed class RamBlockDevice : IBlockDevice
 
     public int Flushes => Volatile.Read(ref _flushes);
     public int FuaWrites => Volatile.Read(ref _fuaWrites);
+    /// <summary>Bytes written with <see cref="WriteFlags.Uncached"/> (a rebuild's copy).</summary>
+    public long UncachedBytes => Interlocked.Read(ref _uncachedBytes);
     public Span<byte> Data => _data;
 
     public AllocationState PageState(long offset) => _pages[offset / PageBytes];
@@ -117,6 +120,10 @@ public sealed class RamBlockDevice : IBlockDevice
         if ((flags & WriteFlags.ForceUnitAccess) != 0)
         {
             Interlocked.Increment(ref _fuaWrites);
+        }
+        if ((flags & WriteFlags.Uncached) != 0)
+        {
+            Interlocked.Add(ref _uncachedBytes, source.Length);
         }
     }
 

@@ -29,7 +29,7 @@ internal sealed class FileMedium : IPoolMedium
         // FileShare.None takes an advisory flock on Unix, so a second process cannot open the same pool.
         var handle = File.OpenHandle(PathOf(name), create ? FileMode.OpenOrCreate : FileMode.Open,
             FileAccess.ReadWrite, exclusive ? FileShare.None : FileShare.Read);
-        return new RealFile(handle);
+        return new RealFile(handle, PathOf(name));
     }
 
     public void Rename(string from, string to) => File.Move(PathOf(from), PathOf(to), overwrite: true);
@@ -46,8 +46,12 @@ internal sealed class FileMedium : IPoolMedium
 
     private string PathOf(string name) => Path.Combine(Location, name);
 
-    private sealed class RealFile(SafeFileHandle handle) : IStorageFile
+    private sealed class RealFile(SafeFileHandle handle, string path) : IStorageFile
     {
+        private readonly Lock _directLock = new();
+        private DirectFile? _direct;
+        private volatile bool _directTried;
+
         public long Length => RandomAccess.GetLength(handle);
 
         public int ReadAt(long offset, Span<byte> destination)
@@ -66,6 +70,32 @@ internal sealed class FileMedium : IPoolMedium
         }
 
         public void WriteAt(long offset, ReadOnlySpan<byte> source) => RandomAccess.Write(handle, source, offset);
+
+        public void WriteUncachedAt(long offset, ReadOnlySpan<byte> source)
+        {
+            if (Direct() is not { } direct || !direct.TryWrite(offset, source))
+            {
+                WriteAt(offset, source);
+            }
+        }
+
+        /// <summary>The O_DIRECT descriptor, opened on first use (only files that get cold data need one); null where there is none.</summary>
+        private DirectFile? Direct()
+        {
+            if (_directTried)
+            {
+                return _direct;
+            }
+            lock (_directLock)
+            {
+                if (!_directTried && !handle.IsClosed)
+                {
+                    _direct = DirectFile.TryOpen(path);
+                    _directTried = true;
+                }
+                return _direct;
+            }
+        }
 
         public void Sync()
         {
@@ -112,6 +142,14 @@ internal sealed class FileMedium : IPoolMedium
             }
         }
 
-        public void Dispose() => handle.Dispose();
+        public void Dispose()
+        {
+            lock (_directLock)
+            {
+                _directTried = true; // no descriptor is opened after this one is closed
+                _direct?.Dispose();
+            }
+            handle.Dispose();
+        }
     }
 }

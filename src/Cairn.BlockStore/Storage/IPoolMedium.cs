@@ -38,6 +38,14 @@ internal interface IStorageFile : IDisposable
 
     void WriteAt(long offset, ReadOnlySpan<byte> source);
 
+    /// <summary>
+    /// Writes like <see cref="WriteAt"/>, past the page cache where the file can (O_DIRECT on Linux): for cold data,
+    /// which should neither cost the cache's copy and writeback nor evict what is read. Where it cannot (an offset or a
+    /// length that is not a multiple of 4 KiB, a filesystem that refuses O_DIRECT) it is a <see cref="WriteAt"/>.
+    /// Durable, like any write, only after <see cref="Sync"/>.
+    /// </summary>
+    void WriteUncachedAt(long offset, ReadOnlySpan<byte> source);
+
     /// <summary>fdatasync: everything written before is durable when this returns.</summary>
     void Sync();
 

@@ -53,6 +53,9 @@ internal sealed class SimulatedMedium : IPoolMedium
     /// <summary>Bytes passed to PunchHole on any file, so tests can see which frees gave space back to the filesystem.</summary>
     public long PunchedBytes { get; private set; }
 
+    /// <summary>Bytes passed to WriteUncachedAt on any file, so tests can see which writes asked to bypass the page cache.</summary>
+    public long UncachedBytes { get; private set; }
+
     /// <summary>After <paramref name="operations"/> more mutating operations, the next one throws <see cref="SimulatedCrashException"/> (after applying itself as an unsynced, tearable change).</summary>
     public void ScheduleCrash(long operations)
     {
@@ -317,6 +320,17 @@ internal sealed class SimulatedMedium : IPoolMedium
                 }
                 file.WriteRaw(offset, source, durableToo: false);
                 medium.Mutate();
+            }
+        }
+
+        /// <summary>A write like any other: past the page cache or through it, an unsynced write is kept, lost or torn alike at a crash.</summary>
+        public void WriteUncachedAt(long offset, ReadOnlySpan<byte> source)
+        {
+            lock (medium._lock)
+            {
+                medium.ThrowIfCrashed();
+                medium.UncachedBytes += source.Length;
+                WriteAt(offset, source);
             }
         }
 
