@@ -69,7 +69,11 @@ public sealed class NodeForwarder(HttpClient http)
             {
                 response.Headers.Location = location;
             }
-            await response.Body.WriteAsync(body, httpContext.RequestAborted);
+            if (body.Length > 0 && status is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified))
+            {
+                // Kestrel refuses any write, even an empty one, to a 204: a relayed DELETE answered 500 although it was done.
+                await response.Body.WriteAsync(body, httpContext.RequestAborted);
+            }
         }
     }
 }
