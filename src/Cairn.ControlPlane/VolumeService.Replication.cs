@@ -167,6 +167,8 @@ public sealed partial class VolumeService
             history = _hosted.TryGetValue(spec.Name, out var hosted) && hosted.Spec.Id == spec.Id ? hosted.Target.History : null;
         }
         await UnhostAsync(spec.Name, deleteData: false, "this node now owns the volume");
+        var pool = _pools.Find(spec.Pool);
+        bool hadData = pool is not null && pool.TryGetVolume(spec.Id, out _);
         StoredVolume? stored;
         try
         {
@@ -189,6 +191,12 @@ public sealed partial class VolumeService
         catch (ReplicaFencedException e)
         {
             _logger.LogWarning("volume {Volume}: not taking ownership: {Reason}", spec.Name, e.Message);
+            if (!hadData)
+            {
+                // The view that named this node the owner was stale (the volume was deleted or moved meanwhile), and the
+                // copy was created from it just now: it holds nothing, and nothing else would ever delete it.
+                DeleteUnclaimedData(pool!, spec);
+            }
             return;
         }
         lock (_lock)
@@ -197,6 +205,19 @@ public sealed partial class VolumeService
         }
         _logger.LogInformation("volume {Volume}: serving as owner at epoch {Epoch}", spec.Name, state.Replicated!.Device.Epoch);
         await state.Replicated.ReconcileAsync(state.Spec);
+    }
+
+    private void DeleteUnclaimedData(IVolumePool pool, VolumeSpec spec)
+    {
+        try
+        {
+            pool.DeleteVolume(spec.Id);
+            _logger.LogInformation("volume {Volume}: deleted the empty copy {Id} created for it in pool {Pool}", spec.Name, spec.Id, pool.Name);
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "volume {Volume}: could not delete the empty copy {Id} in pool {Pool}", spec.Name, spec.Id, pool.Name);
+        }
     }
 
     /// <summary>Another node owns the volume now: stop serving it (clients must reconnect to the new owner) and keep the copy as a replica.</summary>

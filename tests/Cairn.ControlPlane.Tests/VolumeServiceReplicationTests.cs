@@ -139,5 +139,37 @@ public sealed class VolumeServiceReplicationTests : IAsyncLifetime
 
         Assert.False(_service.Owns("v"));
         Assert.Equal("n2", (await StoredAsync("v")).Owner);
+        Assert.DoesNotContain(_pool.ListVolumes(), v => v.Id == spec.Id); // the empty copy made for it is not left behind
+    }
+
+    /// <summary>
+    /// Seen in the fault runs: an owner cut from the store rejoins, and its view still lists a volume deleted meanwhile
+    /// (its data was deleted with it). Opening it creates an empty copy before the store says the volume is gone; that
+    /// copy must not stay in the pool, where nothing would ever delete it.
+    /// </summary>
+    [Fact]
+    public async Task A_stale_view_of_a_deleted_volume_leaves_no_data_in_the_pool()
+    {
+        var spec = Spec("gone", ReplicaSet.Create([("n1", "p")], _ => _membership.Boot)); // never stored: deleted before this view is acted on
+
+        await _service.SyncWithClusterAsync([spec]);
+
+        Assert.False(_service.Owns("gone"));
+        Assert.DoesNotContain(_pool.ListVolumes(), v => v.Id == spec.Id);
+    }
+
+    [Fact]
+    public async Task A_copy_that_existed_before_a_refused_takeover_is_kept()
+    {
+        // A replica's copy with data: the refusal says only that another node owns it, and the copy may be needed again.
+        var set = new ReplicaSet(3, "n1", [new("n1", "p", ReplicaState.InSync, Boot: _membership.Boot), new("n2", "p", ReplicaState.InSync, Boot: "b2")]);
+        var spec = Spec("kept", set);
+        await PutAsync(spec.WithReplication(set with { Epoch = 4, Owner = "n2" }));
+        _pool.CreateVolume(spec.Id, spec.SizeBytes);
+
+        await _service.SyncWithClusterAsync([spec]);
+
+        Assert.False(_service.Owns("kept"));
+        Assert.Contains(_pool.ListVolumes(), v => v.Id == spec.Id);
     }
 }
