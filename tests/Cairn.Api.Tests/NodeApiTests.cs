@@ -164,6 +164,35 @@ public sealed class ClusterApiTests(EtcdFixture etcd) : IClassFixture<EtcdFixtur
         }
     }
 
+    /// <summary>
+    /// A request for a volume on the other node is relayed and its answer passed back as is: a grow's 200 with its body,
+    /// a delete's 204 with none, a second delete's 404 naming the volume (<see cref="RelayedResultTests"/> pins the 204).
+    /// </summary>
+    [Fact]
+    public async Task Requests_through_the_node_that_does_not_own_a_volume_are_answered_as_the_owner_answers_them()
+    {
+        await WipeAsync();
+        await using var a = await Node("a", "z1");
+        await using var b = await Node("b", "z2");
+        string owner = (await DaemonFixture.JsonAsync(await a.CreateAsync("relayed", "1MiB"))).GetProperty("node").GetString()!;
+        var other = owner == "a" ? b : a;
+
+        var grown = await other.Http.PatchAsJsonAsync("/api/v1/volumes/relayed", new Dictionary<string, object> { ["size"] = "2MiB" });
+        Assert.Equal(HttpStatusCode.OK, grown.StatusCode);
+        Assert.Equal(2L << 20, (await DaemonFixture.JsonAsync(grown)).GetProperty("sizeBytes").GetInt64());
+
+        var deleted = await other.Http.DeleteAsync("/api/v1/volumes/relayed?force=true");
+        Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        Assert.Empty(await deleted.Content.ReadAsByteArrayAsync());
+        foreach (var d in new[] { a, b })
+        {
+            Assert.Equal(HttpStatusCode.NotFound, (await d.Http.GetAsync("/api/v1/volumes/relayed")).StatusCode);
+        }
+        var missing = await other.Http.DeleteAsync("/api/v1/volumes/relayed");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Contains("relayed", (await DaemonFixture.JsonAsync(missing)).GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Two_nodes_see_one_cluster_own_their_volumes_hand_over_the_controller_and_answer_503_without_etcd()
     {
