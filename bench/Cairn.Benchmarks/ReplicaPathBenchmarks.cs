@@ -161,7 +161,7 @@ public class ReplicaPathBenchmarks
     /// <summary>Every replica answers in the benchmark; a drop would be a failure of the setup.</summary>
     private sealed class NeverDrops : IInSyncSet
     {
-        public ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default) =>
+        public ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, ulong missingSince, CancellationToken cancellationToken = default) =>
             throw new InvalidOperationException($"replicas {string.Join(", ", replicas)} failed during the benchmark");
 
         public ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default) =>

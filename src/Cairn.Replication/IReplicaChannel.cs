@@ -22,7 +22,9 @@ public interface IInSyncSet
 {
     /// <summary>Removes <paramref name="replicas"/> from the in-sync set at <paramref name="epoch"/> and returns the new epoch.
     /// Throws <see cref="ReplicaFencedException"/> when <paramref name="epoch"/> is no longer current: another owner took over.</summary>
-    ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default);
+    /// <param name="missingSince">The oldest epoch whose writes they may lack (writes not yet flushed when they left may be
+    /// lost with their cache): recorded as their <see cref="ReplicaMember.FailedAtEpoch"/>, where it is lower than <paramref name="epoch"/>.</param>
+    ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, ulong missingSince, CancellationToken cancellationToken = default);
 
     /// <summary>Adds a rebuilt replica to the in-sync set at <paramref name="epoch"/> and returns the new epoch.
     /// Throws <see cref="ReplicaFencedException"/> when <paramref name="epoch"/> is no longer current.</summary>

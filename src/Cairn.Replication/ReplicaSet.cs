@@ -17,8 +17,9 @@ public enum ReplicaState
 }
 
 /// <summary>One replica of a volume: on which node (and pool there) it lives and whether it is in sync.</summary>
-/// <param name="FailedAtEpoch">The epoch at which it left the in-sync set (0 when it never did): an owner that has
-/// tracked the regions written since then can resync it from those alone.</param>
+/// <param name="FailedAtEpoch">The oldest epoch whose writes it may lack (0 when it never left the in-sync set): the
+/// epoch at which it left, or an earlier one when writes of that one were not yet flushed then (its node may have lost
+/// them from its cache). An owner that has tracked the regions written since then can resync it from those alone.</param>
 /// <param name="Reason">Why it is not in sync, for people.</param>
 /// <param name="Boot">
 /// The boot of its node (each start of the node's daemon is a new boot) at which it last joined the in-sync set: when
@@ -92,14 +93,17 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
         bootOf(Owner) is null || (Find(Owner) is { } owner && HasRestarted(owner, bootOf));
 
     /// <summary>Takes failed replicas out of the in-sync set (the owner, after a write to them failed). Bumps the epoch.</summary>
-    public ReplicaSet Drop(IReadOnlyCollection<string> nodes, string reason)
+    /// <param name="missingSince">The oldest epoch whose writes they may lack, when older than the current one: writes
+    /// their cache still held when they left (see <see cref="ReplicaMember.FailedAtEpoch"/>).</param>
+    public ReplicaSet Drop(IReadOnlyCollection<string> nodes, string reason, ulong missingSince = ulong.MaxValue)
     {
+        ulong failedAt = Math.Max(1, Math.Min(Epoch, missingSince));
         if (nodes.Contains(Owner, StringComparer.Ordinal))
         {
             throw new ArgumentException($"the owner {Owner} cannot drop itself; fail over instead", nameof(nodes));
         }
         return Bumped(Members.Select(m => nodes.Contains(m.Node, StringComparer.Ordinal) && m.State != ReplicaState.Failed
-            ? m with { State = ReplicaState.Failed, FailedAtEpoch = m.State == ReplicaState.InSync ? Epoch : m.FailedAtEpoch, Reason = reason }
+            ? m with { State = ReplicaState.Failed, FailedAtEpoch = m.State == ReplicaState.InSync ? failedAt : m.FailedAtEpoch, Reason = reason }
             : m));
     }
 

@@ -61,12 +61,11 @@ public sealed partial class ReplicatedVolume
     }
 
     /// <summary>A new resync record: a dropped replica may have lost what it acknowledged but had not made durable (its node
-    /// may have crashed), so the record starts with those regions.</summary>
-    private DirtyRegionMap UnflushedSince(ulong epoch)
+    /// may have crashed), so the record starts with those regions. Null when they are not known (a full copy is needed).</summary>
+    private DirtyRegionMap? UnflushedSince(ulong epoch)
     {
         var record = new DirtyRegionMap(epoch);
-        _activity.CopyInto(record);
-        return record;
+        return _activity.TryCopyInto(record) ? record : null;
     }
 
     /// <summary>A replica that left the in-sync set, and the regions it has missed since.</summary>
@@ -252,10 +251,12 @@ public sealed partial class ReplicatedVolume
             if (stillThere.Count > 0)
             {
                 ulong at = Epoch;
+                // Read before the drop is written: it can only move later as flushes complete, so this errs towards more.
+                ulong missingSince = _activity.OldestUnflushedEpoch(at);
                 ulong next;
                 try
                 {
-                    next = await _inSyncSet.DropAsync([.. stillThere.Select(f => f.Replica)], at, cancellationToken);
+                    next = await _inSyncSet.DropAsync([.. stillThere.Select(f => f.Replica)], at, missingSince, cancellationToken);
                 }
                 catch (ReplicaFencedException e)
                 {
@@ -264,8 +265,13 @@ public sealed partial class ReplicatedVolume
                 }
                 Interlocked.Exchange(ref _epoch, (long)next);
                 var tracking = current.Tracking.ToList();
-                tracking.AddRange(stillThere.Where(f => FindTracked(current.Tracking, f.Replica) is null)
-                    .Select(f => new Tracked(f.Replica, UnflushedSince(at))));
+                foreach (var replica in stillThere.Where(f => FindTracked(current.Tracking, f.Replica) is null))
+                {
+                    if (UnflushedSince(missingSince) is { } record)
+                    {
+                        tracking.Add(new Tracked(replica.Replica, record));
+                    }
+                }
                 // Tracking starts in the same swap that stops sending: a change that no longer reaches the replica is marked.
                 _ = Swap(current.With(inSync: [.. current.InSync.Except(stillThere)], tracking: [.. tracking]));
             }

@@ -26,11 +26,16 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     private readonly SemaphoreSlim _changing = new(1, 1);
     private long _epoch;
     private volatile string? _fenced;
-    private readonly ActivityLog _activity = new();
+    private readonly ActivityLog _activity;
 
     /// <param name="lease">The owner node's lease; null when nothing else can take the volume over (a single node).</param>
-    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null)
+    /// <param name="remotesMayHoldUnflushedChanges">The remotes (or the local copy) may hold changes another owner, or an
+    /// earlier run of this one, sent them and no flush covered: until this owner's first flush completes, a dropped
+    /// replica cannot be resynced from a record (see <see cref="ActivityLog"/>). False only for copies that started empty with this owner.</param>
+    public ReplicatedVolume(IBlockDevice local, IEnumerable<IReplicaChannel> remotes, ulong epoch, IInSyncSet inSyncSet, IOwnerLease? lease = null,
+        bool remotesMayHoldUnflushedChanges = false)
     {
+        _activity = new ActivityLog(remotesMayHoldUnflushedChanges);
         _local = local;
         _membership = new Membership([.. remotes], [], []);
         _epoch = (long)epoch;
@@ -134,6 +139,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
                 }
             }
             long seal = change.Op == ReplicaOp.Flush ? _activity.Seal() : 0; // before it is sent: it covers what completed so far
+            ulong sentAt = Epoch; // at or before the epoch the replicas receive it at
             Track(membership, change);
             var failed = await ApplyAsync(change, membership, cancellationToken);
             if (failed is not null)
@@ -142,7 +148,7 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
             }
             if (change.HasRange)
             {
-                _activity.Mark(change.Offset, change.Length);
+                _activity.Mark(change.Offset, change.Length, sentAt);
             }
             else if (change.Op == ReplicaOp.Flush)
             {

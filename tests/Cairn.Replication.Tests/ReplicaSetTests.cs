@@ -36,6 +36,16 @@ public sealed class ReplicaSetTests
     }
 
     [Fact]
+    public void A_drop_records_the_oldest_epoch_whose_writes_the_replica_may_lack_never_a_later_one()
+    {
+        var set = Three().Drop(["n2"], "write failed") with { Epoch = 5 };
+        var dropped = set.Drop(["n3"], "write failed", missingSince: 3); // writes of epoch 3 were not yet flushed
+        Assert.Equal((3UL, 6UL), (dropped.Find("n3")!.FailedAtEpoch, dropped.Epoch));
+        Assert.Equal(1UL, dropped.Find("n2")!.FailedAtEpoch); // already out: unchanged
+        Assert.Equal(5UL, set.Drop(["n3"], "x", missingSince: 9).Find("n3")!.FailedAtEpoch); // never past the epoch it leaves at
+    }
+
+    [Fact]
     public void A_failed_replica_rejoins_only_through_rebuild_and_admission_at_the_boot_its_rebuild_started_at()
     {
         var set = Three().Drop(["n2"], "gone");

@@ -339,6 +339,59 @@ public sealed class ReplicatedVolumeTests
         Assert.False(volume.HasUnflushedChanges); // durable on every replica still in sync
     }
 
+    /// <summary>
+    /// A write acknowledged at epoch 1 and not yet flushed, then an epoch change (another replica dropped), then the
+    /// replica that holds it unflushed is dropped at epoch 2: it may have lost that epoch-1 write with its cache. The drop
+    /// must say so (missing since epoch 1), or a promoted owner resyncing it from its history of epoch 2 on would leave it out.
+    /// </summary>
+    [Fact]
+    public async Task A_replica_dropped_after_an_epoch_change_is_missing_writes_since_the_oldest_unflushed_epoch()
+    {
+        var (volume, _, _, channels, set) = Build(remotes: 3);
+        using var _ = volume;
+        await volume.WriteAsync(0, Pattern(4096, 1)); // epoch 1, acknowledged, durable nowhere yet
+
+        channels[0].Unreachable = true;
+        await volume.WriteAsync(8192, Pattern(4096, 2)); // drops r0: epoch 2
+        Assert.Equal(2UL, volume.Epoch);
+        channels[1].Unreachable = true;
+        await volume.WriteAsync(16384, Pattern(4096, 3)); // drops r1: epoch 3, but r1 may lack the unflushed write of epoch 1
+
+        Assert.Equal([1UL, 1UL], set.MissingSince);
+        Assert.Equal(1UL, volume.DirtySince("r1")!.SinceEpoch);
+        Assert.Contains(new DirtyRange(0, 4096), volume.DirtySince("r1")!.Ranges());
+
+        await volume.FlushAsync(); // durable on r2 and here: nothing older than epoch 3 is outstanding
+        await volume.WriteAsync(24576, Pattern(4096, 4));
+        channels[2].Unreachable = true;
+        await volume.WriteAsync(32768, Pattern(4096, 5));
+        Assert.Equal([1UL, 1UL, 3UL], set.MissingSince);
+    }
+
+    /// <summary>
+    /// An owner that opens over copies written before (a failover, or this node owning the volume again) cannot know
+    /// what the replicas hold unflushed: a replica dropped before its first flush completes gets no record (its resync
+    /// is a full copy); once a flush completed everywhere, records are kept as usual.
+    /// </summary>
+    [Fact]
+    public async Task An_owner_over_copies_written_before_keeps_no_record_of_a_replica_dropped_before_its_first_flush()
+    {
+        var local = new RamBlockDevice(Size);
+        var channels = Enumerable.Range(0, 2).Select(i => new DirectChannel(new ReplicaTarget($"r{i}", new RamBlockDevice(Size)), 1)).ToArray();
+        using var volume = new ReplicatedVolume(local, channels, 1, new InSyncSet(1, "r0", "r1"), remotesMayHoldUnflushedChanges: true);
+        Assert.True(volume.HasUnflushedChanges); // so the owner's periodic flusher flushes at once
+
+        channels[0].Unreachable = true;
+        await volume.WriteAsync(0, Pattern(4096, 1));
+        Assert.Null(volume.DirtySince("r0"));
+
+        await volume.FlushAsync();
+        Assert.False(volume.HasUnflushedChanges);
+        channels[1].Unreachable = true;
+        await volume.WriteAsync(8192, Pattern(4096, 2));
+        Assert.Equal([new DirtyRange(8192, 4096)], volume.DirtySince("r1")!.Ranges());
+    }
+
     [Fact]
     public async Task A_change_in_flight_to_a_replica_while_another_change_drops_it_is_tracked_too()
     {

@@ -60,7 +60,10 @@ internal sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSync
 
     public TaskCompletionSource? Gate { get; set; }
 
-    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default)
+    /// <summary>The oldest epoch each drop said its replicas may lack writes of, in order.</summary>
+    public List<ulong> MissingSince { get; } = [];
+
+    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, ulong missingSince, CancellationToken cancellationToken = default)
     {
         if (Gate is { } gate)
         {
@@ -71,6 +74,7 @@ internal sealed class InSyncSet(ulong epoch, params string[] replicas) : IInSync
             throw new ReplicaFencedException($"epoch {epoch} is not current ({Epoch})");
         }
         Replicas.RemoveAll(replicas.Contains);
+        MissingSince.Add(missingSince);
         return ++Epoch;
     }
 

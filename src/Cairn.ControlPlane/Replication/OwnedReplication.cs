@@ -48,11 +48,11 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         {
             try
             {
-                await Task.Delay(FlushInterval, stopping);
-                if (Device.HasUnflushedChanges)
+                if (Device.HasUnflushedChanges) // at once on opening: the copies may hold what an earlier owner left unflushed
                 {
                     await Device.FlushAsync(stopping);
                 }
+                await Task.Delay(FlushInterval, stopping);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
@@ -117,7 +117,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
             }
             if (unreachable.Count > 0)
             {
-                epoch = await inSyncSet.DropAsync(unreachable, epoch, cancellationToken);
+                epoch = await inSyncSet.DropAsync(unreachable, epoch, missingSince: epoch, cancellationToken); // no record of them here: a full copy
                 logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer or restarted; dropped from the in-sync set (epoch {Epoch})",
                     spec.Name, string.Join(", ", unreachable), epoch);
             }
@@ -136,7 +136,13 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         ReplicatedVolume? device = null;
         var binding = new LeaseBinding(context.Lease, term);
         var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || binding.IsHeld);
-        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease) { Snapshots = snapshots, LeaseWait = context.LeaseWait };
+        // The copies were written before this owner opened them (by a previous owner, or by this node in an earlier run or
+        // ownership): what they hold unflushed is unknown until the first flush (sent at once by the periodic flusher).
+        device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease, remotesMayHoldUnflushedChanges: true)
+        {
+            Snapshots = snapshots,
+            LeaseWait = context.LeaseWait,
+        };
         logger.LogInformation("volume {Volume}: owner at epoch {Epoch} with {Count} in-sync remote replicas ({Nodes})",
             spec.Name, epoch, reached.Count, string.Join(", ", reached.Select(l => l.Replica)));
         if (history is not null)

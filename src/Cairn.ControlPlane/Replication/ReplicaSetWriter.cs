@@ -71,9 +71,9 @@ public sealed class ReplicaSetWriter(IClusterStore store)
 /// </summary>
 public sealed class SpecInSyncSet(ReplicaSetWriter writer, string volume, string owner) : IInSyncSet
 {
-    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default)
+    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, ulong missingSince, CancellationToken cancellationToken = default)
     {
-        var spec = await WriteAsync(set => set.Drop([.. replicas], $"dropped by owner {owner} at epoch {epoch}: a request to it failed"),
+        var spec = await WriteAsync(set => set.Drop([.. replicas], $"dropped by owner {owner} at epoch {epoch}: a request to it failed", missingSince),
             epoch, already: set => replicas.All(r => set.Find(r)?.State != ReplicaState.InSync), cancellationToken);
         return spec.Replication!.Epoch;
     }

@@ -131,8 +131,8 @@ internal sealed class SimStoreClient(SimCluster cluster, SimNode node, int incar
 /// <summary>The owner's <see cref="IInSyncSet"/>: a compare-and-swap on the epoch in the store, through the node's store client.</summary>
 internal sealed class SimInSyncSet(SimStoreClient client, string owner, bool skipEpochBump = false) : IInSyncSet
 {
-    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, CancellationToken cancellationToken = default) =>
-        skipEpochBump ? epoch : await ChangeAsync($"drop {string.Join(",", replicas)}", epoch, set => set.Drop([.. replicas], $"dropped by {owner} at epoch {epoch}"));
+    public async ValueTask<ulong> DropAsync(IReadOnlyList<string> replicas, ulong epoch, ulong missingSince, CancellationToken cancellationToken = default) =>
+        skipEpochBump ? epoch : await ChangeAsync($"drop {string.Join(",", replicas)}", epoch, set => set.Drop([.. replicas], $"dropped by {owner} at epoch {epoch}", missingSince));
 
     public async ValueTask<ulong> AdmitAsync(string replica, ulong epoch, CancellationToken cancellationToken = default) =>
         await ChangeAsync($"admit {replica}", epoch, set => set.Admit(replica));

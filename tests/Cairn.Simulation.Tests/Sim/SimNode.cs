@@ -218,7 +218,7 @@ internal sealed class SimNode
                 channel.Abandon("its node restarted since it joined the in-sync set");
             }
             var volume = new ReplicatedVolume(Disk.ViewFor(incarnation), channels, set.Epoch, new SimInSyncSet(_store!, Name, (_cluster.Options.Bugs & SimBugs.SkipEpochBump) != 0),
-                _cluster.Options.OwnerHonoursLease ? new NodeLease(this) : null);
+                _cluster.Options.OwnerHonoursLease ? new NodeLease(this) : null, remotesMayHoldUnflushedChanges: true); // as cairnd's owners open
             Host = new OwnerHost(_cluster, this, volume);
             _cluster.Sim.Trace($"{Name}: owns the volume at epoch {set.Epoch} with [{string.Join(",", channels.Select(c => c.Replica))}]");
         }
