@@ -20,8 +20,9 @@ public sealed record ScrubReport(long BlocksChecked, long ErrorCount, long Repai
 /// other bad block the live volume reads is rewritten from an in-sync replica whose copy is good, and every in-sync
 /// replica's live copy is verified on its own node (verify requests: the data stays there) and its bad blocks
 /// rewritten from the owner's. The owner does every repair — it alone orders the volume's writes — so a replica's node
-/// never scrubs its copy on its own and never takes data from the owner unasked. Blocks stay bad when no copy is good
-/// or when the volume has one copy; replicas' own snapshot copies are not verified yet (only their live copies are).
+/// never scrubs its copy on its own and never takes data from the owner unasked. Last, every in-sync replica's copy of
+/// each of the owner's snapshots is verified the same way and its bad blocks mended in place from the owner's copy.
+/// Blocks stay bad when no copy is good or when the volume has one copy.
 /// </summary>
 public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedVolume? replicated, string? node, ILogger logger)
 {
@@ -52,6 +53,14 @@ public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedV
             foreach (string unverified in verified.Unverified)
             {
                 logger.LogWarning("scrub of volume {Volume}: a replica's copy could not be verified: {Reason}", volumeId, unverified);
+            }
+            long before = blocksChecked;
+            var snapshots = await replicated.ScrubReplicaSnapshotsAsync(ReplicaBad,
+                Relay<long>(n => progress?.Report(new ScrubProgress(before + n, before + n, _errorCount))), bytesPerSecond, cancellationToken);
+            blocksChecked += snapshots.BlocksVerified;
+            foreach (string unverified in snapshots.Unverified)
+            {
+                logger.LogWarning("scrub of volume {Volume}: a replica's snapshots could not be verified: {Reason}", volumeId, unverified);
             }
         }
         return new ScrubReport(blocksChecked, _errorCount, _repaired, _errors, clock.Elapsed);
@@ -124,8 +133,8 @@ public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedV
         }
         if (_errors.Count < BlockPool.MaxScrubErrorsListed)
         {
-            _errors.Add(new ScrubErrorInfo(volumeId, repair.OffsetBytes, null, "fails to read on the replica (checksum mismatch or media error)", repair.Replica,
-                Describe(repair)));
+            _errors.Add(new ScrubErrorInfo(repair.Snapshot is { } snapshot ? Device(snapshot) : volumeId, repair.OffsetBytes, null,
+                "fails to read on the replica (checksum mismatch or media error)", repair.Replica, Describe(repair)));
         }
         Log(repair);
     }

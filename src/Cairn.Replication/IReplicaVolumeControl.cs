@@ -29,4 +29,12 @@ public interface IReplicaVolumeControl
     /// </summary>
     ValueTask ReadSnapshotBlockAsync(string name, long offsetBytes, Memory<byte> block, CancellationToken cancellationToken) =>
         ValueTask.FromException(new NotSupportedException("this replica's volume keeps no snapshots to read"));
+
+    /// <summary>
+    /// Mends snapshot <paramref name="name"/>'s 4 KiB block at <paramref name="offsetBytes"/> in place with
+    /// <paramref name="block"/>, durably when it returns, only if <paramref name="block"/> is exactly what the block's
+    /// checksum expects (see <see cref="ISnapshotImages.RewriteBlock"/>). Errors as for <see cref="ReadSnapshotBlockAsync"/>.
+    /// </summary>
+    SnapshotRewrite RewriteSnapshotBlock(string name, long offsetBytes, ReadOnlySpan<byte> block) =>
+        throw new NotSupportedException("this replica's volume keeps no snapshots to mend");
 }

@@ -38,13 +38,15 @@ internal sealed partial class ReplicaConnection
 
         /// <summary>Ops that touch one range of the volume and nothing else: ordered against overlapping requests only.</summary>
         public static bool HasRange(ReplicaOp op) =>
-            op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
+            op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock or ReplicaOp.VerifySnapshot or ReplicaOp.RewriteSnapshotBlock
+                or ReplicaOp.Write or ReplicaOp.Trim or ReplicaOp.WriteZeroes;
 
         /// <summary>Ops that only read their range: a verify reads it like a read (through the device, which checks each
         /// block's checksum), so it waits for an overlapping change, and an overlapping change waits for it. A snapshot
         /// block read is ordered like a read too: a snapshot never changes, but the barriers (snapshot create, delete,
-        /// revert) must not overtake it nor it them, and waiting for an overlapping write costs a rare repair nothing.</summary>
-        private static bool ReadsOnly(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock;
+        /// revert) must not overtake it nor it them, and waiting for an overlapping write costs a rare repair nothing. So
+        /// is a snapshot verify. A snapshot block rewrite is ordered like a write (a rare repair: the strictest order).</summary>
+        private static bool ReadsOnly(ReplicaOp op) => op is ReplicaOp.Read or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock or ReplicaOp.VerifySnapshot;
 
         /// <summary>Whether <paramref name="other"/> must wait for this executing request: it overlaps it and one of them
         /// changes data, or this one is a barrier (grow, snapshots, delete-all, revert).</summary>
@@ -82,7 +84,8 @@ internal sealed partial class ReplicaConnection
         public void Start()
         {
             var op = _request.Op;
-            bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock || !HasRange(op)
+            bool blocks = op is ReplicaOp.Flush or ReplicaOp.Verify or ReplicaOp.ReadSnapshotBlock or ReplicaOp.VerifySnapshot or ReplicaOp.RewriteSnapshotBlock
+                || !HasRange(op)
                 || (_request.Flags & (ReplicaFlags.ForceUnitAccess | ReplicaFlags.Uncached)) != 0;
             if (blocks)
             {
@@ -169,6 +172,7 @@ internal sealed partial class ReplicaConnection
         {
             ReplicaOp.Verify => Math.Max((int)request.Length, ReplicaProtocol.VerifyReplyBytes),
             ReplicaOp.ReadSnapshotBlock => Math.Max((int)request.Length, ReplicaProtocol.SnapshotBlockBytes),
+            ReplicaOp.VerifySnapshot => Math.Max((int)request.Length, ReplicaProtocol.MaxVerifyBytes),
             ReplicaOp.Read => (int)request.Length,
             _ => request.CarriesPayload ? (int)request.Length : 0,
         };

@@ -34,6 +34,21 @@ public enum ReplicaOp : ushort
     /// a block that fails its checksum answers <see cref="ReplicaStatus.Io"/>, an unknown snapshot <see cref="ReplicaStatus.InvalidArgument"/>.
     /// </summary>
     ReadSnapshotBlock = 12,
+    /// <summary>
+    /// Checks the replica's copy of one of its snapshots against its checksums without sending the data (the owner's
+    /// scrub of the replicas' snapshots): the <see cref="ReplicaProtocol.MaxVerifyBytes"/> from offset (4 KiB aligned;
+    /// blocks past the snapshot's end count as good); the payload is the snapshot's name (UTF-8, 1-255 bytes), so
+    /// length is the name's. A successful reply carries the same bitmap as <see cref="Verify"/>'s; an unknown snapshot
+    /// answers <see cref="ReplicaStatus.InvalidArgument"/>.
+    /// </summary>
+    VerifySnapshot = 13,
+    /// <summary>
+    /// Mends one 4 KiB block of one of the replica's snapshots in place, durably, with the owner's good copy, and only
+    /// if that copy is exactly what the block's checksum expects: offset 4 KiB aligned; the payload is the snapshot's
+    /// name (UTF-8, 1-255 bytes) followed by the <see cref="ReplicaProtocol.SnapshotBlockBytes"/> of the block, and
+    /// length is their sum. A successful reply carries one byte, the <see cref="SnapshotRewriteOutcome"/>.
+    /// </summary>
+    RewriteSnapshotBlock = 14,
 }
 
 /// <summary>A replica's answer. Everything but <see cref="Ok"/> is a failure of that one request.</summary>
@@ -121,8 +136,17 @@ public static class ReplicaProtocol
         ReplicaOp.Read => (int)length,
         ReplicaOp.Verify => VerifyReplyBytes,
         ReplicaOp.ReadSnapshotBlock => SnapshotBlockBytes,
+        ReplicaOp.VerifySnapshot => VerifyReplyBytes,
+        ReplicaOp.RewriteSnapshotBlock => RewriteReplyBytes,
         _ => 0,
     };
+
+    /// <summary>The payload of a successful snapshot block rewrite's reply: its <see cref="SnapshotRewriteOutcome"/>.</summary>
+    public const int RewriteReplyBytes = 1;
+
+    /// <summary>The snapshot name's bytes in a request's payload (all of it but a rewrite's block).</summary>
+    public static int NameBytes(in ReplicaRequest request) =>
+        request.Op == ReplicaOp.RewriteSnapshotBlock ? (int)request.Length - SnapshotBlockBytes : (int)request.Length;
 }
 
 /// <summary>A request header, decoded. <see cref="Length"/> is the payload size for writes and the range for the rest.</summary>
@@ -134,11 +158,17 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
     public static bool OpCarriesPayload(ReplicaOp op) => op is ReplicaOp.Write || CarriesName(op);
 
     /// <summary>Whether the payload of <paramref name="op"/> is a snapshot's name.</summary>
-    public static bool CarriesName(ReplicaOp op) => op is ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.RevertToSnapshot or ReplicaOp.ReadSnapshotBlock;
+    public static bool CarriesName(ReplicaOp op) => op is ReplicaOp.CreateSnapshot or ReplicaOp.DeleteSnapshot or ReplicaOp.RevertToSnapshot
+        or ReplicaOp.ReadSnapshotBlock or ReplicaOp.VerifySnapshot or ReplicaOp.RewriteSnapshotBlock;
 
-    /// <summary>The bytes of the volume (or snapshot) the request touches from its offset: <see cref="Length"/>, but one block
-    /// for a snapshot block read, whose length is its name's.</summary>
-    public long RangeBytes => Op == ReplicaOp.ReadSnapshotBlock ? ReplicaProtocol.SnapshotBlockBytes : Length;
+    /// <summary>The bytes of the volume (or snapshot) the request touches from its offset: <see cref="Length"/>, but for the
+    /// snapshot block ops, whose length is their payload's, the block or the verify window.</summary>
+    public long RangeBytes => Op switch
+    {
+        ReplicaOp.ReadSnapshotBlock or ReplicaOp.RewriteSnapshotBlock => ReplicaProtocol.SnapshotBlockBytes,
+        ReplicaOp.VerifySnapshot => ReplicaProtocol.MaxVerifyBytes,
+        _ => Length,
+    };
 
     public void Encode(Span<byte> header)
     {
@@ -150,6 +180,13 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         BinaryPrimitives.WriteInt64LittleEndian(header[24..], Offset);
         BinaryPrimitives.WriteUInt32LittleEndian(header[32..], Length);
     }
+
+    private static string SnapshotOpName(ReplicaOp op) => op switch
+    {
+        ReplicaOp.ReadSnapshotBlock => "snapshot block read",
+        ReplicaOp.VerifySnapshot => "snapshot verify",
+        _ => "snapshot block rewrite",
+    };
 
     /// <summary>Decodes and checks a header; a bad one is a protocol error (the connection closes), described in <paramref name="error"/>.</summary>
     public static bool TryDecode(ReadOnlySpan<byte> header, out ReplicaRequest request, out string error)
@@ -168,19 +205,21 @@ public readonly record struct ReplicaRequest(ReplicaOp Op, ReplicaFlags Flags, u
         request = new ReplicaRequest(op, flags, BinaryPrimitives.ReadUInt64LittleEndian(header[8..]), BinaryPrimitives.ReadUInt64LittleEndian(header[16..]), offset, length);
         error = op switch
         {
-            < ReplicaOp.Read or > ReplicaOp.ReadSnapshotBlock => $"unknown op {(ushort)op}",
+            < ReplicaOp.Read or > ReplicaOp.RewriteSnapshotBlock => $"unknown op {(ushort)op}",
             _ when (flags & ~(ReplicaFlags.ForceUnitAccess | ReplicaFlags.NoHole | ReplicaFlags.Uncached)) != 0 => $"unknown flags 0x{(ushort)flags:x4}",
             not ReplicaOp.Write when (flags & ReplicaFlags.Uncached) != 0 => $"flag UNCACHED on a {op} request (only writes carry it)",
             _ when offset < 0 => $"negative offset {offset}",
             ReplicaOp.Read or ReplicaOp.Write when length > ReplicaProtocol.MaxPayloadBytes => $"length {length} exceeds {ReplicaProtocol.MaxPayloadBytes}",
-            _ when CarriesName(op) && length is 0 or > ReplicaProtocol.MaxNameBytes =>
+            ReplicaOp.RewriteSnapshotBlock when length is <= ReplicaProtocol.SnapshotBlockBytes or > ReplicaProtocol.SnapshotBlockBytes + ReplicaProtocol.MaxNameBytes =>
+                $"snapshot block rewrite of {length} bytes (a name of 1-{ReplicaProtocol.MaxNameBytes} bytes and a {ReplicaProtocol.SnapshotBlockBytes}-byte block)",
+            not ReplicaOp.RewriteSnapshotBlock when CarriesName(op) && length is 0 or > ReplicaProtocol.MaxNameBytes =>
                 $"snapshot name of {length} bytes (1-{ReplicaProtocol.MaxNameBytes})",
             ReplicaOp.Grow when length != 0 => $"grow with a payload of {length} bytes (it carries none)",
             ReplicaOp.DeleteAllSnapshots when length != 0 => $"delete-all-snapshots with a payload of {length} bytes (it carries none)",
             ReplicaOp.Verify when length > ReplicaProtocol.MaxVerifyBytes => $"verify of {length} bytes exceeds {ReplicaProtocol.MaxVerifyBytes}",
             ReplicaOp.Verify when offset % ReplicaProtocol.VerifyBlockBytes != 0 => $"verify at offset {offset}, not a multiple of {ReplicaProtocol.VerifyBlockBytes}",
-            ReplicaOp.ReadSnapshotBlock when offset % ReplicaProtocol.SnapshotBlockBytes != 0 =>
-                $"snapshot block read at offset {offset}, not a multiple of {ReplicaProtocol.SnapshotBlockBytes}",
+            ReplicaOp.ReadSnapshotBlock or ReplicaOp.VerifySnapshot or ReplicaOp.RewriteSnapshotBlock when offset % ReplicaProtocol.SnapshotBlockBytes != 0 =>
+                $"{SnapshotOpName(op)} at offset {offset}, not a multiple of {ReplicaProtocol.SnapshotBlockBytes}",
             _ => "",
         };
         return error.Length == 0;

@@ -76,6 +76,10 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
                     break;
                 case ReplicaOp.ReadSnapshotBlock:
                     return await ReadSnapshotBlockAsync(request, payload, readBuffer, cancellationToken);
+                case ReplicaOp.VerifySnapshot:
+                    return await VerifySnapshotAsync(request, payload, readBuffer, cancellationToken);
+                case ReplicaOp.RewriteSnapshotBlock:
+                    return RewriteSnapshotBlock(request, payload.Span, readBuffer.Span);
                 case ReplicaOp.Write:
                     var cold = (request.Flags & ReplicaFlags.Uncached) != 0 ? WriteFlags.Uncached : WriteFlags.None;
                     await Device.WriteAsync(request.Offset, payload, fua | cold, cancellationToken);
@@ -156,6 +160,84 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
             return ReplicaStatus.Ok;
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException) // unknown snapshot, past its end, not UTF-8
+        {
+            return ReplicaStatus.InvalidArgument;
+        }
+        catch (NotSupportedException)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+    }
+
+    /// <summary>
+    /// A snapshot's blocks in the verify window from the request's offset, checked against their checksums like
+    /// <see cref="VerifyAsync"/> does the volume's (the name is decoded first: payload and scratch are one buffer).
+    /// Blocks past the snapshot's end are not read and count as good.
+    /// </summary>
+    private async ValueTask<ReplicaStatus> VerifySnapshotAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> scratch,
+        CancellationToken cancellationToken)
+    {
+        const int Block = ReplicaProtocol.VerifyBlockBytes;
+        if (Control is null)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+        try
+        {
+            string name = StrictUtf8.GetString(payload.Span[..(int)request.Length]);
+            var window = scratch[..ReplicaProtocol.MaxVerifyBytes];
+            ulong bad = 0;
+            try
+            {
+                await Control.ReadSnapshotBlockAsync(name, request.Offset, window, cancellationToken);
+            }
+            catch (BlockDeviceException e) when (e.Error == BlockError.Io)
+            {
+                for (int i = 0; i * Block < window.Length; i++)
+                {
+                    try
+                    {
+                        await Control.ReadSnapshotBlockAsync(name, request.Offset + (long)i * Block, window.Slice(i * Block, Block), cancellationToken);
+                    }
+                    catch (BlockDeviceException b) when (b.Error == BlockError.Io)
+                    {
+                        bad |= 1UL << i;
+                    }
+                    catch (ArgumentOutOfRangeException)
+                    {
+                        break; // past the snapshot's end
+                    }
+                }
+            }
+            BinaryPrimitives.WriteUInt64LittleEndian(scratch.Span, bad);
+            return ReplicaStatus.Ok;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException) // unknown snapshot, past its end, not UTF-8
+        {
+            return ReplicaStatus.InvalidArgument;
+        }
+        catch (NotSupportedException)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+    }
+
+    /// <summary>Mends one block of a named snapshot with the owner's copy; the reply's byte says what became of it.</summary>
+    private ReplicaStatus RewriteSnapshotBlock(ReplicaRequest request, ReadOnlySpan<byte> payload, Span<byte> reply)
+    {
+        if (Control is null)
+        {
+            return ReplicaStatus.NotSupported;
+        }
+        int nameBytes = ReplicaProtocol.NameBytes(request);
+        try
+        {
+            string name = StrictUtf8.GetString(payload[..nameBytes]);
+            var rewrite = Control.RewriteSnapshotBlock(name, request.Offset, payload.Slice(nameBytes, ReplicaProtocol.SnapshotBlockBytes));
+            reply[0] = (byte)rewrite.Outcome; // over the payload, which is read by now
+            return ReplicaStatus.Ok;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException)
         {
             return ReplicaStatus.InvalidArgument;
         }

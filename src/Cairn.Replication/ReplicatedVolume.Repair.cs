@@ -87,27 +87,9 @@ public sealed partial class ReplicatedVolume
         ArgumentNullException.ThrowIfNull(report);
         ThrowIfUnavailable();
         var run = new ReplicaScrub(this, report, blocksVerified, bytesPerSecond, cancellationToken);
-        var extents = new AllocationExtent[ExtentBatch];
-        for (long at = 0; at < SizeBytes;)
+        await foreach (var (start, end) in DataRangesAsync(_local, cancellationToken))
         {
-            int count = await _local.GetAllocationAsync(at, SizeBytes - at, extents, cancellationToken);
-            if (count == 0)
-            {
-                break;
-            }
-            for (int i = 0; i < count && at < SizeBytes; i++)
-            {
-                long length = Math.Min(extents[i].LengthBytes, SizeBytes - at);
-                if (length <= 0)
-                {
-                    throw new InvalidOperationException($"the local device described an empty extent at offset {at}");
-                }
-                if (extents[i].State == AllocationState.Data)
-                {
-                    await run.VerifyAsync(at, at + length);
-                }
-                at += length;
-            }
+            await run.VerifyAsync(start, end);
         }
         return run.Result();
     }

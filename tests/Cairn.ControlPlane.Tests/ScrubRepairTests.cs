@@ -179,7 +179,7 @@ public sealed class ScrubRepairTests
             ("vol-1@s1", 4L * Block, "n1", "repaired: rewritten from the copy on n2"),
             ("vol-1@s1", 6L * Block, "n1", "repaired: rewritten from the copy on n2"),
         }, report.Errors.Select(e => (e.Device, e.OffsetBytes, e.Node, e.Repair)));
-        Assert.Equal(33L + 2 * 32, report.BlocksChecked); // the snapshot's 32 and the volume's own block 4, then each replica's live copy
+        Assert.Equal(33L + 2 * 32 + 2 * 32, report.BlocksChecked); // the snapshot's 32 and the volume's own block 4, then each replica's live copy and snapshot
         Assert.Contains(c.Log.Lines, line => line.Contains("bad block at byte 16384 of snapshot s1 on n1: repaired: rewritten from the copy on n2", StringComparison.Ordinal));
         Assert.Equal(usedBefore, c.Pools[0].UsedBytes); // mended in place: the volume still shares block 6 with the snapshot
         for (int block = 0; block < Blocks; block++)
@@ -211,6 +211,36 @@ public sealed class ScrubRepairTests
         Assert.Equal(["n2", "n3"], c.Owner.InSyncReplicas);
     }
 
+    /// <summary>
+    /// A block only the replicas' snapshot holds rots on one replica: the owner's scrub verifies each replica's copy of
+    /// its snapshots on that replica's node and mends the bad block in place from its own copy of the snapshot.
+    /// </summary>
+    [Fact]
+    public async Task A_bad_block_of_a_replica_s_snapshot_is_found_on_its_node_and_mended_in_place_from_the_owner_s_snapshot()
+    {
+        await using var c = await Copies.StartAsync();
+        await c.SnapshotAsync("s1");
+        await c.Owner.WriteAsync(4 * Block, Content(4, version: 1)); // block 4's old content: now the snapshots' alone
+        await c.Owner.FlushAsync();
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(c.PoolDirectory(2), Content(4)));
+        await AssertBadAsync(c.Snapshot(2, "s1"), 4);
+        long usedBefore = c.Pools[2].UsedBytes;
+
+        var report = await c.ScrubAsync();
+
+        Assert.Equal((1L, 1L, 0L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount));
+        var error = Assert.Single(report.Errors);
+        Assert.Equal(("vol-1@s1", 4L * Block, "n3", "repaired: rewritten from the owner's copy"), (error.Device, error.OffsetBytes, error.Node, error.Repair));
+        Assert.Contains(c.Log.Lines, line => line.Contains("bad block at byte 16384 of snapshot s1 on n3: repaired: rewritten from the owner's copy", StringComparison.Ordinal));
+        Assert.Equal(usedBefore, c.Pools[2].UsedBytes); // in place: no block allocated
+        for (int block = 0; block < Blocks; block++)
+        {
+            Assert.Equal(Content(block), await ReadAsync(c.Snapshot(2, "s1"), block));
+        }
+        Assert.Equal(["n2", "n3"], c.Owner.InSyncReplicas);
+        Assert.Equal(0, (await c.ScrubAsync()).ErrorCount);
+    }
+
     [Fact]
     public async Task A_snapshot_block_bad_on_every_copy_is_reported_unrecoverable_and_nothing_is_changed()
     {
@@ -226,8 +256,13 @@ public sealed class ScrubRepairTests
 
         var report = await c.ScrubAsync();
 
-        Assert.Equal((1L, 0L, 1L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount)); // replicas' snapshots are not verified
-        Assert.Equal("unrecoverable: no in-sync replica has a good copy (n2: its copy fails too; n3: its copy fails too)", Assert.Single(report.Errors).Repair);
+        Assert.Equal((3L, 0L, 3L), (report.ErrorCount, report.RepairedCount, report.UnrecoverableCount));
+        Assert.Equal(new (string, string?, string?)[]
+        {
+            ("vol-1@s1", "n1", "unrecoverable: no in-sync replica has a good copy (n2: its copy fails too; n3: its copy fails too)"),
+            ("vol-1@s1", "n2", "unrecoverable: the owner's copy fails too: no good copy to rewrite it from (the owner's scrub mends its own first)"),
+            ("vol-1@s1", "n3", "unrecoverable: the owner's copy fails too: no good copy to rewrite it from (the owner's scrub mends its own first)"),
+        }, report.Errors.Select(e => (e.Device, e.Node, e.Repair)));
         for (int node = 0; node < 3; node++)
         {
             Assert.Equal(before[node], DataFileCorruption.Snapshot(c.PoolDirectory(node)));

@@ -160,6 +160,15 @@ public sealed class ScrubRepairProcessTests(ITestOutputHelper output) : IAsyncLi
             }
         }
         Assert.Equal(0, (await ScrubAsync(via: owner)).GetProperty("errorCount").GetInt32());
+
+        // Now the replica's copy of the snapshot-only block rots: verified on the replica's node, mended from the owner's snapshot.
+        Assert.Equal(1, DataFileCorruption.CorruptBlock(PoolDirectory(replica), Content(20)));
+        status = await ScrubAsync(via: replica);
+        Assert.Equal((1, 1, 0), (status.GetProperty("errorCount").GetInt32(), status.GetProperty("repairedCount").GetInt32(), status.GetProperty("unrecoverableCount").GetInt32()));
+        var mended = Assert.Single(status.GetProperty("errors").EnumerateArray());
+        Assert.Equal((true, 20L * Block, replica, "repaired: rewritten from the owner's copy"), (mended.GetProperty("device").GetString()!.EndsWith("@before", StringComparison.Ordinal),
+            mended.GetProperty("offsetBytes").GetInt64(), mended.GetProperty("node").GetString(), mended.GetProperty("repair").GetString()));
+        Assert.Equal(0, (await ScrubAsync(via: owner)).GetProperty("errorCount").GetInt32());
     }
 
     private static async Task<JsonElement> DaemonJsonAsync(HttpResponseMessage response) =>

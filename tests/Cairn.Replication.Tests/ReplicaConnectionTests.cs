@@ -211,6 +211,45 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
         Assert.Equal(content.AsSpan(4096, 4096).ToArray(), overlapping);
     }
 
+    /// <summary>Over a real connection: a snapshot verify answers the bitmap of the window's bad blocks, and a rewrite
+    /// carries the name and the block and answers what became of it (the payload and the reply share one buffer).</summary>
+    [Fact]
+    public async Task A_snapshot_verify_reports_its_window_s_bad_blocks_and_a_rewrite_mends_one_with_the_right_data_only()
+    {
+        byte[] content = TestData.Pattern(300 << 10, 6); // 75 blocks: the second window ends past the snapshot's end
+        var control = new RecordingControl("snap", () => content.ToArray(), []);
+        control.CreateSnapshot("s1");
+        control.BadSnapshotBlocks.UnionWith([("s1", 8192), ("s1", 12288), ("s1", 266240)]);
+        _catalog.Add(new ReplicaTarget("snap", _device, control));
+        await using var link = await ReplicaLink.ConnectAsync(_server.LocalEndpoint, "snap", 1);
+        byte[] name = "s1"u8.ToArray();
+
+        async Task<ulong> VerifyAsync(long offset)
+        {
+            byte[] bitmap = new byte[8];
+            Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.VerifySnapshot, ReplicaFlags.None, offset, (uint)name.Length, name, bitmap));
+            return BitConverter.ToUInt64(bitmap);
+        }
+
+        async Task<SnapshotRewriteOutcome> RewriteAsync(long offset, byte[] block)
+        {
+            byte[] payload = [.. name, .. block];
+            byte[] outcome = new byte[1];
+            Assert.Equal(ReplicaStatus.Ok, await link.SendAsync(ReplicaOp.RewriteSnapshotBlock, ReplicaFlags.None, offset, (uint)payload.Length, payload, outcome));
+            return (SnapshotRewriteOutcome)outcome[0];
+        }
+
+        Assert.Equal((1UL << 2) | (1UL << 3), await VerifyAsync(0));
+        Assert.Equal(1UL << 1, await VerifyAsync(262144)); // blocks past the end count as good
+        Assert.Equal(SnapshotRewriteOutcome.WrongData, await RewriteAsync(8192, TestData.Pattern(4096, 99)));
+        Assert.Equal(SnapshotRewriteOutcome.Rewritten, await RewriteAsync(8192, content[8192..12288]));
+        Assert.Equal(SnapshotRewriteOutcome.AlreadyGood, await RewriteAsync(8192, content[8192..12288]));
+        Assert.Equal(1UL << 3, await VerifyAsync(0));
+        byte[] nope = [.. "nope"u8, .. new byte[4096]];
+        Assert.Equal(ReplicaStatus.InvalidArgument, await link.SendAsync(ReplicaOp.RewriteSnapshotBlock, ReplicaFlags.None, 0, (uint)nope.Length, nope, new byte[1]));
+        Assert.Equal(ReplicaStatus.InvalidArgument, await link.SendAsync(ReplicaOp.VerifySnapshot, ReplicaFlags.None, 0, 4, "nope"u8.ToArray(), new byte[8]));
+    }
+
     [Fact]
     public async Task A_snapshot_block_read_that_cannot_be_served_gets_a_clear_status_and_a_malformed_one_closes_only_its_connection()
     {

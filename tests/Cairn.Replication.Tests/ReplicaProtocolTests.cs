@@ -31,7 +31,7 @@ public sealed class ReplicaProtocolTests
 
     [Theory]
     [InlineData(0, 0, 0, 0, "bad request magic")]
-    [InlineData(1, 13, 0, 0, "unknown op 13")] // the first op after ReadSnapshotBlock
+    [InlineData(1, 15, 0, 0, "unknown op 15")] // the first op after RewriteSnapshotBlock
     [InlineData(1, 2, 0x80, 0, "unknown flags 0x0080")]
     [InlineData(1, 1, 0, -1, "negative offset")]
     [InlineData(1, 1, 4, 0, "flag UNCACHED on a Read request")] // only writes carry it
@@ -142,6 +142,39 @@ public sealed class ReplicaProtocolTests
         Assert.Equal(4096, decoded.RangeBytes);
         Assert.Equal(4096, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.ReadSnapshotBlock, 2));
         Assert.Equal((ReplicaOp)12, ReplicaOp.ReadSnapshotBlock); // appended: the numbers on the wire never change
+    }
+
+    [Fact]
+    public void A_snapshot_verify_carries_the_name_covers_a_verify_window_and_a_rewrite_carries_the_name_and_the_block()
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        var verify = new ReplicaRequest(ReplicaOp.VerifySnapshot, ReplicaFlags.None, 4, 9, 1L << 30, 2);
+        verify.Encode(header);
+        Assert.True(ReplicaRequest.TryDecode(header, out var decoded, out string error), error);
+        Assert.Equal((verify, true, (long)ReplicaProtocol.MaxVerifyBytes), (decoded, decoded.CarriesPayload, decoded.RangeBytes));
+        Assert.Equal(8, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.VerifySnapshot, 2));
+
+        var rewrite = new ReplicaRequest(ReplicaOp.RewriteSnapshotBlock, ReplicaFlags.None, 4, 10, 8192, 4096 + 2);
+        rewrite.Encode(header);
+        Assert.True(ReplicaRequest.TryDecode(header, out decoded, out error), error);
+        Assert.Equal((rewrite, true, 4096L, 2), (decoded, decoded.CarriesPayload, decoded.RangeBytes, ReplicaProtocol.NameBytes(decoded)));
+        Assert.Equal(1, ReplicaProtocol.ReplyPayloadBytes(ReplicaOp.RewriteSnapshotBlock, 4098));
+        Assert.Equal(((ReplicaOp)13, (ReplicaOp)14), (ReplicaOp.VerifySnapshot, ReplicaOp.RewriteSnapshotBlock)); // appended: the numbers on the wire never change
+    }
+
+    [Theory]
+    [InlineData(ReplicaOp.VerifySnapshot, 512, 2, "snapshot verify at offset 512, not a multiple of 4096")]
+    [InlineData(ReplicaOp.VerifySnapshot, 0, 0, "snapshot name of 0 bytes (1-255)")]
+    [InlineData(ReplicaOp.RewriteSnapshotBlock, 512, 4098, "snapshot block rewrite at offset 512, not a multiple of 4096")]
+    [InlineData(ReplicaOp.RewriteSnapshotBlock, 0, 4096, "snapshot block rewrite of 4096 bytes (a name of 1-255 bytes and a 4096-byte block)")]
+    [InlineData(ReplicaOp.RewriteSnapshotBlock, 0, 4096 + 256, "snapshot block rewrite of 4352 bytes (a name of 1-255 bytes and a 4096-byte block)")]
+    public void Snapshot_verifies_and_rewrites_off_block_boundaries_or_of_bad_lengths_are_refused(ReplicaOp op, long offset, uint length, string expected)
+    {
+        byte[] header = new byte[ReplicaProtocol.RequestHeaderSize];
+        new ReplicaRequest(op, ReplicaFlags.None, 1, 1, offset, length).Encode(header);
+
+        Assert.False(ReplicaRequest.TryDecode(header, out _, out string error));
+        Assert.Equal(expected, error);
     }
 
     [Theory]

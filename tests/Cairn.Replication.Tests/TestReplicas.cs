@@ -224,9 +224,9 @@ internal sealed class RecordingControl(string replica, Func<byte[]> image, List<
         {
             throw new KeyNotFoundException($"no snapshot {name}");
         }
-        if (BadSnapshotBlocks.Contains((name, offsetBytes)))
+        if (BadSnapshotBlocks.FirstOrDefault(b => b.Snapshot == name && b.OffsetBytes >= offsetBytes && b.OffsetBytes < offsetBytes + block.Length) is { Snapshot: not null } bad)
         {
-            throw new BlockDeviceException(BlockError.Io, $"checksum mismatch in snapshot {name} at byte {offsetBytes}");
+            throw new BlockDeviceException(BlockError.Io, $"checksum mismatch in snapshot {name} at byte {bad.OffsetBytes}");
         }
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(offsetBytes, content.LongLength);
         int inside = (int)Math.Min(block.Length, content.LongLength - offsetBytes);
@@ -234,6 +234,23 @@ internal sealed class RecordingControl(string replica, Func<byte[]> image, List<
         block.Span[inside..].Clear();
         Record($"{replica} read {name} at {offsetBytes}");
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Like a pool's in-place rewrite: only the snapshot's own content (the checksum's) mends a bad block.</summary>
+    public SnapshotRewrite RewriteSnapshotBlock(string name, long offsetBytes, ReadOnlySpan<byte> block)
+    {
+        if (!Snapshots.TryGetValue(name, out byte[]? content))
+        {
+            throw new KeyNotFoundException($"no snapshot {name}");
+        }
+        Record($"{replica} rewrite {name} at {offsetBytes}");
+        if (Crc32C.Compute(block) != Crc32C.Compute(content.AsSpan((int)offsetBytes, block.Length)))
+        {
+            return new SnapshotRewrite(SnapshotRewriteOutcome.WrongData, "does not match the block's checksum");
+        }
+        return BadSnapshotBlocks.Remove((name, offsetBytes))
+            ? new SnapshotRewrite(SnapshotRewriteOutcome.Rewritten, "rewritten in place")
+            : new SnapshotRewrite(SnapshotRewriteOutcome.AlreadyGood, "reads correctly");
     }
 
     private void Record(string entry)

@@ -52,5 +52,9 @@ internal sealed class StoredVolumeControl(StoredVolume volume, ISnapshotPool? po
         return snapshot.ReadAsync(offsetBytes, block[..inside], cancellationToken);
     }
 
+    /// <summary>The same CRC-guarded in-place rewrite the owner mends its own snapshots with.</summary>
+    public SnapshotRewrite RewriteSnapshotBlock(string name, long offsetBytes, ReadOnlySpan<byte> block) =>
+        new PoolSnapshotImages(pool ?? throw new NotSupportedException("this replica's pool keeps no snapshots"), volumeId).RewriteBlock(name, offsetBytes, block);
+
     private ISnapshotPool Pool => pool ?? throw new InvalidOperationException("this replica's pool keeps no snapshots");
 }
