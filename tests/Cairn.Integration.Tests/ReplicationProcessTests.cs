@@ -113,13 +113,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         Assert.Equal("Failed", ReplicaStates(volume)[owner]);
         Assert.Equal(_nodes[survivor].NbdUri("db"), volume.GetProperty("export").GetString());
 
-        using var reader = await MiniNbdClient.ConnectAsync(_nodes[survivor].NbdPort, "db");
-        var read = new byte[first.Length];
-        reader.Read(1 << 20, read);
-        Assert.Equal(first, read);
-        read = new byte[second.Length];
-        reader.Read(8 << 20, read);
-        Assert.Equal(second, read);
+        await AssertReadsBackAsync(survivor, "db", (1 << 20, first), (8 << 20, second));
     }
 
     [Fact]
@@ -166,13 +160,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         string? next = null;
         await WaitAsync(async () => (next = (await VolumeAsync(_nodes[Names.First(n => n != owner)], "logs")).GetProperty("node").GetString()) != owner,
             "another in-sync replica takes over");
-        using var reader = await MiniNbdClient.ConnectAsync(_nodes[next!].NbdPort, "logs");
-        var read = new byte[before.Length];
-        reader.Read(0, read);
-        Assert.Equal(before, read);
-        read = new byte[during.Length];
-        reader.Read(32 << 20, read);
-        Assert.Equal(during, read);
+        await AssertReadsBackAsync(next!, "logs", (0, before), (32 << 20, during));
     }
 
     [Fact]
@@ -225,19 +213,8 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
 
         var snapshots = await _http.GetFromJsonAsync<JsonElement>($"{_nodes[added].ApiUrl}/api/v1/volumes/snap/snapshots");
         Assert.Equal(["monday"], snapshots.GetProperty("snapshots").EnumerateArray().Select(s => s.GetProperty("name").GetString()));
-        var read = new byte[monday.Length];
-        using (var client = await MiniNbdClient.ConnectAsync(_nodes[added].NbdPort, "snap"))
-        {
-            client.Read(4 << 20, read);
-            Assert.Equal(monday, read); // reverted
-            client.Read(8 << 20, read);
-            Assert.Equal(tuesday, read);
-        }
-        using (var client = await MiniNbdClient.ConnectAsync(_nodes[added].NbdPort, "snap@monday"))
-        {
-            client.Read(4 << 20, read);
-            Assert.Equal(monday, read);
-        }
+        await AssertReadsBackAsync(added, "snap", (4 << 20, monday), (8 << 20, tuesday)); // reverted, and written since
+        await AssertReadsBackAsync(added, "snap@monday", (4 << 20, monday));
     }
 
     [Fact]
@@ -270,13 +247,7 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         // It holds every write: make it the owner and read them back.
         _nodes[successor].KillHard();
         await WaitAsync(async () => (await VolumeAsync(_nodes[away], "hist")).GetProperty("node").GetString() == away, $"{away} takes over");
-        using var reader = await MiniNbdClient.ConnectAsync(_nodes[away].NbdPort, "hist");
-        var read = new byte[before.Length];
-        reader.Read(0, read);
-        Assert.Equal(before, read);
-        read = new byte[during.Length];
-        reader.Read(32 << 20, read);
-        Assert.Equal(during, read);
+        await AssertReadsBackAsync(away, "hist", (0, before), (32 << 20, during));
     }
 
     [Fact]
@@ -315,14 +286,18 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         await WaitAsync(async () => ReplicaStates(await VolumeAsync(_nodes[owner], "rep"))[other] == "Failed", $"{other} is dropped");
         _nodes[owner].KillHard();
         await WaitAsync(async () => (await VolumeAsync(_nodes[spare], "rep")).GetProperty("node").GetString() == spare, $"{spare} takes over");
-        using var reader = await MiniNbdClient.ConnectAsync(_nodes[spare].NbdPort, "rep");
-        var read = new byte[before.Length];
-        reader.Read(0, read);
-        Assert.Equal(before, read);
-        read = new byte[during.Length];
-        reader.Read(16 << 20, read);
-        Assert.Equal(during, read);
-        reader.Read(32 << 20, read);
-        Assert.Equal(during, read);
+        await AssertReadsBackAsync(spare, "rep", (0, before), (16 << 20, during), (32 << 20, during));
+    }
+
+    /// <summary>Reads each range through <paramref name="node"/>'s NBD export of <paramref name="export"/> and checks it holds what was written.</summary>
+    private async Task AssertReadsBackAsync(string node, string export, params (long Offset, byte[] Data)[] written)
+    {
+        using var reader = await MiniNbdClient.ConnectAsync(_nodes[node].NbdPort, export);
+        foreach (var (offset, data) in written)
+        {
+            var read = new byte[data.Length];
+            reader.Read(offset, read);
+            Assert.True(data.AsSpan().SequenceEqual(read), $"{export} on {node} reads back wrong at byte {offset}");
+        }
     }
 }
