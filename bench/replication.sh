@@ -11,15 +11,18 @@
 # --node-cpu F gives each cairnd, and fio (the client), its own CPU quota of F cores (a cgroup): the machine then
 # stands in for separate machines of equal CPU, as replicas on real nodes would have, instead of three copies
 # sharing two cores. Keep 4 x F within the machine's cores (0.5 on two).
-#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS] [--node-cpu F]   (lease: cairnd's default, 4 s)
+# --ramp S: seconds of each fio run not measured (default 2): the .NET JIT's tiered recompilation of the hot paths
+# runs in the background for a while after start, longer under a CPU quota.
+#   bench/replication.sh [--runtime SECONDS] [--size SIZE] [--lease-ttl SECONDS] [--node-cpu F] [--ramp S]   (lease: cairnd's default, 4 s)
 #   BENCH_KEEP=1 keeps the nodes' and etcd's logs (the scratch directory) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 trap 'echo "bench: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-LEASE_FLAGS=(); args=()
+LEASE_FLAGS=(); args=(); RAMP=2
 while (($#)); do case $1 in
-  --lease-ttl) LEASE_FLAGS=(--lease-ttl "$2"); shift 2;; --node-cpu) export BENCH_NODE_CPU=$2; shift 2;; *) args+=("$1"); shift;; esac; done
+  --lease-ttl) LEASE_FLAGS=(--lease-ttl "$2"); shift 2;; --node-cpu) export BENCH_NODE_CPU=$2; shift 2;;
+  --ramp) RAMP=$2; shift 2;; *) args+=("$1"); shift;; esac; done
 bench_parse_args "${args[@]}"
 bench_prepare
 cleanup() {
@@ -65,7 +68,7 @@ run() { # volume iodepth round -> json file, and the nodes' CPU ticks during the
   local out="$WORK/$1-qd$2-$3.json" before start; before=$(cpu_ticks); start=$(date +%s%N)
   cpu_wrapper client
   "${CPU_WRAP[@]}" fio --name=b --ioengine=nbd --uri="${URI[$1]}" --rw=randwrite --bs=4k --iodepth=$2 --size="$SIZE" \
-      --time_based --runtime="$RUNTIME" --ramp_time=2 --randrepeat=0 --output-format=json >"$out" \
+      --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --randrepeat=0 --output-format=json >"$out" \
     || { echo "bench: fio failed against $1 (QD$2):" >&2; cat "$out" >&2; exit 1; }
   echo "$before | $(cpu_ticks) | $(($(date +%s%N) - start))" >"$WORK/$1-qd$2-$3.cpu"   # ticks per node before | after | ns
 }
