@@ -106,15 +106,20 @@ internal sealed class ActivityLog(bool priorChangesUnknown = false)
 
     /// <summary>
     /// The oldest epoch at which a change that may not be durable on the replicas was sent; <paramref name="now"/> when
-    /// there is none. A replica dropped now may have lost writes from that epoch on.
+    /// there is none, and the first epoch while changes from before this owner may be unflushed (their epochs are not
+    /// known here). A replica dropped now may have lost writes from that epoch on.
     /// </summary>
     public ulong OldestUnflushedEpoch(ulong now)
     {
         lock (_lock)
         {
-            return _sealed.Select(s => s.Segment.OldestEpoch).Append(_current.OldestEpoch).Append(now).Min();
+            return _priorChangesUnknown ? Math.Min(now, FirstEpoch)
+                : _sealed.Select(s => s.Segment.OldestEpoch).Append(_current.OldestEpoch).Append(now).Min();
         }
     }
+
+    /// <summary>The epoch a replica set starts at (<see cref="ReplicaSet.Create"/>).</summary>
+    private const ulong FirstEpoch = 1;
 
     /// <summary>
     /// Marks in <paramref name="record"/> every region that may not be durable on the replicas yet. False when that is

@@ -378,18 +378,21 @@ public sealed class ReplicatedVolumeTests
     {
         var local = new RamBlockDevice(Size);
         var channels = Enumerable.Range(0, 2).Select(i => new DirectChannel(new ReplicaTarget($"r{i}", new RamBlockDevice(Size)), 1)).ToArray();
-        using var volume = new ReplicatedVolume(local, channels, 1, new InSyncSet(1, "r0", "r1"), remotesMayHoldUnflushedChanges: true);
+        var set = new InSyncSet(4, "r0", "r1");
+        using var volume = new ReplicatedVolume(local, channels, 4, set, remotesMayHoldUnflushedChanges: true);
         Assert.True(volume.HasUnflushedChanges); // so the owner's periodic flusher flushes at once
 
         channels[0].Unreachable = true;
         await volume.WriteAsync(0, Pattern(4096, 1));
         Assert.Null(volume.DirtySince("r0"));
+        Assert.Equal([1UL], set.MissingSince); // writes of any epoch: a promoted owner's history must not resync it from epoch 4 on
 
         await volume.FlushAsync();
         Assert.False(volume.HasUnflushedChanges);
         channels[1].Unreachable = true;
         await volume.WriteAsync(8192, Pattern(4096, 2));
         Assert.Equal([new DirtyRange(8192, 4096)], volume.DirtySince("r1")!.Ranges());
+        Assert.Equal([1UL, 5UL], set.MissingSince);
     }
 
     [Fact]
