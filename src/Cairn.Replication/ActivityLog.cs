@@ -113,13 +113,11 @@ internal sealed class ActivityLog(bool priorChangesUnknown = false)
     {
         lock (_lock)
         {
-            return _priorChangesUnknown ? Math.Min(now, FirstEpoch)
+            return _priorChangesUnknown ? Math.Min(now, ReplicaSet.FirstEpoch)
                 : _sealed.Select(s => s.Segment.OldestEpoch).Append(_current.OldestEpoch).Append(now).Min();
         }
     }
 
-    /// <summary>The epoch a replica set starts at (<see cref="ReplicaSet.Create"/>).</summary>
-    private const ulong FirstEpoch = 1;
 
     /// <summary>
     /// Marks in <paramref name="record"/> every region that may not be durable on the replicas yet. False when that is

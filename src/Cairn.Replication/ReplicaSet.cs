@@ -53,6 +53,9 @@ public sealed record ReplicaMember(string Node, string Pool, ReplicaState State,
 public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<ReplicaMember> Members, ReplicaSet? LastServed = null)
 {
     /// <summary>A new volume: every replica starts empty, hence in sync, at its node's current boot; the first member owns it.</summary>
+    /// <summary>The epoch a new volume's set starts at; as a <see cref="ReplicaMember.FailedAtEpoch"/>, "it may lack writes of any epoch".</summary>
+    public const ulong FirstEpoch = 1;
+
     public static ReplicaSet Create(IReadOnlyList<(string Node, string Pool)> placed, Func<string, string?> bootOf)
     {
         ArgumentNullException.ThrowIfNull(bootOf);
@@ -64,7 +67,7 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
         {
             throw new ArgumentException("two replicas of one volume may not share a node", nameof(placed));
         }
-        return new ReplicaSet(1, placed[0].Node, [.. placed.Select(p => new ReplicaMember(p.Node, p.Pool, ReplicaState.InSync, Boot: bootOf(p.Node)))]);
+        return new ReplicaSet(FirstEpoch, placed[0].Node, [.. placed.Select(p => new ReplicaMember(p.Node, p.Pool, ReplicaState.InSync, Boot: bootOf(p.Node)))]);
     }
 
     public ReplicaMember? Find(string node) => Members.FirstOrDefault(m => string.Equals(m.Node, node, StringComparison.Ordinal));
@@ -97,7 +100,7 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
     /// their cache still held when they left (see <see cref="ReplicaMember.FailedAtEpoch"/>).</param>
     public ReplicaSet Drop(IReadOnlyCollection<string> nodes, string reason, ulong missingSince = ulong.MaxValue)
     {
-        ulong failedAt = Math.Max(1, Math.Min(Epoch, missingSince));
+        ulong failedAt = Math.Max(FirstEpoch, Math.Min(Epoch, missingSince));
         if (nodes.Contains(Owner, StringComparer.Ordinal))
         {
             throw new ArgumentException($"the owner {Owner} cannot drop itself; fail over instead", nameof(nodes));
@@ -219,7 +222,7 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
         {
             return null;
         }
-        return basis with { Members = [.. basis.Members.Select(m => FailIfRestarted(m, basis.Epoch, bootOf))] };
+        return basis with { Members = [.. basis.Members.Select(m => FailIfRestarted(m, bootOf))] };
     }
 
     private static ReplicaSet? Promote(ReplicaSet basis, Func<string, string?> bootOf)
@@ -231,7 +234,7 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
         }
         var members = basis.Members.Select(m => string.Equals(m.Node, basis.Owner, StringComparison.Ordinal)
             ? m with { State = ReplicaState.Failed, FailedAtEpoch = basis.Epoch, Reason = $"was the owner until epoch {basis.Epoch}" }
-            : FailIfRestarted(m, basis.Epoch, bootOf));
+            : FailIfRestarted(m, bootOf));
         return new ReplicaSet(basis.Epoch, next.Node, [.. members]);
     }
 
@@ -253,19 +256,21 @@ public sealed record ReplicaSet(ulong Epoch, string Owner, IReadOnlyList<Replica
             : m.State == ReplicaState.InSync ? m with
             {
                 State = ReplicaState.Failed,
-                FailedAtEpoch = basis.Epoch,
+                FailedAtEpoch = FirstEpoch, // it restarted: what it lost from its cache may be of any epoch
                 Reason = $"every in-sync replica restarted by epoch {basis.Epoch}; {chosen.Node} took the volume and this copy is resynced from it",
             }
             : m);
         return new ReplicaSet(basis.Epoch, chosen.Node, [.. members]);
     }
 
-    private static ReplicaMember FailIfRestarted(ReplicaMember member, ulong epoch, Func<string, string?> bootOf) =>
+    /// <summary>A restarted replica may have lost writes of any epoch from its cache (when it last flushed is not known
+    /// here): it is failed as missing writes from the first epoch on, so no history resyncs it from a later one.</summary>
+    private static ReplicaMember FailIfRestarted(ReplicaMember member, Func<string, string?> bootOf) =>
         member.State == ReplicaState.InSync && HasRestarted(member, bootOf)
             ? member with
             {
                 State = ReplicaState.Failed,
-                FailedAtEpoch = epoch,
+                FailedAtEpoch = FirstEpoch,
                 Reason = $"its node restarted since it joined the in-sync set (boot {member.Boot}): writes in its cache may be lost",
             }
             : member;

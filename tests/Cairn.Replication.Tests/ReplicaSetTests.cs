@@ -86,6 +86,7 @@ public sealed class ReplicaSetTests
         Assert.Equal(ReplicaState.Failed, n2.State);
         Assert.Contains("restarted", n2.Reason, StringComparison.Ordinal);
         Assert.Equal("n2.1", n2.Boot); // the boot it was last in sync at, kept
+        Assert.Equal(ReplicaSet.FirstEpoch, n2.FailedAtEpoch); // what it lost from its cache may be of any epoch: no history may resync it from a later one
     }
 
     [Fact]

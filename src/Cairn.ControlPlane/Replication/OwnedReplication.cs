@@ -118,7 +118,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
             if (unreachable.Count > 0)
             {
                 // What they may have lost unflushed under the previous owner is unknown (its activity log is gone): from the first epoch on.
-                epoch = await inSyncSet.DropAsync(unreachable, epoch, missingSince: 1, cancellationToken);
+                epoch = await inSyncSet.DropAsync(unreachable, epoch, ReplicaSet.FirstEpoch, cancellationToken);
                 logger.LogWarning("volume {Volume}: replicas on {Nodes} did not answer or restarted; dropped from the in-sync set (epoch {Epoch})",
                     spec.Name, string.Join(", ", unreachable), epoch);
             }
