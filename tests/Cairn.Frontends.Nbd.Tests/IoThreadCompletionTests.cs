@@ -16,13 +16,25 @@ namespace Cairn.Frontends.Nbd.Tests;
 public sealed class IoThreadCompletionTests
 {
     [Fact]
-    public async Task Writes_completing_in_bursts_on_an_io_thread_each_get_one_reply()
+    public Task Writes_completing_in_bursts_on_an_io_thread_each_get_one_reply() =>
+        WithinDeadlineAsync(WritesCompletingInBurstsAsync(inEndOfBatchWork: false));
+
+    /// <summary>
+    /// Requests that finish in work the IO thread runs at the end of its batch (as a replica's deferred frame flush
+    /// can finish them): their connection defers its flush while that thread is already draining its deferred work.
+    /// The flush must still run then; left for the next batch, it would wait for an event the waiting client never causes.
+    /// </summary>
+    [Fact]
+    public Task Writes_completing_in_end_of_batch_work_each_get_one_reply() =>
+        WithinDeadlineAsync(WritesCompletingInBurstsAsync(inEndOfBatchWork: true));
+
+    private static async Task WritesCompletingInBurstsAsync(bool inEndOfBatchWork)
     {
         if (!EpollLoop.IsSupported)
         {
             return;
         }
-        await using var device = await IoThreadCompletingDevice.StartAsync(new RamBlockDevice(64L << 20));
+        await using var device = await IoThreadCompletingDevice.StartAsync(new RamBlockDevice(64L << 20), inEndOfBatchWork);
         await using var server = await StartAsync(device);
         var (c, _, _) = await OpenAsync(server.LocalEndpoint.Port, "disk");
         await using var _c = c;
@@ -42,6 +54,7 @@ public sealed class IoThreadCompletionTests
             Assert.True(seen.Add(reply.Cookie), $"cookie {reply.Cookie} answered twice");
         }
         Assert.True(device.CompletedOnIoThread > 0);
+        Assert.Equal(inEndOfBatchWork, device.CompletedInEndOfBatchWork > 0);
         for (int i = 0; i < count; i += 37)
         {
             Assert.Equal(blocks[i], await c.ReadAsync((ulong)i * 4096, 4096, cookie: 100_000 + (ulong)i));
@@ -49,14 +62,22 @@ public sealed class IoThreadCompletionTests
     }
 
     [Fact]
-    public async Task Small_and_large_read_replies_finishing_in_one_batch_stay_whole_and_in_their_own_frames()
+    public Task Small_and_large_read_replies_finishing_in_one_batch_stay_whole_and_in_their_own_frames() =>
+        WithinDeadlineAsync(MixedReadRepliesAsync(inEndOfBatchWork: false));
+
+    /// <summary>The same with the reads finishing in end-of-batch work: the large replies' sends park while the IO thread drains.</summary>
+    [Fact]
+    public Task Small_and_large_read_replies_finishing_in_end_of_batch_work_stay_whole_and_in_their_own_frames() =>
+        WithinDeadlineAsync(MixedReadRepliesAsync(inEndOfBatchWork: true));
+
+    private static async Task MixedReadRepliesAsync(bool inEndOfBatchWork)
     {
         if (!EpollLoop.IsSupported)
         {
             return;
         }
         var ram = new RamBlockDevice(64L << 20);
-        await using var device = await IoThreadCompletingDevice.StartAsync(ram);
+        await using var device = await IoThreadCompletingDevice.StartAsync(ram, inEndOfBatchWork);
         await using var server = await StartAsync(device);
         var (c, _, _) = await OpenAsync(server.LocalEndpoint.Port, "disk");
         await using var _c = c;
@@ -85,6 +106,24 @@ public sealed class IoThreadCompletionTests
             Assert.Equal(blocks[index], await c.ReadExactAsync(blocks[index].Length));
         }
         Assert.True(device.CompletedOnIoThread > 0);
+        Assert.Equal(inEndOfBatchWork, device.CompletedInEndOfBatchWork > 0);
+    }
+
+    /// <summary>
+    /// The client's reads time out, but a reply stuck in the server also holds its request's slot, and disposing the
+    /// server waits for every slot: the whole test, cleanup included, gets a deadline so a stuck reply fails it.
+    /// </summary>
+    private static async Task WithinDeadlineAsync(Task test)
+    {
+        var deadline = TimeSpan.FromSeconds(90);
+        try
+        {
+            await test.WaitAsync(deadline);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"not finished within {deadline.TotalSeconds} s, cleanup included: a reply (and its slot) is stuck in the server");
+        }
     }
 
     private static async Task<NbdServer> StartAsync(IBlockDevice device)
@@ -110,17 +149,21 @@ public sealed class IoThreadCompletionTests
     /// <summary>
     /// Does the work at once but completes it later, in bursts, from the receive loop of a loopback connection served
     /// by an epoll IO thread: each operation queues its completion and pokes the connection; whatever is queued when the
-    /// IO thread reads the pokes completes there, inline.
+    /// IO thread reads the pokes completes there, inline (or, with <c>inEndOfBatchWork</c>, in work that reading
+    /// defers to the end of the IO thread's batch).
     /// </summary>
-    private sealed class IoThreadCompletingDevice(RamBlockDevice inner, EpollLoopGroup loops, Socket poker, ISocketTransport completer) : IBlockDevice, IAsyncDisposable
+    private sealed class IoThreadCompletingDevice(RamBlockDevice inner, EpollLoopGroup loops, Socket poker, ISocketTransport completer, bool inEndOfBatchWork)
+        : IBlockDevice, IAsyncDisposable, IThreadPoolWorkItem
     {
         private readonly ConcurrentQueue<TaskCompletionSource> _pending = new();
         private Task _completing = Task.CompletedTask;
         private int _completedOnIoThread;
+        private int _completedInEndOfBatchWork;
 
         public int CompletedOnIoThread => Volatile.Read(ref _completedOnIoThread);
+        public int CompletedInEndOfBatchWork => Volatile.Read(ref _completedInEndOfBatchWork);
 
-        public static async Task<IoThreadCompletingDevice> StartAsync(RamBlockDevice inner)
+        public static async Task<IoThreadCompletingDevice> StartAsync(RamBlockDevice inner, bool inEndOfBatchWork = false)
         {
             using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
             listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -129,7 +172,7 @@ public sealed class IoThreadCompletionTests
             poker.Connect(listener.LocalEndPoint!);
             var accepted = listener.Accept();
             var loops = new EpollLoopGroup("test-completer", _ => { }, count: 1);
-            var device = new IoThreadCompletingDevice(inner, loops, poker, loops.Open(accepted));
+            var device = new IoThreadCompletingDevice(inner, loops, poker, loops.Open(accepted), inEndOfBatchWork);
             device._completing = device.CompleteLoopAsync();
             await Task.Yield();
             return device;
@@ -170,15 +213,29 @@ public sealed class IoThreadCompletionTests
             byte[] pokes = new byte[256];
             while (await completer.ReceiveAsync(pokes) > 0)
             {
-                bool onIoThread = Thread.CurrentThread.Name?.StartsWith("test-completer-io", StringComparison.Ordinal) == true;
-                while (_pending.TryDequeue(out var completion))
+                if (!inEndOfBatchWork || !EpollLoop.TryDeferToEndOfBatch(this))
                 {
-                    if (onIoThread)
-                    {
-                        Interlocked.Increment(ref _completedOnIoThread);
-                    }
-                    completion.SetResult();
+                    CompletePending(inEndOfBatchWork: false);
                 }
+            }
+        }
+
+        void IThreadPoolWorkItem.Execute() => CompletePending(inEndOfBatchWork: true);
+
+        private void CompletePending(bool inEndOfBatchWork)
+        {
+            bool onIoThread = Thread.CurrentThread.Name?.StartsWith("test-completer-io", StringComparison.Ordinal) == true;
+            while (_pending.TryDequeue(out var completion))
+            {
+                if (onIoThread)
+                {
+                    Interlocked.Increment(ref _completedOnIoThread);
+                    if (inEndOfBatchWork)
+                    {
+                        Interlocked.Increment(ref _completedInEndOfBatchWork);
+                    }
+                }
+                completion.SetResult();
             }
         }
 
