@@ -4,7 +4,8 @@ namespace Cairn.Core.Transport;
 
 /// <summary>
 /// The IO threads a server's (or a client's) connections are spread over: one <see cref="EpollLoop"/> per core, each
-/// connection on one of them, chosen round-robin. Disposing stops the threads; close the connections first.
+/// connection on one of them, chosen round-robin. Disposing stops the threads (safe from a continuation on one of them,
+/// which is not waited for); close the connections first.
 /// </summary>
 public sealed class EpollLoopGroup : IDisposable
 {

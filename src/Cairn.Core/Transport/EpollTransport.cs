@@ -21,6 +21,9 @@ public sealed unsafe class EpollLoop : IDisposable
     private readonly ConcurrentDictionary<int, EpollTransport> _transports = new();
     private readonly Action<Exception> _onError;
     private volatile bool _stopping;
+    private int _disposed;
+    /// <summary>Set by a <see cref="Dispose"/> that ran on this loop's own thread: the thread closes the descriptors as it exits.</summary>
+    private bool _closeOnExit;
 
     /// <summary>Whether this platform has the transport (Linux x86-64); elsewhere use <see cref="SocketTransport"/>.</summary>
     public static bool IsSupported => EpollInterop.IsSupported;
@@ -93,6 +96,10 @@ public sealed unsafe class EpollLoop : IDisposable
         {
             RunDeferred(deferred); // work deferred by the last events must still run, or its connection stalls
             t_deferred = null;
+            if (_closeOnExit)
+            {
+                CloseDescriptors();
+            }
         }
     }
 
@@ -152,12 +159,33 @@ public sealed unsafe class EpollLoop : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stops the IO thread once its current batch of events (and the work deferred by it) is done, and closes the epoll
+    /// set. From another thread it waits for that; from a continuation running on this loop's own thread (where an
+    /// awaited IO completes, so an owner's cleanup can end up here) it cannot wait for itself, and returns at once.
+    /// </summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return; // a second close could hit a descriptor number already reused elsewhere in the process
+        }
         _stopping = true;
+        if (Thread.CurrentThread == _thread)
+        {
+            // Joining here would wait forever. The loop sees _stopping after this batch; no wake-up is needed, and the
+            // descriptors are closed by this thread as it leaves, after its last use of them.
+            _closeOnExit = true;
+            return;
+        }
         long one = 1;
         Write(_wakeFd, (byte*)&one, sizeof(long));
         _thread.Join();
+        CloseDescriptors();
+    }
+
+    private void CloseDescriptors()
+    {
         EpollInterop.Close(_wakeFd);
         EpollInterop.Close(_epollFd);
     }
