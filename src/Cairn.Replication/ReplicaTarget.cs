@@ -116,13 +116,22 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
     /// <paramref name="scratch"/> a bitmap of the 4 KiB blocks that failed with an IO error. The whole range is read at
     /// once; only when that fails is each block read on its own, to tell which.
     /// </summary>
-    private async ValueTask VerifyAsync(long offset, int length, Memory<byte> scratch, CancellationToken cancellationToken)
+    private ValueTask VerifyAsync(long offset, int length, Memory<byte> scratch, CancellationToken cancellationToken) =>
+        VerifyWindowAsync((at, into) => Device.ReadAsync(at, into, cancellationToken), offset, length, scratch);
+
+    /// <summary>
+    /// Reads a window through <paramref name="read"/> (which checks each block's checksum) and leaves in the first 8
+    /// bytes of <paramref name="scratch"/> the bitmap of its 4 KiB blocks that failed with an IO error. The whole window
+    /// is read at once; only when that fails is each block read on its own, to tell which. A block past the end of what
+    /// is read (an out-of-range answer) ends the window: there is nothing there to be bad.
+    /// </summary>
+    private static async ValueTask VerifyWindowAsync(Func<long, Memory<byte>, ValueTask> read, long offset, int length, Memory<byte> scratch)
     {
         const int Block = ReplicaProtocol.VerifyBlockBytes;
         ulong bad = 0;
         try
         {
-            await Device.ReadAsync(offset, scratch[..length], cancellationToken);
+            await read(offset, scratch[..length]);
         }
         catch (BlockDeviceException e) when (e.Error == BlockError.Io)
         {
@@ -130,11 +139,15 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
             {
                 try
                 {
-                    await Device.ReadAsync(offset + (long)i * Block, scratch.Slice(i * Block, Math.Min(Block, length - i * Block)), cancellationToken);
+                    await read(offset + (long)i * Block, scratch.Slice(i * Block, Math.Min(Block, length - i * Block)));
                 }
                 catch (BlockDeviceException b) when (b.Error == BlockError.Io)
                 {
                     bad |= 1UL << i;
+                }
+                catch (ArgumentOutOfRangeException)
+                {
+                    break;
                 }
             }
         }
@@ -177,7 +190,6 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
     private async ValueTask<ReplicaStatus> VerifySnapshotAsync(ReplicaRequest request, ReadOnlyMemory<byte> payload, Memory<byte> scratch,
         CancellationToken cancellationToken)
     {
-        const int Block = ReplicaProtocol.VerifyBlockBytes;
         if (Control is null)
         {
             return ReplicaStatus.NotSupported;
@@ -185,31 +197,8 @@ public sealed class ReplicaTarget(string name, IBlockDevice device, IReplicaVolu
         try
         {
             string name = StrictUtf8.GetString(payload.Span[..(int)request.Length]);
-            var window = scratch[..ReplicaProtocol.MaxVerifyBytes];
-            ulong bad = 0;
-            try
-            {
-                await Control.ReadSnapshotBlockAsync(name, request.Offset, window, cancellationToken);
-            }
-            catch (BlockDeviceException e) when (e.Error == BlockError.Io)
-            {
-                for (int i = 0; i * Block < window.Length; i++)
-                {
-                    try
-                    {
-                        await Control.ReadSnapshotBlockAsync(name, request.Offset + (long)i * Block, window.Slice(i * Block, Block), cancellationToken);
-                    }
-                    catch (BlockDeviceException b) when (b.Error == BlockError.Io)
-                    {
-                        bad |= 1UL << i;
-                    }
-                    catch (ArgumentOutOfRangeException)
-                    {
-                        break; // past the snapshot's end
-                    }
-                }
-            }
-            BinaryPrimitives.WriteUInt64LittleEndian(scratch.Span, bad);
+            await VerifyWindowAsync((at, into) => Control.ReadSnapshotBlockAsync(name, at, into, cancellationToken), request.Offset,
+                ReplicaProtocol.MaxVerifyBytes, scratch);
             return ReplicaStatus.Ok;
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException) // unknown snapshot, past its end, not UTF-8

@@ -342,9 +342,8 @@ public sealed partial class ReplicatedVolume
     {
         private readonly Dictionary<string, string> _unverified = new(StringComparer.Ordinal);
         private readonly byte[] _block = new byte[RepairBlockBytes];
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private readonly ScrubPacer _pacer = new(bytesPerSecond);
         private long _blocksVerified;
-        private long _bytesPerReplica;
 
         public ReplicaScrubResult Result() => new(_blocksVerified, [.. _unverified.Select(u => $"{u.Key}: {u.Value}")]);
 
@@ -369,9 +368,8 @@ public sealed partial class ReplicatedVolume
                     await RepairAsync(replicas, answers, at);
                 }
                 _blocksVerified += (length + RepairBlockBytes - 1) / RepairBlockBytes * (long)replicas.Length;
-                _bytesPerReplica += length;
                 progress?.Report(_blocksVerified);
-                await PaceAsync();
+                await _pacer.ReadAsync(length, cancellationToken);
             }
         }
 
@@ -417,14 +415,19 @@ public sealed partial class ReplicatedVolume
                 : (0, $"answered {status} to a verify of {length} bytes at offset {offset}");
         }
 
-        /// <summary>Waits while ahead of the byte rate: each replica reads its own disk, so the rate is per replica.</summary>
-        private async Task PaceAsync()
+    }
+
+    /// <summary>Keeps a scrub of the replicas at or under a byte rate (0: unpaced). Each replica reads its own disk, so the rate is per replica.</summary>
+    private sealed class ScrubPacer(long bytesPerSecond)
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private long _bytesPerReplica;
+
+        /// <summary>Counts a window each replica read, and waits while ahead of the rate.</summary>
+        public async Task ReadAsync(long bytes, CancellationToken cancellationToken)
         {
-            if (bytesPerSecond <= 0)
-            {
-                return;
-            }
-            double ahead = _bytesPerReplica / (double)bytesPerSecond - _clock.Elapsed.TotalSeconds;
+            _bytesPerReplica += bytes;
+            double ahead = bytesPerSecond > 0 ? _bytesPerReplica / (double)bytesPerSecond - _clock.Elapsed.TotalSeconds : 0;
             if (ahead > 0.001)
             {
                 await Task.Delay(TimeSpan.FromSeconds(ahead), cancellationToken);

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Numerics;
 using Cairn.Core;
 
@@ -25,8 +24,8 @@ public sealed partial class ReplicatedVolume
         ArgumentNullException.ThrowIfNull(report);
         ThrowIfUnavailable();
         var unverified = new Dictionary<string, string>(StringComparer.Ordinal);
-        long verified = 0, bytesPerReplica = 0;
-        var clock = Stopwatch.StartNew();
+        long verified = 0;
+        var pacer = new ScrubPacer(bytesPerSecond);
         foreach (var snapshot in Snapshots?.List() ?? [])
         {
             byte[] name = EncodeSnapshotName(snapshot.Name);
@@ -51,13 +50,8 @@ public sealed partial class ReplicatedVolume
                     }
                     long length = Math.Min(ReplicaProtocol.MaxVerifyBytes, end - at);
                     verified += (length + RepairBlockBytes - 1) / RepairBlockBytes * replicas.Length;
-                    bytesPerReplica += length;
                     blocksVerified?.Report(verified);
-                    double ahead = bytesPerSecond > 0 ? bytesPerReplica / (double)bytesPerSecond - clock.Elapsed.TotalSeconds : 0;
-                    if (ahead > 0.001)
-                    {
-                        await Task.Delay(TimeSpan.FromSeconds(ahead), cancellationToken);
-                    }
+                    await pacer.ReadAsync(length, cancellationToken);
                 }
             }
         }
