@@ -59,6 +59,10 @@ public sealed partial class ReplicatedVolume : IBlockDevice, IDisposable
     /// <summary>The remote replicas still in sync.</summary>
     public IReadOnlyList<string> InSyncReplicas => [.. _membership.InSync.Select(r => r.Replica)];
 
+    /// <summary>How many remote replicas are in sync: what <see cref="InSyncReplicas"/> counts, without building the list
+    /// (a lease condition asks this twice per change).</summary>
+    public int InSyncReplicaCount => _membership.InSync.Length;
+
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         if (_fenced is { } reason)

@@ -136,7 +136,7 @@ public sealed partial class OwnedReplication : IAsyncDisposable
         // from: such a volume keeps serving through a cluster-store outage, like a volume with one copy.
         ReplicatedVolume? device = null;
         var binding = new LeaseBinding(context.Lease, term);
-        var lease = new ConditionalLease(() => device?.InSyncReplicas.Count is null or 0 || binding.IsHeld);
+        var lease = new ConditionalLease(() => device?.InSyncReplicaCount is null or 0 || binding.IsHeld);
         // The copies were written before this owner opened them (by a previous owner, or by this node in an earlier run or
         // ownership): what they hold unflushed is unknown until the first flush (sent at once by the periodic flusher).
         device = new ReplicatedVolume(local, reached, epoch, inSyncSet, lease, remotesMayHoldUnflushedChanges: true)
