@@ -5,7 +5,7 @@ namespace Cairn.Core.Transport;
 /// thread per core unless <see cref="Configure"/> says otherwise. An owner's client connection and its links to the
 /// replicas then share a thread whenever they land on the same one (always with one IO thread): a write's request, its
 /// local write, its sends to the replicas, their replies and the reply to the client are handled in the batches of one
-/// thread, instead of waking a second thread for every batch of replica replies (the owner then spent about 30% less
+/// thread, instead of waking a second thread for every batch of replica replies (the owner then spent 15-30% less
 /// CPU per 3-replica write; see src/Cairn.Replication/README.md). The threads live as long as the process.
 /// </summary>
 public static class IoThreads
