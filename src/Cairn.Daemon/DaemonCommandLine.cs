@@ -3,6 +3,7 @@ using System.Net;
 using Cairn.ClusterStore;
 using Cairn.ControlPlane;
 using Cairn.Core;
+using Cairn.Core.Transport;
 
 namespace Cairn.Daemon;
 
@@ -31,9 +32,10 @@ public static class DaemonCommandLine
         var replaceAfter = new Option<double>("--replace-after") { Description = "Seconds a replica's node may stay Down before its replica is rebuilt on another node (a node back sooner is resynced from what changed).", DefaultValueFactory = _ => 300, HelpName = "SECONDS" };
         var scrubInterval = new Option<string?>("--scrub-interval") { Description = "Scrub every volume and its snapshots this often in the background, e.g. 7d (default: off).", HelpName = "DURATION" };
         var scrubRate = new Option<string?>("--scrub-rate") { Description = "Bytes per second a scheduled scrub reads at most (default 50MiB).", HelpName = "SIZE" };
+        var ioThreads = new Option<int>("--io-threads") { Description = "Threads that serve every NBD and replica connection (default: one per core).", DefaultValueFactory = _ => 0, HelpName = "N" };
         var root = new RootCommand("cairnd: the Cairn storage daemon. Serves volumes over NBD and the control API over HTTP.")
         {
-            dataDir, pools, nbdListen, iscsiListen, replicaListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, replaceAfter, scrubInterval, scrubRate,
+            dataDir, pools, nbdListen, iscsiListen, replicaListen, apiListen, advertise, cluster, node, zone, rack, leaseTtl, replaceAfter, scrubInterval, scrubRate, ioThreads,
         };
 
         var parsed = root.Parse(args);
@@ -72,6 +74,13 @@ public static class DaemonCommandLine
                 await stderr.WriteLineAsync($"cairnd: {e.Message}");
                 return 1;
             }
+            int threads = result.GetValue(ioThreads);
+            if (threads is < 0 or > 1024)
+            {
+                await stderr.WriteLineAsync($"cairnd: --io-threads must be from 1 to 1024 (or 0 for one per core), not {threads}");
+                return 1;
+            }
+            IoThreads.Configure(threads);
             return await ServeAsync(options, stderr, cancellationToken);
         });
         return await parsed.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr }, cancellationToken);

@@ -54,20 +54,9 @@ public sealed class NbdServer : IAsyncDisposable
         {
             throw new InvalidOperationException("The NBD server is already started.");
         }
-        // The IO threads exist before the first accept, so every connection finds one.
-        if (_options.Transport == NbdTransportKind.Epoll && EpollLoop.IsSupported)
-        {
-            _loops = new EpollLoopGroup("nbd", e => _logger.LogError(e, "NBD IO thread error"));
-        }
-        try
-        {
-            _frontend.Start(_options.Endpoint);
-        }
-        catch
-        {
-            DisposeLoops();
-            throw;
-        }
+        // The process's IO threads, shared with the replica links (see IoThreads); they exist before the first accept.
+        _loops = _options.Transport == NbdTransportKind.Epoll ? IoThreads.Group : null;
+        _frontend.Start(_options.Endpoint);
         if (_loops is null && Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") != "1")
         {
             // Measured on 2 cores with fio QD32: without it every receive hops from the epoll thread to the
@@ -94,14 +83,6 @@ public sealed class NbdServer : IAsyncDisposable
         return new NbdConnection(this, client, transport);
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await _frontend.DisposeAsync(); // stops accepting, aborts and drains every connection
-        DisposeLoops();
-    }
-
-    private void DisposeLoops()
-    {
-        Interlocked.Exchange(ref _loops, null)?.Dispose();
-    }
+    /// <summary>Stops accepting, aborts and drains every connection. The IO threads belong to the process and stay.</summary>
+    public ValueTask DisposeAsync() => _frontend.DisposeAsync();
 }

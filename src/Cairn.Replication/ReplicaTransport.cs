@@ -6,17 +6,16 @@ using Cairn.Core.Transport;
 namespace Cairn.Replication;
 
 /// <summary>
-/// How replica connections move bytes, on both ends: on Linux x86-64 on the replica service's own epoll IO threads
-/// (one per core, shared by every link and every served connection of the process), so a request or a reply is
+/// How replica connections move bytes, on both ends: on Linux x86-64 on the process's epoll IO threads
+/// (<see cref="IoThreads"/>: one per core, shared by every link, every served connection and every client connection of the
+/// frontends), so a request or a reply is
 /// handled right where the socket became readable, without .NET's hop to the thread pool (the NBD frontend measured
 /// that hop at 3x the CPU per IO, and it is paid on the owner and on every replica); elsewhere .NET's sockets.
 /// Continuations of replies therefore run on an IO thread: nothing on the replicated write path may block there.
 /// </summary>
 internal static class ReplicaTransport
 {
-    private static readonly EpollLoopGroup? Loops = EpollLoop.IsSupported
-        ? new EpollLoopGroup("replica", e => Console.Error.WriteLine($"cairn: replica IO thread: {e}"))
-        : null;
+    private static EpollLoopGroup? Loops => IoThreads.Group;
 
     /// <summary>Wraps a connected socket that .NET has not used for async IO (it would watch it in its own epoll set too).</summary>
     public static ISocketTransport Open(Socket socket) => Loops is not null ? Loops.Open(socket) : new SocketTransport(socket);

@@ -67,6 +67,8 @@ public sealed class DaemonCommandLineTests : IDisposable
     [InlineData("--node", "Node_A", "--node 'Node_A': node name 'Node_A' must start with a lowercase letter")]
     [InlineData("--zone", "a b", "zone name 'a b' contains ' '")]
     [InlineData("--lease-ttl", "0.1", "--lease-ttl 0.1 is out of range")]
+    [InlineData("--io-threads", "-1", "--io-threads must be from 1 to 1024 (or 0 for one per core), not -1")]
+    [InlineData("--io-threads", "5000", "--io-threads must be from 1 to 1024 (or 0 for one per core), not 5000")]
     public async Task Bad_flags_fail_with_one_line_and_exit_1(string flag, string value, string reason)
     {
         var stderr = new StringWriter();

@@ -31,8 +31,10 @@ public sealed class ReplicationProcessTests(ITestOutputHelper output) : IAsyncLi
         }
     }
 
+    // One IO thread per node, as under a CPU quota of one core or less: every owner's client connection then shares its
+    // thread with its replica links and with the replica service (the fault runs keep one per core).
     private async Task StartNodeAsync(string name) =>
-        _nodes[name] = await CairnDaemon.StartAsync(null, "--cluster", _etcd.Spec, "--node", name, "--zone", "z-" + name,
+        _nodes[name] = await CairnDaemon.StartAsync(null, "--cluster", _etcd.Spec, "--node", name, "--zone", "z-" + name, "--io-threads", "1",
             "--lease-ttl", LeaseTtlSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--replace-after", ReplaceAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
