@@ -22,6 +22,7 @@ internal sealed partial class ReplicaConnection
         private ReplicaStatus _status;
         private byte[]? _kept;
         private byte[]? _rented;
+        private AlignedPayloads.Buffer? _aligned;
         private Memory<byte> _data;
         private ConfiguredValueTaskAwaitable<ReplicaStatus>.ConfiguredValueTaskAwaiter _pending;
         private volatile bool _executing;
@@ -162,6 +163,11 @@ internal sealed partial class ReplicaConnection
                 ArrayPool<byte>.Shared.Return(_rented);
                 _rented = null;
             }
+            if (_aligned is not null)
+            {
+                AlignedPayloads.Return(_aligned);
+                _aligned = null;
+            }
             _data = default;
             _connection.Release(_index);
         }
@@ -177,8 +183,15 @@ internal sealed partial class ReplicaConnection
             _ => request.CarriesPayload ? (int)request.Length : 0,
         };
 
+        /// <summary>A buffer of <paramref name="bytes"/>: a large one (a rebuild's 1 MiB copy) 4 KiB-aligned where one is spare,
+        /// so the replica's O_DIRECT write goes straight from it (see <see cref="AlignedPayloads"/>).</summary>
         private Memory<byte> Buffer(int bytes)
         {
+            if (bytes > KeptBufferMaxBytes && bytes <= AlignedPayloads.BufferBytes && AlignedPayloads.TryRent() is { } aligned)
+            {
+                _aligned = aligned;
+                return aligned.Memory(bytes);
+            }
             if (bytes > KeptBufferMaxBytes)
             {
                 _rented = ArrayPool<byte>.Shared.Rent(bytes);

@@ -67,16 +67,26 @@ public sealed partial class ReplicatedVolume
     /// <summary>
     /// Where the window starting at <paramref name="at"/> ends: the next <see cref="RebuildWindowBytes"/> boundary, or
     /// the end of a hole or zero run that starts at <paramref name="at"/> and reaches past it (erased in one request).
+    /// The first probe stops at that boundary and only a run that fills the window is followed further: a lookup walks
+    /// the map block by block until the state changes, so probing the whole <see cref="MaxEraseBytes"/> at once walked
+    /// up to 1 GiB of map for every 8 MiB window of data (11% of the owner's CPU in a 3 GiB rebuild).
     /// </summary>
     private async ValueTask<long> WindowEndAsync(long at, long limit, AllocationExtent[] extents, CancellationToken cancellationToken)
     {
         long end = (at / RebuildWindowBytes + 1) * RebuildWindowBytes;
-        int probed = await _local.GetAllocationAsync(at, Math.Min(limit - at, MaxEraseBytes), extents.AsMemory(0, 1), cancellationToken);
-        if (probed > 0 && extents[0].State != AllocationState.Data && at + extents[0].LengthBytes > end)
+        if (limit <= end)
         {
-            return Math.Min(limit, at + Math.Min(extents[0].LengthBytes, MaxEraseBytes));
+            return end; // the range ends within this window: nothing to follow past it
         }
-        return end;
+        int probed = await _local.GetAllocationAsync(at, end - at, extents.AsMemory(0, 1), cancellationToken);
+        if (probed == 0 || extents[0].State == AllocationState.Data || extents[0].LengthBytes < end - at)
+        {
+            return end;
+        }
+        var state = extents[0].State;
+        long runLimit = Math.Min(limit, at + MaxEraseBytes);
+        probed = await _local.GetAllocationAsync(end, runLimit - end, extents.AsMemory(0, 1), cancellationToken);
+        return probed > 0 && extents[0].State == state ? end + Math.Min(extents[0].LengthBytes, runLimit - end) : end;
     }
 
     /// <summary>

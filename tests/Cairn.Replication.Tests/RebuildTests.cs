@@ -243,6 +243,57 @@ public sealed class RebuildTests
         Assert.True(counting.Requests < 3 + 8 + 2, "the hole after the data is erased in one request, not one per chunk");
     }
 
+    /// <summary>Records every request's op, offset and length, in the order the copier sent them.</summary>
+    private sealed class RecordingChannel(IReplicaChannel inner) : IReplicaChannel
+    {
+        public List<(ReplicaOp Op, long Offset, long Length)> Sent { get; } = [];
+
+        public string Replica => inner.Replica;
+
+        public ValueTask<ReplicaStatus> SendAsync(ReplicaOp op, ReplicaFlags flags, long offset, uint length, ReadOnlyMemory<byte> payload,
+            Memory<byte> readInto, CancellationToken cancellationToken = default)
+        {
+            lock (Sent)
+            {
+                Sent.Add((op, offset, length));
+            }
+            return inner.SendAsync(op, flags, offset, length, payload, readInto, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task A_full_rebuild_erases_each_run_in_one_request_and_looks_up_allocation_in_proportion_to_the_volume()
+    {
+        const long mib = 1 << 20;
+        const long size = 96 * mib;
+        var local = new RamBlockDevice(size);
+        using var volume = new ReplicatedVolume(local, [], 1, new InSyncSet(1));
+        await volume.WriteAsync(0, Pattern((int)(48 * mib), 1)); // six windows of data
+        await volume.WriteZeroesAsync(48 * mib, 16 * mib, ZeroFlags.NoHole); // a zero run over two windows
+        await volume.WriteAsync(64 * mib, Pattern((int)mib, 2));
+        await volume.WriteZeroesAsync(65 * mib, 4096, ZeroFlags.NoHole); // a zero run inside a window
+        await volume.WriteAsync(65 * mib + 4096, Pattern((int)mib - 4096, 3)); // then a hole to the end, over several windows
+        var target = new RamBlockDevice(size);
+        await target.WriteAsync(0, Pattern((int)size, 4)); // stale data everywhere
+        var recording = new RecordingChannel(new DirectChannel(new ReplicaTarget("r1", target), 1));
+        long walkedBefore = local.AllocationPagesWalked;
+
+        var summary = await volume.RebuildAsync(recording, delta: false).WaitAsync(Deadline);
+
+        AssertSameBytes(local, target, "r1");
+        var erased = recording.Sent.Where(s => s.Op is ReplicaOp.Trim or ReplicaOp.WriteZeroes).ToList();
+        // A run that starts a window is erased whole; one that starts inside a window is erased up to the window's end.
+        Assert.Equal([(ReplicaOp.WriteZeroes, 48 * mib, 16 * mib), (ReplicaOp.WriteZeroes, 65 * mib, 4096), (ReplicaOp.Trim, 66 * mib, 6 * mib),
+            (ReplicaOp.Trim, 72 * mib, 24 * mib)], erased);
+        Assert.Equal(50, recording.Sent.Count(s => s.Op == ReplicaOp.Write)); // 49 MiB in 1 MiB requests, and 1 MiB - 4 KiB
+        Assert.Equal(50 * mib - 4096, summary.DataBytes);
+        Assert.Equal(size - summary.DataBytes, summary.ErasedBytes);
+        // Every page is looked at about twice (the window's probe, then the copy), not once per window for the rest of
+        // the range as when each probe looked up to 1 GiB ahead.
+        long pages = size / RamBlockDevice.PageBytes;
+        Assert.InRange(local.AllocationPagesWalked - walkedBefore, pages, 2 * pages);
+    }
+
     /// <summary>Holds every write until released, and records how many were waiting at once.</summary>
     private sealed class HeldWritesChannel(IReplicaChannel inner) : IReplicaChannel
     {

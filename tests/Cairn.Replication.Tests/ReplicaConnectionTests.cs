@@ -59,6 +59,26 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_large_write_s_payload_is_received_into_4_KiB_aligned_memory_reused_request_after_request()
+    {
+        await using var link = await ConnectAsync();
+        const int chunk = AlignedPayloads.BufferBytes;
+        for (int round = 0; round < 3; round++)
+        {
+            var writes = new Task<ReplicaStatus>[4];
+            for (int i = 0; i < writes.Length; i++)
+            {
+                writes[i] = Write(link, (long)i * chunk, TestData.Pattern(chunk, 10 * round + i), ReplicaFlags.Uncached).AsTask();
+            }
+            Assert.All(await Task.WhenAll(writes), status => Assert.Equal(ReplicaStatus.Ok, status));
+        }
+
+        Assert.Equal(12, _device.AlignedLargeWrites); // so the replica's O_DIRECT write needs no aligned copy of it
+        Assert.InRange(AlignedPayloads.Allocated, 1, AlignedPayloads.MaxBuffers);
+        Assert.Equal(TestData.Pattern(chunk, 23), await ReadAsync(link, 3L * chunk, chunk));
+    }
+
+    [Fact]
     public async Task Overlapping_writes_apply_in_arrival_order_while_the_device_completes_out_of_order()
     {
         _device.Inner.Asynchronous = true; // every operation completes after a random delay of 0-1 ms
@@ -368,6 +388,11 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
 
         public int WritesCompletedAtLastFlush { get; private set; } = -1;
 
+        private int _alignedLargeWrites;
+
+        /// <summary>Writes of more than 128 KiB whose payload sat 4 KiB-aligned in memory (as O_DIRECT wants it).</summary>
+        public int AlignedLargeWrites => Volatile.Read(ref _alignedLargeWrites);
+
         public long SizeBytes => inner.SizeBytes;
 
         public int PreferredBlockSizeBytes => inner.PreferredBlockSizeBytes;
@@ -379,6 +404,11 @@ public sealed class ReplicaConnectionTests : IAsyncLifetime
 
         public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
         {
+            if (source.Length > 128 << 10 && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(source, out var segment)
+                && (System.Runtime.InteropServices.Marshal.UnsafeAddrOfPinnedArrayElement(segment.Array!, segment.Offset) & (AlignedPayloads.Alignment - 1)) == 0)
+            {
+                Interlocked.Increment(ref _alignedLargeWrites);
+            }
             if (WriteGate?.Invoke(offset) is { } gate)
             {
                 await gate;

@@ -15,6 +15,7 @@ public sealed class RamBlockDevice : IBlockDevice
     private int _flushes;
     private int _fuaWrites;
     private long _uncachedBytes;
+    private long _allocationPagesWalked;
     private int _inFlight;
     private int _maxInFlight;
 
@@ -45,6 +46,8 @@ public sealed class RamBlockDevice : IBlockDevice
     public int FuaWrites => Volatile.Read(ref _fuaWrites);
     /// <summary>Bytes written with <see cref="WriteFlags.Uncached"/> (a rebuild's copy).</summary>
     public long UncachedBytes => Interlocked.Read(ref _uncachedBytes);
+    /// <summary>Pages <see cref="GetAllocationAsync"/> looked at, over all calls: what a block store's lookups would walk.</summary>
+    public long AllocationPagesWalked => Interlocked.Read(ref _allocationPagesWalked);
     public Span<byte> Data => _data;
 
     public AllocationState PageState(long offset) => _pages[offset / PageBytes];
@@ -149,6 +152,7 @@ public sealed class RamBlockDevice : IBlockDevice
             while (runEnd < end && _pages[runEnd / PageBytes] == state)
             {
                 runEnd = (runEnd / PageBytes + 1) * PageBytes;
+                Interlocked.Increment(ref _allocationPagesWalked);
             }
             runEnd = Math.Min(runEnd, end);
             span[count++] = new AllocationExtent(runEnd - at, state);
