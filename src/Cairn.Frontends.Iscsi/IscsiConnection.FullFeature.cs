@@ -203,6 +203,13 @@ internal sealed partial class IscsiConnection
         AcceptCmdSn(); // logout is answered even when sent immediate
         var code = request.Reason == LogoutReason.RemoveConnectionForRecovery ? LogoutResponseCode.RecoveryNotSupported : LogoutResponseCode.Success;
         ReleasePendingWrites();
+        if (code == LogoutResponseCode.Success)
+        {
+            // The I_T nexus ends here, before the answer: an initiator that reserves right after seeing it must not find
+            // this session's SCSI-2 reservation still held until the connection's cleanup has run (libiscsi's
+            // SCSI.Reserve6.Logout test lost that race on a loaded machine).
+            _unit?.EndNexus();
+        }
         new LogoutResponse(code, request.InitiatorTaskTag, (ushort)Parameters.DefaultTime2Wait, 0).WriteTo(_send);
         await SendAsync([], StatSn.Advance);
         _logger.LogInformation("iSCSI {Client} logged out", ClientDescription);

@@ -39,18 +39,19 @@ public sealed class IscsiTestClient : IAsyncDisposable
     }
 
     /// <summary>Sends one login request with the given keys ('|' separates pairs) and returns the response.</summary>
-    internal async Task<TestPdu> LoginAsync(string keys, LoginStage current = LoginStage.Operational, LoginStage next = LoginStage.FullFeature)
+    internal async Task<TestPdu> LoginAsync(string keys, LoginStage current = LoginStage.Operational, LoginStage next = LoginStage.FullFeature,
+        ulong isid = 0x0023_3D00_0001)
     {
         var bhs = new byte[Bhs.Length];
-        new LoginRequest(true, false, current, next, 0, 0, 0x0023_3D00_0001, 0, NextItt++, 0, CmdSn, 0).WriteTo(bhs);
+        new LoginRequest(true, false, current, next, 0, 0, isid, 0, NextItt++, 0, CmdSn, 0).WriteTo(bhs);
         await SendAsync(bhs, Encoding.UTF8.GetBytes(keys.Replace('|', '\0') + "\0"));
         return await ReceiveAsync();
     }
 
     /// <summary>Logs in to a normal session and turns on the digests it asked for.</summary>
-    public async Task<TestPdu> LoginNormalAsync(string target, string extraKeys = "")
+    public async Task<TestPdu> LoginNormalAsync(string target, string extraKeys = "", ulong isid = 0x0023_3D00_0001)
     {
-        var response = await LoginAsync($"InitiatorName=iqn.2026-11.test:client|TargetName={target}|SessionType=Normal{extraKeys}");
+        var response = await LoginAsync($"InitiatorName=iqn.2026-11.test:client|TargetName={target}|SessionType=Normal{extraKeys}", isid: isid);
         Assert.Equal(Opcode.LoginResponse, response.Opcode);
         Assert.Equal(0, response.Bhs[36] << 8 | response.Bhs[37]);
         var answers = TextKeys.Parse(response.Data)!.ToDictionary();

@@ -371,6 +371,37 @@ public sealed class ProtocolTests
     }
 
     [Fact]
+    public async Task Logout_ends_the_nexus_before_it_answers_so_another_session_can_reserve_at_once()
+    {
+        byte[] reserve6 = [0x16, 0, 0, 0, 0, 0];
+        await using var h = await ServerHarness.StartAsync();
+        await using var a = await IscsiTestClient.ConnectAsync(h.Port);
+        await a.LoginNormalAsync(Disk);
+        await using var b = await IscsiTestClient.ConnectAsync(h.Port);
+        await b.LoginNormalAsync(Disk, isid: 0x0023_3D00_0002); // same initiator, another session: another I_T nexus
+        Assert.Equal(0, await StatusAsync(a, reserve6)); // GOOD
+        Assert.Equal(0x18, await StatusAsync(b, reserve6)); // RESERVATION CONFLICT
+        var logout = new byte[Bhs.Length];
+        logout[0] = Bhs.ImmediateBit | (byte)Opcode.LogoutRequest;
+        logout[1] = 0x80;
+        Bhs.Put(logout, 16, 60u);
+        Bhs.Put(logout, 24, a.CmdSn);
+        await a.SendAsync(logout);
+        Assert.Equal(Opcode.LogoutResponse, (await a.ReceiveAsync()).Opcode);
+        Assert.Equal(0, await StatusAsync(b, reserve6)); // right after the answer, before any cleanup could have run
+    }
+
+    private static async Task<int> StatusAsync(IscsiTestClient c, byte[] cdb)
+    {
+        uint itt = c.NextItt++;
+        await c.SendAsync(IscsiTestClient.ScsiCommand(itt, c.CmdSn++, 0, false, false, cdb));
+        var response = await c.ReceiveAsync();
+        Assert.Equal(Opcode.ScsiResponse, response.Opcode);
+        Assert.Equal(itt, response.Itt);
+        return response.Bhs[3];
+    }
+
+    [Fact]
     public async Task Logout_answers_then_closes_and_releases_the_export()
     {
         await using var h = await ServerHarness.StartAsync();
