@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Cairn.Core.Transport;
 
 namespace Cairn.Core.Tests;
@@ -24,7 +22,7 @@ public sealed class EpollLoopTests
             return;
         }
         var loops = new EpollLoopGroup("dispose-self", _ => { }, count: 1);
-        var (peer, transport) = Connect(loops);
+        var (peer, transport) = LoopbackPair.Connect(loops);
         using var _peer = peer;
         var disposedOn = new TaskCompletionSource<Thread>(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -59,7 +57,7 @@ public sealed class EpollLoopTests
             return;
         }
         using var loops = new EpollLoopGroup("defer-drain", _ => { }, count: 1);
-        var (peer, transport) = Connect(loops);
+        var (peer, transport) = LoopbackPair.Connect(loops);
         using var _peer = peer;
         var innerRan = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var inner = new Work(() => innerRan.TrySetResult(true));
@@ -85,16 +83,6 @@ public sealed class EpollLoopTests
         Assert.True(await innerRan.Task.WaitAsync(Deadline), "work deferred during the drain was refused");
         await receiving.WaitAsync(Deadline);
         transport.Close();
-    }
-
-    private static (Socket Peer, EpollTransport Transport) Connect(EpollLoopGroup loops)
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var peer = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        peer.Connect(listener.LocalEndPoint!);
-        return (peer, loops.Open(listener.Accept()));
     }
 
     private sealed class Work(Action action) : IThreadPoolWorkItem

@@ -1,4 +1,3 @@
-using System.Net;
 using System.Net.Sockets;
 using Cairn.Core.Transport;
 
@@ -20,7 +19,7 @@ public sealed class EpollTransportReceiveTests
             return;
         }
         using var loops = new EpollLoopGroup("drained", _ => { }, count: 1);
-        var (peer, transport) = Connect(loops);
+        var (peer, transport) = LoopbackPair.Connect(loops);
         using (peer)
         {
             var buffer = new byte[4096];
@@ -64,7 +63,7 @@ public sealed class EpollTransportReceiveTests
             return;
         }
         using var loops = new EpollLoopGroup("filled", _ => { }, count: 1);
-        var (peer, transport) = Connect(loops);
+        var (peer, transport) = LoopbackPair.Connect(loops);
         using (peer)
         {
             var sent = new byte[1000];
@@ -80,15 +79,5 @@ public sealed class EpollTransportReceiveTests
             Assert.Equal(sent, received);
         }
         transport.Close();
-    }
-
-    private static (Socket Peer, EpollTransport Transport) Connect(EpollLoopGroup loops)
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var peer = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        peer.Connect(listener.LocalEndPoint!);
-        return (peer, loops.Open(listener.Accept()));
     }
 }

@@ -381,14 +381,20 @@ public sealed class ProtocolTests
         await b.LoginNormalAsync(Disk, isid: 0x0023_3D00_0002); // same initiator, another session: another I_T nexus
         Assert.Equal(0, await StatusAsync(a, reserve6)); // GOOD
         Assert.Equal(0x18, await StatusAsync(b, reserve6)); // RESERVATION CONFLICT
+        await a.SendAsync(CloseSession(60u, a.CmdSn));
+        Assert.Equal(Opcode.LogoutResponse, (await a.ReceiveAsync()).Opcode);
+        Assert.Equal(0, await StatusAsync(b, reserve6)); // right after the answer, before any cleanup could have run
+    }
+
+    /// <summary>An immediate Logout Request that closes the session.</summary>
+    private static byte[] CloseSession(uint itt, uint cmdSn)
+    {
         var logout = new byte[Bhs.Length];
         logout[0] = Bhs.ImmediateBit | (byte)Opcode.LogoutRequest;
         logout[1] = 0x80;
-        Bhs.Put(logout, 16, 60u);
-        Bhs.Put(logout, 24, a.CmdSn);
-        await a.SendAsync(logout);
-        Assert.Equal(Opcode.LogoutResponse, (await a.ReceiveAsync()).Opcode);
-        Assert.Equal(0, await StatusAsync(b, reserve6)); // right after the answer, before any cleanup could have run
+        Bhs.Put(logout, 16, itt);
+        Bhs.Put(logout, 24, cmdSn);
+        return logout;
     }
 
     private static async Task<int> StatusAsync(IscsiTestClient c, byte[] cdb)
@@ -407,12 +413,7 @@ public sealed class ProtocolTests
         await using var h = await ServerHarness.StartAsync();
         await using var c = await IscsiTestClient.ConnectAsync(h.Port);
         await c.LoginNormalAsync(Disk);
-        var logout = new byte[Bhs.Length];
-        logout[0] = Bhs.ImmediateBit | (byte)Opcode.LogoutRequest;
-        logout[1] = 0x80;
-        Bhs.Put(logout, 16, 50u);
-        Bhs.Put(logout, 24, c.CmdSn);
-        await c.SendAsync(logout);
+        await c.SendAsync(CloseSession(50u, c.CmdSn));
         var response = await c.ReceiveAsync();
         Assert.Equal(Opcode.LogoutResponse, response.Opcode);
         Assert.Equal(50u, response.Itt);
