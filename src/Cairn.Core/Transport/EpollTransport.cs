@@ -222,18 +222,14 @@ public sealed unsafe class EpollTransport : ISocketTransport
         while (true)
         {
             int readySequence = Volatile.Read(ref waiter.ReadySequence);
-            if (!waiter.DrainedSince(readySequence))
+            int n = waiter.Attempt(_socket, buffer.Span, out int errno);
+            if (n >= 0)
             {
-                int n = waiter.Attempt(_socket, buffer.Span, out int errno);
-                if (n >= 0)
-                {
-                    waiter.NoteReceived(n, buffer.Length, readySequence);
-                    return new ValueTask<int>(n);
-                }
-                if (errno != EAgain && errno != EIntr)
-                {
-                    return ValueTask.FromException<int>(Failure(waiter, errno));
-                }
+                return new ValueTask<int>(n);
+            }
+            if (errno != EAgain && errno != EIntr)
+            {
+                return ValueTask.FromException<int>(Failure(waiter, errno));
             }
             waiter.Park(buffer);
             // The socket may have become ready between the attempt and parking; its edge would then be lost to us.
@@ -276,7 +272,6 @@ public sealed unsafe class EpollTransport : ISocketTransport
         }
         int n;
         int errno;
-        int readySequence = Volatile.Read(ref waiter.ReadySequence);
         try
         {
             n = waiter.Attempt(_socket, waiter.Buffer.Span, out errno);
@@ -288,7 +283,6 @@ public sealed unsafe class EpollTransport : ISocketTransport
         }
         if (n >= 0)
         {
-            waiter.NoteReceived(n, waiter.Buffer.Length, readySequence); // before the continuation, which runs right here
             waiter.Succeed(n);
         }
         else if (errno == EAgain || errno == EIntr)
@@ -336,30 +330,6 @@ public sealed unsafe class EpollTransport : ISocketTransport
         private ManualResetValueTaskSourceCore<int> _core = new() { RunContinuationsAsynchronously = false };
         private int _parked;
         public int ReadySequence;
-
-        /// <summary>
-        /// The <see cref="ReadySequence"/> seen before a receive that returned less than it asked for, which means it
-        /// emptied the socket's receive queue; -1 when the last receive filled its buffer (more may be queued).
-        /// </summary>
-        private int _drainedAt = -1;
-
-        /// <summary>
-        /// Whether the socket was emptied by a receive and no readiness edge came since: the next receive would only get
-        /// EAGAIN, so it parks without the syscall. Edge-triggered epoll reports every arrival after that receive (each
-        /// one calls the socket's data-ready callback), and an edge that arrives while the caller parks is caught by
-        /// <see cref="Start"/>'s check after parking, as for a receive that did get EAGAIN. TCP sockets only: a
-        /// non-blocking TCP recv returns short only when the queue (and the backlog it flushes) is empty.
-        /// </summary>
-        public bool DrainedSince(int readySequence) => !IsSend && _drainedAt == readySequence;
-
-        public void NoteReceived(int received, int asked, int readySequence)
-        {
-            if (!IsSend)
-            {
-                // 0 is the end of the stream: a later receive must see it again at once, not wait for an edge.
-                _drainedAt = received > 0 && received < asked ? readySequence : -1;
-            }
-        }
 
         public bool IsSend { get; } = isSend;
         public Memory<byte> Buffer { get; private set; }
