@@ -38,7 +38,7 @@ public sealed class VolumeScrub(ISnapshotPool pool, string volumeId, ReplicatedV
     public async Task<ScrubReport> RunAsync(IProgress<ScrubProgress>? progress, long bytesPerSecond, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        long replicaBlocks = replicated is null ? 0 : await DataBlocksAsync(replicated, cancellationToken) * replicated.InSyncReplicas.Count;
+        long replicaBlocks = replicated is null ? 0 : await DataBlocksAsync(replicated, cancellationToken) * replicated.InSyncReplicaCount;
         var local = pool.ScrubVolume(volumeId, Relay<ScrubProgress>(p => progress?.Report(p with { BlocksTotal = p.BlocksTotal + replicaBlocks })),
             bytesPerSecond, cancellationToken);
         _errorCount = local.ErrorCount;
